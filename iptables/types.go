@@ -1,0 +1,123 @@
+// Package iptables wraps the two netfilter pieces kube-ipvs programs: iptables
+// chains (through github.com/coreos/go-iptables and iptables-restore) and
+// ipsets (through netlink). The rules are few and constant; what grows with
+// the cluster lives in ipsets. Fake and FakeSets are stateful in-memory
+// stand-ins whose Dump reads like `iptables-save` and `ipset save`.
+package iptables
+
+import (
+	"errors"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Errors returned (wrapped) by every implementation.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	// ErrInUse: the kernel refuses to delete a chain a rule still jumps to,
+	// or to destroy an ipset a rule still matches on.
+	ErrInUse = errors.New("in use")
+)
+
+// Tables kube-ipvs writes to.
+const (
+	TableNAT    = "nat"
+	TableFilter = "filter"
+)
+
+// Chain is a chain and its whole body, each rule as the arguments that
+// follow `-A NAME` in iptables-save ("-m", "mark", "--mark", "0x4000/0x4000", "-j", "RETURN").
+type Chain struct {
+	Name  string
+	Rules [][]string
+}
+
+// Interface is the iptables of one address family.
+type Interface interface {
+	// ListRules returns the body of a chain as specs (see Chain); ErrNotFound
+	// if the chain does not exist.
+	ListRules(table, chain string) ([][]string, error)
+	// RestoreChains replaces, in one atomic `iptables-restore --noflush`,
+	// the body of each given chain (creating it if missing). Other chains
+	// of the table are left alone.
+	RestoreChains(table string, chains []Chain) error
+	// EnsureRule inserts spec at the head of a chain (like `iptables -I`)
+	// unless an identical rule is already in the chain; it reports whether it
+	// inserted.
+	EnsureRule(table, chain string, spec []string) (bool, error)
+	// DeleteRule removes one rule matching spec; ErrNotFound if absent.
+	DeleteRule(table, chain string, spec []string) error
+	// DeleteChain flushes and deletes a chain; ErrNotFound if absent.
+	DeleteChain(table, chain string) error
+}
+
+// SetType is an ipset type.
+type SetType string
+
+// The ipset types kube-ipvs uses.
+const (
+	HashIP        SetType = "hash:ip"
+	HashIPPort    SetType = "hash:ip,port"
+	HashIPPortIP  SetType = "hash:ip,port,ip"
+	HashIPPortNet SetType = "hash:ip,port,net"
+	HashNet       SetType = "hash:net"
+)
+
+// Set describes an ipset: `ipset create NAME TYPE family inet|inet6`.
+type Set struct {
+	Name string
+	Type SetType
+	IPv6 bool
+}
+
+// Entry is one member of an ipset. Which fields matter depends on the set's
+// type: hash:ip uses Addr; hash:ip,port Addr, Proto and Port; hash:ip,port,ip
+// also Addr2; hash:ip,port,net Addr, Proto, Port and Net; hash:net only Net.
+// It is comparable and usable as a map key. The kernel stores a Net masked
+// (10.0.0.0/8, never 10.1.2.3/8), so give it masked to compare equal.
+type Entry struct {
+	Addr  netip.Addr
+	Proto string // "tcp", "udp", "sctp"
+	Port  uint16
+	Addr2 netip.Addr
+	Net   netip.Prefix
+}
+
+// String renders the entry as `ipset add` takes it ("10.96.0.1,tcp:80",
+// "10.96.0.1,tcp:80,10.0.0.0/8", "10.0.0.0/8").
+func (e Entry) String() string {
+	if !e.Addr.IsValid() {
+		return e.Net.String()
+	}
+	var b strings.Builder
+	b.WriteString(e.Addr.String())
+	if e.Proto != "" {
+		b.WriteString("," + e.Proto + ":" + strconv.Itoa(int(e.Port)))
+	}
+	if e.Addr2.IsValid() {
+		b.WriteString("," + e.Addr2.String())
+	}
+	if e.Net.IsValid() {
+		b.WriteString("," + e.Net.String())
+	}
+	return b.String()
+}
+
+// Sets is the kernel's ipset table.
+type Sets interface {
+	// ListSets returns the names of all ipsets, ours or not.
+	ListSets() ([]string, error)
+	// CreateSet creates a set; ErrExists if the name is taken.
+	CreateSet(Set) error
+	// DestroySet removes a set; ErrNotFound if absent. The kernel refuses
+	// while a rule still references it.
+	DestroySet(name string) error
+	// ListEntries returns the members of a set; ErrNotFound if absent.
+	ListEntries(name string) ([]Entry, error)
+	// AddEntry adds a member; ErrExists if present.
+	AddEntry(name string, e Entry) error
+	// DelEntry removes a member; ErrNotFound if absent.
+	DelEntry(name string, e Entry) error
+}

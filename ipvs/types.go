@@ -1,0 +1,151 @@
+// Package ipvs wraps the kernel's IP Virtual Server table behind a small
+// interface in kube-ipvs' own types. The real implementation talks netlink
+// through github.com/moby/ipvs; Fake is a stateful in-memory stand-in for
+// tests. Both render their table with Dump, sorted like `ipvsadm -Sn`.
+package ipvs
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Protocol is an IP protocol number as IPVS uses it.
+type Protocol uint16
+
+// The protocols Kubernetes Services can carry.
+const (
+	TCP  Protocol = 6
+	UDP  Protocol = 17
+	SCTP Protocol = 132
+)
+
+// String returns the lower-case name used in logs ("tcp").
+func (p Protocol) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	case SCTP:
+		return "sctp"
+	}
+	return fmt.Sprintf("proto-%d", uint16(p))
+}
+
+// Flag returns ipvsadm's option for the protocol ("-t", "-u", "--sctp-service").
+func (p Protocol) Flag() string {
+	switch p {
+	case TCP:
+		return "-t"
+	case UDP:
+		return "-u"
+	case SCTP:
+		return "--sctp-service"
+	}
+	return fmt.Sprintf("--proto-%d", uint16(p))
+}
+
+// ServiceKey identifies a virtual server: address, protocol and port, like
+// `-t 10.96.0.10:53` in ipvsadm.
+type ServiceKey struct {
+	Addr  netip.Addr
+	Proto Protocol
+	Port  uint16
+}
+
+// AddrPort returns the key's address and port.
+func (k ServiceKey) AddrPort() netip.AddrPort { return netip.AddrPortFrom(k.Addr, k.Port) }
+
+// String renders the key as ipvsadm does ("-t 10.96.0.10:53", "-u [fd00::a]:53").
+func (k ServiceKey) String() string { return k.Proto.Flag() + " " + k.AddrPort().String() }
+
+// Compare orders keys by address, then protocol, then port.
+func (k ServiceKey) Compare(o ServiceKey) int {
+	if c := k.Addr.Compare(o.Addr); c != 0 {
+		return c
+	}
+	if k.Proto != o.Proto {
+		if k.Proto < o.Proto {
+			return -1
+		}
+		return 1
+	}
+	return int(k.Port) - int(o.Port)
+}
+
+// Service is a virtual server, like `ipvsadm -A -t VIP:PORT -s rr [-p 10800]`.
+type Service struct {
+	Key       ServiceKey
+	Scheduler string // "rr", "wlc", … as the kernel names it
+	// Persistent, when true, pins a client to one real server for Timeout
+	// seconds (ipvsadm -p); it is how ClientIP session affinity is done.
+	Persistent bool
+	Timeout    uint32
+}
+
+// Forward is how a real server is reached. kube-ipvs uses Masquerade (NAT).
+type Forward uint32
+
+// Forwarding methods, as the kernel numbers them.
+const (
+	Masquerade Forward = 0
+	Local      Forward = 1
+	Tunnel     Forward = 2
+	Route      Forward = 3
+)
+
+// Flag returns ipvsadm's option for the method ("-m", "-g", "-i").
+func (f Forward) Flag() string {
+	switch f {
+	case Masquerade:
+		return "-m"
+	case Tunnel:
+		return "-i"
+	case Route, Local:
+		return "-g"
+	}
+	return fmt.Sprintf("--fwd-%d", uint32(f))
+}
+
+// Destination is a real server of a virtual server, like
+// `ipvsadm -a -t VIP:80 -r 10.244.1.5:8080 -m -w 1`.
+type Destination struct {
+	Addr    netip.AddrPort
+	Weight  int
+	Forward Forward
+}
+
+// Errors returned (wrapped) by every Interface implementation.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	// ErrNoScheduler means the kernel has no scheduler of that name (the
+	// ip_vs_<name> module is neither loaded nor built in); AddService and
+	// UpdateService return it, as does Kernel.EnsureScheduler.
+	ErrNoScheduler = errors.New("scheduler not available")
+)
+
+// Interface is the IPVS table. Every method is one kernel round trip
+// (ListDestinations one dump per virtual server).
+type Interface interface {
+	// ListServices returns every virtual server in the kernel, ours or not.
+	ListServices() ([]Service, error)
+	// AddService creates a virtual server; ErrExists if the key is taken.
+	AddService(Service) error
+	// UpdateService changes scheduler and persistence of an existing one.
+	UpdateService(Service) error
+	// DeleteService removes a virtual server and its real servers.
+	DeleteService(ServiceKey) error
+	// ListDestinations returns the real servers of one virtual server.
+	ListDestinations(ServiceKey) ([]Destination, error)
+	// AddDestination adds a real server; ErrExists if already there.
+	AddDestination(ServiceKey, Destination) error
+	// UpdateDestination changes weight or forwarding of a real server.
+	UpdateDestination(ServiceKey, Destination) error
+	// DeleteDestination removes a real server.
+	DeleteDestination(ServiceKey, netip.AddrPort) error
+}
+
+// Schedulers lists the schedulers kube-ipvs accepts in its configuration.
+var Schedulers = []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq"}

@@ -1,0 +1,42 @@
+// Package netif owns the node-side plumbing IPVS needs outside the IPVS
+// table: the dummy interface that holds the Service addresses (so the node
+// accepts packets for them) and the sysctls IPVS relies on.
+package netif
+
+import (
+	"errors"
+	"net/netip"
+)
+
+// Errors returned (wrapped) by every implementation.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+)
+
+// DefaultLink is the dummy interface kube-ipvs creates and owns. It differs
+// from kube-proxy's kube-ipvs0 so the two never claim each other's addresses.
+const DefaultLink = "kipvs0"
+
+// Addrs manages the addresses of the dummy interface.
+type Addrs interface {
+	// EnsureLink creates the dummy interface if missing and sets it up,
+	// like `ip link add NAME type dummy && ip link set NAME up`.
+	EnsureLink() error
+	// DeleteLink removes the interface and with it every address on it.
+	DeleteLink() error
+	// ListAddrs returns the addresses bound on the interface; an empty list
+	// (no error) when the interface does not exist.
+	ListAddrs() ([]netip.Addr, error)
+	// AddAddr binds addr as a host address (/32 or /128), like
+	// `ip addr add 10.96.0.10/32 dev kipvs0`; ErrExists if already bound.
+	AddAddr(netip.Addr) error
+	// DelAddr unbinds addr; ErrNotFound if not bound.
+	DelAddr(netip.Addr) error
+}
+
+// Sysctl reads and writes /proc/sys keys such as "net/ipv4/vs/conntrack".
+type Sysctl interface {
+	Get(key string) (string, error)
+	Set(key, value string) error
+}

@@ -1,0 +1,170 @@
+package proxier
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+)
+
+// endpoint is one usable address:port of a Service port, with the
+// conditions that decide whether traffic goes to it.
+type endpoint struct {
+	addr        netip.AddrPort
+	ready       bool
+	serving     bool
+	terminating bool
+	nodeName    string
+}
+
+// local reports whether the endpoint runs on the named node.
+func (e endpoint) local(node string) bool { return node != "" && e.nodeName == node }
+
+// portKey names a Service port as EndpointSlices do: by name and protocol.
+type portKey struct {
+	name  string
+	proto v1.Protocol
+}
+
+// endpoints are a Service's endpoints grouped by port, deduplicated.
+type endpoints map[portKey][]endpoint
+
+// forPort returns the endpoints that take traffic for one Service port:
+// the ready ones, or, when none is ready, the serving-but-terminating ones
+// (KEP-1669), so connections drain instead of failing.
+func (es endpoints) forPort(name string, proto v1.Protocol) []endpoint {
+	if proto == "" {
+		proto = v1.ProtocolTCP
+	}
+	all := es[portKey{name, proto}]
+	var ready, terminating []endpoint
+	for _, e := range all {
+		switch {
+		case e.ready:
+			ready = append(ready, e)
+		case e.serving && e.terminating:
+			terminating = append(terminating, e)
+		}
+	}
+	if len(ready) > 0 {
+		return ready
+	}
+	return terminating
+}
+
+// collectEndpoints gathers the endpoints of all slices of one Service.
+// Slices are read in name order so that which duplicate wins is
+// deterministic.
+func collectEndpoints(eps []*discovery.EndpointSlice, family v1.IPFamily, skip func(Reason, string, ...any)) endpoints {
+	sorted := slices.Clone(eps)
+	slices.SortFunc(sorted, func(a, b *discovery.EndpointSlice) int {
+		return cmp.Compare(sliceName(a), sliceName(b))
+	})
+	es := endpoints{}
+	seen := map[portKey]map[netip.AddrPort]bool{}
+	for _, s := range sorted {
+		if !sliceUsable(s, family, skip) {
+			continue
+		}
+		for _, p := range s.Ports {
+			key, port, ok := slicePort(s, p, skip)
+			if !ok {
+				continue
+			}
+			if seen[key] == nil {
+				seen[key] = map[netip.AddrPort]bool{}
+			}
+			for _, ep := range s.Endpoints {
+				e, ok := toEndpoint(s, ep, port, family, skip)
+				if !ok {
+					continue
+				}
+				if seen[key][e.addr] {
+					skip(ReasonDuplicateEndpoint, "slice %s: %s", s.Name, e.addr)
+					continue
+				}
+				seen[key][e.addr] = true
+				es[key] = append(es[key], e)
+			}
+		}
+	}
+	return es
+}
+
+func sliceName(s *discovery.EndpointSlice) string {
+	if s == nil {
+		return ""
+	}
+	return s.Name
+}
+
+// sliceUsable reports whether a slice carries addresses of our family.
+func sliceUsable(s *discovery.EndpointSlice, family v1.IPFamily, skip func(Reason, string, ...any)) bool {
+	if s == nil {
+		return false
+	}
+	switch s.AddressType {
+	case discovery.AddressTypeFQDN:
+		skip(ReasonFQDNSlice, "slice %s", s.Name)
+		return false
+	case discovery.AddressType(family):
+		return true
+	}
+	skip(ReasonOtherFamilySlice, "slice %s has %s", s.Name, s.AddressType)
+	return false
+}
+
+// slicePort validates one port of a slice.
+func slicePort(s *discovery.EndpointSlice, p discovery.EndpointPort, skip func(Reason, string, ...any)) (portKey, uint16, bool) {
+	key := portKey{proto: v1.ProtocolTCP}
+	if p.Name != nil {
+		key.name = *p.Name
+	}
+	if p.Protocol != nil {
+		key.proto = *p.Protocol
+	}
+	if p.Port == nil {
+		skip(ReasonNilSlicePort, "slice %s port %q", s.Name, key.name)
+		return key, 0, false
+	}
+	if *p.Port <= 0 || *p.Port > 65535 {
+		skip(ReasonZeroSlicePort, "slice %s port %q is %d", s.Name, key.name, *p.Port)
+		return key, 0, false
+	}
+	return key, uint16(*p.Port), true
+}
+
+// toEndpoint reads one endpoint's first address (the API allows clients to
+// use only the first) and its conditions. Unset Ready and Serving mean
+// true, as the API documents; unset Terminating means false.
+func toEndpoint(s *discovery.EndpointSlice, ep discovery.Endpoint, port uint16, family v1.IPFamily, skip func(Reason, string, ...any)) (endpoint, bool) {
+	if len(ep.Addresses) == 0 {
+		skip(ReasonBadEndpointAddress, "slice %s: endpoint without address", s.Name)
+		return endpoint{}, false
+	}
+	a, ok := parseIP(ep.Addresses[0])
+	if !ok {
+		skip(ReasonBadEndpointAddress, "slice %s: %q", s.Name, ep.Addresses[0])
+		return endpoint{}, false
+	}
+	if familyOf(a) != family {
+		skip(ReasonOtherFamilyEndpoint, "slice %s: %s", s.Name, a)
+		return endpoint{}, false
+	}
+	e := endpoint{addr: netip.AddrPortFrom(a, port), ready: true, serving: true}
+	if c := ep.Conditions.Ready; c != nil {
+		e.ready = *c
+	}
+	if c := ep.Conditions.Serving; c != nil {
+		e.serving = *c
+	}
+	if c := ep.Conditions.Terminating; c != nil {
+		e.terminating = *c
+	}
+	if ep.NodeName != nil {
+		e.nodeName = *ep.NodeName
+	}
+	return e, true
+}

@@ -1,0 +1,115 @@
+package proxier
+
+import (
+	"context"
+	"fmt"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// LabelServiceProxyName names the proxy that should serve a Service; other
+// proxies leave it alone.
+const LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+
+// Selector is the server-side label selector for Services and
+// EndpointSlices, as kube-proxy uses it: never headless objects, and
+// either unlabelled ones (proxyName empty) or those naming proxyName.
+func Selector(proxyName string) (labels.Selector, error) {
+	noHeadless, err := labels.NewRequirement(v1.IsHeadlessService, selection.DoesNotExist, nil)
+	if err != nil {
+		return nil, err
+	}
+	byProxy, err := labels.NewRequirement(LabelServiceProxyName, selection.DoesNotExist, nil)
+	if proxyName != "" {
+		byProxy, err = labels.NewRequirement(LabelServiceProxyName, selection.Equals, []string{proxyName})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("serviceProxyName %q: %w", proxyName, err)
+	}
+	return labels.NewSelector().Add(*noHeadless, *byProxy), nil
+}
+
+// Watcher feeds a Proxier from client-go informers.
+type Watcher struct {
+	services cache.SharedIndexInformer
+	slices   cache.SharedIndexInformer
+	node     cache.SharedIndexInformer
+	start    func(stop <-chan struct{})
+}
+
+// NewWatcher sets up informers on Services and EndpointSlices (filtered by
+// Selector(proxyName)) and on the Node named nodeName. Every event is
+// recorded in p and then poke is called; handlers never touch the kernel.
+func NewWatcher(client kubernetes.Interface, nodeName, proxyName string, p *Proxier, poke func()) (*Watcher, error) {
+	sel, err := Selector(proxyName)
+	if err != nil {
+		return nil, err
+	}
+	objs := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel.String() }))
+	nodes := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", nodeName).String()
+		}))
+	w := &Watcher{
+		services: objs.Core().V1().Services().Informer(),
+		slices:   objs.Discovery().V1().EndpointSlices().Informer(),
+		node:     nodes.Core().V1().Nodes().Informer(),
+		start:    func(stop <-chan struct{}) { objs.Start(stop); nodes.Start(stop) },
+	}
+	handlers := []struct {
+		inf            cache.SharedIndexInformer
+		update, delete func(any)
+	}{
+		{w.services, typed(p.OnService), typed(p.OnServiceDelete)},
+		{w.slices, typed(p.OnSlice), typed(p.OnSliceDelete)},
+		{w.node, typed(p.OnNode), func(any) {}},
+	}
+	for _, h := range handlers {
+		_, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { h.update(obj); poke() },
+			UpdateFunc: func(_, obj any) { h.update(obj); poke() },
+			DeleteFunc: func(obj any) { h.delete(unwrapTombstone(obj)); poke() },
+		})
+		if err != nil {
+			return nil, fmt.Errorf("adding event handler: %w", err)
+		}
+	}
+	return w, nil
+}
+
+// typed adapts a typed record method to an informer callback; objects of
+// another type are ignored.
+func typed[T any](f func(T)) func(any) {
+	return func(obj any) {
+		if t, ok := obj.(T); ok {
+			f(t)
+		}
+	}
+}
+
+// unwrapTombstone returns the last known object of a deletion the
+// informer only learned about after a relist.
+func unwrapTombstone(obj any) any {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		return t.Obj
+	}
+	return obj
+}
+
+// Start starts the informers; they stop when ctx is done.
+func (w *Watcher) Start(ctx context.Context) { w.start(ctx.Done()) }
+
+// WaitForSync blocks until Services and EndpointSlices have been listed
+// once (the Node is not waited for: a missing Node must not stop service
+// traffic), or ctx is done. It reports whether they synced.
+func (w *Watcher) WaitForSync(ctx context.Context) bool {
+	return cache.WaitForCacheSync(ctx.Done(), w.services.HasSynced, w.slices.HasSynced)
+}

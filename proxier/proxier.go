@@ -1,0 +1,291 @@
+// Package proxier turns Services and EndpointSlices into kernel state. It
+// records what changed (event handlers never touch the kernel), builds the
+// desired State per Service with the pure BuildService, diffs it with the
+// pure Plan, and runs the operations in a safe order with Apply.
+package proxier
+
+import (
+	"fmt"
+	"maps"
+	"sync"
+
+	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Options is what the proxier is told at start.
+type Options struct {
+	Build BuildConfig
+	Rules RuleConfig
+	// DryRun computes and logs every plan but never writes to the kernel
+	// (it still reads it, to plan against what is there).
+	DryRun bool
+}
+
+// Proxier holds the snapshot of the API objects and what was last applied.
+// Record methods may be called from any goroutine; Sync from one at a time.
+type Proxier struct {
+	log    *zap.Logger
+	kernel Kernel
+	opts   Options
+	rules  Rules
+
+	mu      sync.Mutex // guards pending and skipped
+	pending changes
+	skipped map[Reason]int
+
+	// Owned by Sync.
+	services map[types.NamespacedName]*v1.Service
+	bySvc    map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice
+	sliceSvc map[types.NamespacedName]types.NamespacedName
+	node     *v1.Node
+	want     *desired
+	applied  *State // what the kernel holds, as far as we know; nil: read it back
+}
+
+// changes is what the event handlers recorded since the last sync. A nil
+// object records a deletion.
+type changes struct {
+	services map[types.NamespacedName]*v1.Service
+	slices   map[types.NamespacedName]*discovery.EndpointSlice
+	node     *v1.Node
+}
+
+// New returns a proxier. It does nothing to the kernel.
+func New(log *zap.Logger, k Kernel, opts Options) *Proxier {
+	p := &Proxier{
+		log:      log,
+		kernel:   k,
+		opts:     opts,
+		rules:    BuildRules(opts.Rules),
+		skipped:  map[Reason]int{},
+		services: map[types.NamespacedName]*v1.Service{},
+		bySvc:    map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice{},
+		sliceSvc: map[types.NamespacedName]types.NamespacedName{},
+		want:     newDesired(),
+	}
+	p.pending = newChanges()
+	return p
+}
+
+func newChanges() changes {
+	return changes{
+		services: map[types.NamespacedName]*v1.Service{},
+		slices:   map[types.NamespacedName]*discovery.EndpointSlice{},
+	}
+}
+
+// Rules returns the netfilter configuration this proxier keeps.
+func (p *Proxier) Rules() Rules { return p.rules }
+
+// OnService records an added or updated Service.
+func (p *Proxier) OnService(svc *v1.Service) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pending.services[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}] = svc
+}
+
+// OnServiceDelete records a deleted Service.
+func (p *Proxier) OnServiceDelete(svc *v1.Service) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pending.services[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}] = nil
+}
+
+// OnSlice records an added or updated EndpointSlice.
+func (p *Proxier) OnSlice(s *discovery.EndpointSlice) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pending.slices[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+}
+
+// OnSliceDelete records a deleted EndpointSlice.
+func (p *Proxier) OnSliceDelete(s *discovery.EndpointSlice) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pending.slices[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = nil
+}
+
+// OnNode records this node's Node object.
+func (p *Proxier) OnNode(n *v1.Node) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pending.node = n
+}
+
+// Skipped returns how many times each kind of bad input was skipped.
+func (p *Proxier) Skipped() map[Reason]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.skipped)
+}
+
+// Sync brings the kernel in line with the recorded changes. A full sync
+// reads the kernel back, re-checks the rules and repairs any drift; an
+// incremental one works from what was last applied and touches only the
+// Services that changed, so with nothing changed it neither reads nor
+// writes the kernel. After a failure the next sync is full.
+func (p *Proxier) Sync(full bool) error {
+	sc := p.absorb(p.takeChanges())
+	if full || p.applied == nil {
+		return p.fullSync()
+	}
+	if sc.Empty() {
+		return nil
+	}
+	ops := Plan(p.want.state, p.applied, sc)
+	if err := p.apply(ops); err != nil {
+		return err
+	}
+	copyScoped(p.applied, p.want.state, sc)
+	return nil
+}
+
+func (p *Proxier) takeChanges() changes {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ch := p.pending
+	p.pending = newChanges()
+	return ch
+}
+
+// absorb folds changes into the snapshot, rebuilds the fragments of the
+// Services they touch and returns the keys whose desired state moved.
+func (p *Proxier) absorb(ch changes) *Scope {
+	dirty := map[types.NamespacedName]bool{}
+	for name, svc := range ch.services {
+		if svc == nil {
+			delete(p.services, name)
+		} else {
+			p.services[name] = svc
+		}
+		dirty[name] = true
+	}
+	for key, s := range ch.slices {
+		p.absorbSlice(key, s, dirty)
+	}
+	if ch.node != nil {
+		p.node = ch.node
+	}
+	sc := NewScope()
+	for name := range dirty {
+		p.rebuild(name, sc)
+	}
+	return sc
+}
+
+// absorbSlice files a slice under the Service its label names, moving it
+// if the label changed.
+func (p *Proxier) absorbSlice(key types.NamespacedName, s *discovery.EndpointSlice, dirty map[types.NamespacedName]bool) {
+	if old, ok := p.sliceSvc[key]; ok {
+		delete(p.bySvc[old], key)
+		if len(p.bySvc[old]) == 0 {
+			delete(p.bySvc, old)
+		}
+		delete(p.sliceSvc, key)
+		dirty[old] = true
+	}
+	if s == nil {
+		return
+	}
+	svcName := s.Labels[discovery.LabelServiceName]
+	if svcName == "" {
+		p.count(types.NamespacedName{Namespace: s.Namespace}, []Skip{{Reason: ReasonSliceWithoutService, Detail: "slice " + key.String()}})
+		return
+	}
+	name := types.NamespacedName{Namespace: s.Namespace, Name: svcName}
+	if p.bySvc[name] == nil {
+		p.bySvc[name] = map[types.NamespacedName]*discovery.EndpointSlice{}
+	}
+	p.bySvc[name][key] = s
+	p.sliceSvc[key] = name
+	dirty[name] = true
+}
+
+// rebuild recomputes one Service's fragment.
+func (p *Proxier) rebuild(name types.NamespacedName, sc *Scope) {
+	svc := p.services[name]
+	if svc == nil {
+		p.count(name, p.want.replace(name, nil, sc))
+		return
+	}
+	eps := make([]*discovery.EndpointSlice, 0, len(p.bySvc[name]))
+	for _, s := range p.bySvc[name] {
+		eps = append(eps, s)
+	}
+	f, skips := BuildService(svc, eps, p.opts.Build)
+	p.count(name, skips)
+	p.count(name, p.want.replace(name, f, sc))
+}
+
+// count logs and counts skipped input.
+func (p *Proxier) count(name types.NamespacedName, skips []Skip) {
+	if len(skips) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range skips {
+		p.skipped[s.Reason]++
+		p.log.Warn("skipping bad input", zap.Stringer("service", name),
+			zap.String("reason", string(s.Reason)), zap.String("detail", s.Detail))
+	}
+}
+
+// fullSync re-derives the whole desired state, ensures the rules, reads
+// the kernel back and repairs every difference.
+func (p *Proxier) fullSync() error {
+	p.applied = nil
+	want, skips := p.want.rebuilt()
+	p.want = want
+	p.count(types.NamespacedName{}, skips)
+	if err := p.ensureRules(); err != nil {
+		return err
+	}
+	current, err := ReadState(p.kernel, p.opts.Build.Family, p.rules.Sets)
+	if err != nil {
+		return fmt.Errorf("reading kernel state: %w", err)
+	}
+	if err := p.apply(Plan(want.state, current, nil)); err != nil {
+		return err
+	}
+	p.applied = want.state.Clone()
+	return nil
+}
+
+func (p *Proxier) ensureRules() error {
+	if p.opts.DryRun {
+		return nil
+	}
+	changed, err := EnsureRules(p.kernel, p.rules)
+	for _, c := range changed {
+		p.log.Info("rules changed", zap.String("op", c))
+	}
+	if err != nil {
+		return fmt.Errorf("ensuring rules: %w", err)
+	}
+	return nil
+}
+
+// apply runs or, in dry-run mode, logs the plan. On failure what was last
+// applied is forgotten, so the next sync reads the kernel back instead of
+// trusting a mirror that may be wrong.
+func (p *Proxier) apply(ops []Op) error {
+	if p.opts.DryRun {
+		for _, o := range ops {
+			p.log.Info("dry-run", zap.Stringer("op", o))
+		}
+		return nil
+	}
+	n, err := Apply(p.kernel, ops)
+	if n > 0 {
+		p.log.Debug("applied", zap.Int("ops", n))
+	}
+	if err != nil {
+		p.applied = nil
+		return fmt.Errorf("applying plan: %w", err)
+	}
+	return nil
+}
