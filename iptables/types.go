@@ -49,7 +49,8 @@ type Interface interface {
 	EnsureRule(table, chain string, spec []string) (bool, error)
 	// DeleteRule removes one rule matching spec; ErrNotFound if absent.
 	DeleteRule(table, chain string, spec []string) error
-	// DeleteChain flushes and deletes a chain; ErrNotFound if absent.
+	// DeleteChain flushes and deletes a chain; ErrNotFound if absent,
+	// ErrInUse while a rule still jumps to it.
 	DeleteChain(table, chain string) error
 }
 
@@ -112,7 +113,7 @@ type Sets interface {
 	// CreateSet creates a set; ErrExists if the name is taken.
 	CreateSet(Set) error
 	// DestroySet removes a set; ErrNotFound if absent. The kernel refuses
-	// while a rule still references it.
+	// while a rule still references it: ErrInUse.
 	DestroySet(name string) error
 	// ListEntries returns the members of a set; ErrNotFound if absent.
 	ListEntries(name string) ([]Entry, error)

@@ -183,8 +183,8 @@ func TestBuildService(t *testing.T) {
 			),
 		},
 		{
-			name: "leading-zero IPv4 is decimal (CVE-2021-29923)",
-			svc:  service(ns, "web", withClusterIP("010.096.000.010")),
+			name:   "leading-zero IPv4 is decimal (CVE-2021-29923)",
+			svc:    service(ns, "web", withClusterIP("010.096.000.010")),
 			slices: []*discovery.EndpointSlice{slice(ns, "web-1", "web", withEndpoints(ep("010.244.001.001")))},
 			want: lines(
 				"-A -t 10.96.0.10:80 -s rr",

@@ -1,0 +1,96 @@
+// Package config is kube-ipvs' versioned configuration: the YAML file given
+// with --config, its defaults, its validation, and the command-line flags
+// that override it.
+//
+// The effective configuration is built by Flags.Resolve in this order:
+// Default(), then the fields the file sets, then the flags given on the
+// command line (a flag left out never overrides the file). Problems are all
+// reported at once, each naming the field's path and quoting the bad value:
+//
+//	ipvs.schedular: unknown field
+//	ipvs.syncPeriod: invalid duration "3x"
+//	mode: unsupported value "userspace": must be one of "ipvs", "dry-run"
+//	ipvs.scheduler (--scheduler): unsupported value "fifo": must be one of "rr", …
+//
+// config/example.yaml shows every field with its default.
+//
+// # Document
+//
+// The file is YAML, decoded through the JSON field names below
+// (sigs.k8s.io/yaml). Keys are case-sensitive; an unknown key, at any depth,
+// is an error. A field left out, or set to null, keeps its default. Durations
+// are Go duration strings ("30s", "1m30s", "500ms"); a bare number is an
+// error, not nanoseconds.
+//
+// # Fields
+//
+// apiVersion (required): must be "kube-ipvs.io/v1alpha1".
+//
+// kind (required): must be "KubeIPVSConfiguration".
+//
+// mode (default "ipvs", flag --mode): "ipvs" programs the kernel (IPVS
+// virtual servers, VIPs on the dummy interface, iptables rules and ipsets).
+// "dry-run" watches the cluster, computes every plan and logs it, and never
+// touches the kernel.
+//
+// nodeName (default "", flag --node-name): the name of this node's Node
+// object. When empty, $NODE_NAME is used (the DaemonSet sets it from the
+// downward API, spec.nodeName), then the hostname, lower-cased as the kubelet
+// does. It must be a valid Node name (an RFC 1123 subdomain).
+//
+// kubeconfig (default "", flag --kubeconfig): path of a kubeconfig file to
+// reach the API server. Empty means the in-cluster service account.
+//
+// serviceProxyName (default "", flag --service-proxy-name): kube-ipvs serves
+// only the Services (and their EndpointSlices) labelled
+// service.kubernetes.io/service-proxy-name=<this>. Empty means only those
+// without that label, as kube-proxy does. When set it must be a valid label
+// value.
+//
+// clusterCIDR (default "", flag --cluster-cidr): the cluster's pod CIDRs,
+// comma-separated, IPv4 and/or IPv6 ("10.244.0.0/16,fd00:10:244::/56");
+// spaces around entries are ignored. Traffic to a Service from a source
+// outside them is masqueraded. Each entry is parsed as Kubernetes validates
+// new CIDR fields: leading zeros ("010.0.0.0/8"), IPv4-mapped IPv6 addresses
+// and IPv6 zones are refused. Bits set beyond the prefix length
+// ("10.244.1.0/16") are accepted and cleared, with a warning (see
+// Configuration.Warnings); the parsed list is Configuration.ClusterCIDRs.
+//
+// masqueradeAll (default false, flag --masquerade-all): masquerade every
+// packet to a Service, whatever its source.
+//
+// masqueradeBit (default 14): the bit of the packet mark (fwmark) that flags
+// a packet for masquerade, 0 to 31. 14 is mark 0x4000, the same as
+// kube-proxy, like `iptables -j MARK --or-mark 0x4000`.
+//
+// ipvs.scheduler (default "rr", flag --scheduler): the scheduler of every
+// virtual server, like `ipvsadm -A -t VIP:PORT -s rr`: one of rr wrr lc wlc
+// lblc lblcr sh dh mh sed nq (ipvs.Schedulers). The kernel module of the
+// scheduler (ip_vs_rr, …) must be available.
+//
+// ipvs.syncPeriod (default "30s", flag --sync-period): the interval of the
+// full resync, which reads the kernel back and repairs drift. Must be
+// greater than 0.
+//
+// ipvs.minSyncPeriod (default "1s", flag --min-sync-period): the minimum
+// interval between two syncs; changes that arrive in a burst are coalesced
+// into one sync. From 0 to ipvs.syncPeriod.
+//
+// ipvs.tcpTimeout, ipvs.tcpFinTimeout, ipvs.udpTimeout (default "0s"): IPVS
+// connection timeouts, like `ipvsadm --set TCP TCPFIN UDP`. 0 leaves the
+// kernel's value. Whole seconds, from 0 to MaxIPVSTimeout (the kernel refuses
+// more than INT_MAX/HZ seconds).
+//
+// logging.level (default "info", flag --log-level): debug, info, warn or
+// error.
+//
+// logging.format (default "json", flag --log-format): json (one JSON object
+// per line) or console (human-readable).
+//
+// # Flags without a field
+//
+// --config names the file; without it, the built-in defaults and the flags
+// are used. --cleanup removes everything kube-ipvs made on the node (its IPVS
+// virtual servers, VIPs and dummy interface, iptables chains and jump rules,
+// ipsets) and exits; see Flags.Cleanup.
+package config

@@ -1,0 +1,167 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Flags holds kube-ipvs' command-line flags. Create it with BindFlags before
+// the FlagSet is parsed, and call Resolve after.
+type Flags struct {
+	fs         *flag.FlagSet
+	configFile string
+	cleanup    bool
+	// values is what the overriding flags write into; it starts as Default()
+	// so that -help shows the built-in defaults.
+	values    Configuration
+	overrides map[string]override
+}
+
+// override is one flag that replaces one configuration field when, and only
+// when, it was given on the command line.
+type override struct {
+	field string
+	apply func(*Configuration)
+}
+
+// BindFlags registers every kube-ipvs flag on fs:
+//
+//	--config              path of the configuration file (default: none, built-in defaults)
+//	--kubeconfig          kubeconfig
+//	--mode                mode
+//	--node-name           nodeName
+//	--cluster-cidr        clusterCIDR
+//	--masquerade-all      masqueradeAll
+//	--scheduler           ipvs.scheduler
+//	--sync-period         ipvs.syncPeriod
+//	--min-sync-period     ipvs.minSyncPeriod
+//	--service-proxy-name  serviceProxyName
+//	--log-level           logging.level
+//	--log-format          logging.format
+//	--cleanup             remove everything kube-ipvs made on the node, then exit
+func BindFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{fs: fs, values: *Default(), overrides: map[string]override{}}
+	fs.StringVar(&f.configFile, "config", "",
+		"path of the "+Kind+" YAML file; flags given on the command line override its values")
+	fs.BoolVar(&f.cleanup, "cleanup", false,
+		"remove every IPVS virtual server, address, interface, iptables chain and ipset kube-ipvs made on this node, then exit")
+
+	bind(f, fs.StringVar, "kubeconfig", "kubeconfig", func(c *Configuration) *string { return &c.Kubeconfig },
+		"path of a kubeconfig file; empty means the in-cluster service account")
+	bind(f, fs.StringVar, "mode", "mode", func(c *Configuration) *string { return &c.Mode },
+		`"ipvs" programs the kernel; "dry-run" computes and logs the plan and never touches the kernel`)
+	bind(f, fs.StringVar, "node-name", "nodeName", func(c *Configuration) *string { return &c.NodeName },
+		"name of this node's Node object; empty means $NODE_NAME, then the hostname")
+	bind(f, fs.StringVar, "cluster-cidr", "clusterCIDR", func(c *Configuration) *string { return &c.ClusterCIDR },
+		"comma-separated pod CIDRs, IPv4 and/or IPv6; traffic to a Service from outside them is masqueraded")
+	bind(f, fs.BoolVar, "masquerade-all", "masqueradeAll", func(c *Configuration) *bool { return &c.MasqueradeAll },
+		"masquerade all traffic to Services")
+	bind(f, fs.StringVar, "scheduler", "ipvs.scheduler", func(c *Configuration) *string { return &c.IPVS.Scheduler },
+		"IPVS scheduler for every virtual server (rr wrr lc wlc lblc lblcr sh dh mh sed nq)")
+	bind(f, fs.DurationVar, "sync-period", "ipvs.syncPeriod", func(c *Configuration) *time.Duration { return &c.IPVS.SyncPeriod.Duration },
+		"interval of the full resync that reads the kernel back and repairs drift")
+	bind(f, fs.DurationVar, "min-sync-period", "ipvs.minSyncPeriod", func(c *Configuration) *time.Duration { return &c.IPVS.MinSyncPeriod.Duration },
+		"minimum interval between two syncs; changes in between are coalesced")
+	bind(f, fs.StringVar, "service-proxy-name", "serviceProxyName", func(c *Configuration) *string { return &c.ServiceProxyName },
+		"serve only Services labelled "+ServiceProxyNameLabel+"=<this>; empty means only unlabelled ones")
+	bind(f, fs.StringVar, "log-level", "logging.level", func(c *Configuration) *string { return &c.Logging.Level },
+		"log level: debug, info, warn or error")
+	bind(f, fs.StringVar, "log-format", "logging.format", func(c *Configuration) *string { return &c.Logging.Format },
+		"log format: json or console")
+	return f
+}
+
+// bind registers one overriding flag of type T (string, bool, duration) with
+// define (fs.StringVar, …), shows the field it overrides in its usage, and
+// records how to copy its value into a Configuration.
+func bind[T any](f *Flags, define func(p *T, name string, value T, usage string),
+	name, field string, get func(*Configuration) *T, usage string) {
+	p := get(&f.values)
+	define(p, name, *p, usage+" (overrides "+field+")")
+	f.overrides[name] = override{field: field, apply: func(c *Configuration) { *get(c) = *p }}
+}
+
+// ConfigFile returns the value of --config ("" when not given).
+func (f *Flags) ConfigFile() string { return f.configFile }
+
+// Cleanup reports whether --cleanup was given.
+func (f *Flags) Cleanup() bool { return f.cleanup }
+
+// Resolve builds the effective configuration, in this order of precedence:
+// flags given on the command line, then the --config file, then Default().
+// A flag left at its default never overrides the file. NodeName, when still
+// empty, comes from ResolveNodeName. The result is validated.
+//
+// Every problem is reported at once (errors.Join of *FieldError): those of the
+// file, a node name that cannot be found, and everything Validate finds; an
+// error in a value that came from a flag names the flag too
+// (`ipvs.scheduler (--scheduler): unsupported value …`). Only a file that
+// cannot be read or is not YAML stops at once. A bad value in the file that a
+// flag overrides is not reported.
+//
+// main passes os.ReadFile, os.Getenv and os.Hostname; readFile is called only
+// if --config is set, hostname only if it is needed.
+func (f *Flags) Resolve(readFile func(string) ([]byte, error), getenv func(string) string,
+	hostname func() (string, error)) (*Configuration, error) {
+	if !f.fs.Parsed() {
+		return nil, errors.New("config: Resolve called before the flags were parsed")
+	}
+	cfg := Default()
+	var errs []error
+	if f.configFile != "" {
+		data, err := readFile(f.configFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --config: %w", err)
+		}
+		if cfg, errs, err = decode(data); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.configFile, err)
+		}
+	}
+	fromFlag := map[string]string{}
+	f.fs.Visit(func(fl *flag.Flag) {
+		if o, ok := f.overrides[fl.Name]; ok {
+			o.apply(cfg)
+			fromFlag[o.field] = "--" + fl.Name
+		}
+	})
+	name, err := ResolveNodeName(cfg.NodeName, getenv, hostname)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	cfg.NodeName = name
+	for _, err := range cfg.validate() {
+		if fe, ok := err.(*FieldError); ok && fromFlag[fe.Field] != "" {
+			err = &FieldError{Field: fe.Field + " (" + fromFlag[fe.Field] + ")", Detail: fe.Detail}
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// ResolveNodeName returns the name of this node's Node object: configured if
+// set (from --node-name or the file's nodeName), else $NODE_NAME (set from
+// the downward API's spec.nodeName in the DaemonSet), else the hostname,
+// lower-cased as the kubelet does when it registers the node. Surrounding
+// spaces are trimmed. The error is a *FieldError for "nodeName".
+func ResolveNodeName(configured string, getenv func(string) string, hostname func() (string, error)) (string, error) {
+	if name := strings.TrimSpace(configured); name != "" {
+		return name, nil
+	}
+	if name := strings.TrimSpace(getenv("NODE_NAME")); name != "" {
+		return name, nil
+	}
+	h, err := hostname()
+	if err != nil {
+		return "", fieldErrorf("nodeName", "not set, $NODE_NAME is empty and the hostname is unavailable: %v", err)
+	}
+	if name := strings.ToLower(strings.TrimSpace(h)); name != "" {
+		return name, nil
+	}
+	return "", fieldErrorf("nodeName", "not set, and both $NODE_NAME and the hostname are empty")
+}

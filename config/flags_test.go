@@ -1,0 +1,265 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io/fs"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+const configPath = "/etc/kube-ipvs/config.yaml"
+
+// env is a fake process environment for Resolve.
+type env struct {
+	files    map[string]string
+	vars     map[string]string
+	hostname string
+	hostErr  error
+}
+
+func (e env) readFile(name string) ([]byte, error) {
+	if s, ok := e.files[name]; ok {
+		return []byte(s), nil
+	}
+	return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+}
+
+func (e env) getenv(k string) string { return e.vars[k] }
+
+func (e env) host() (string, error) { return e.hostname, e.hostErr }
+
+// resolve parses args on a fresh FlagSet and resolves them in e.
+func resolve(t *testing.T, args []string, e env) (*Configuration, *Flags, error) {
+	t.Helper()
+	fset := flag.NewFlagSet("kube-ipvs", flag.ContinueOnError)
+	fset.SetOutput(new(bytes.Buffer))
+	f := BindFlags(fset)
+	if err := fset.Parse(args); err != nil {
+		t.Fatalf("Parse(%q): %v", args, err)
+	}
+	cfg, err := f.Resolve(e.readFile, e.getenv, e.host)
+	return cfg, f, err
+}
+
+func withFile(doc string) env {
+	return env{files: map[string]string{configPath: header + doc}, hostname: "host-a"}
+}
+
+func TestResolve(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  env
+		// want changes Default() (with NodeName "host-a") into the expected
+		// result; ignored when wantErr is set.
+		want    func(c *Configuration)
+		wantErr string
+	}{
+		{name: "no file, no flags", env: env{hostname: "host-a"}, want: func(c *Configuration) {}},
+		{name: "file only", args: []string{"--config", configPath}, env: withFile("ipvs:\n  scheduler: wlc\n"),
+			want: func(c *Configuration) { c.IPVS.Scheduler = "wlc" }},
+		{name: "flag overrides file", args: []string{"--config", configPath, "--scheduler", "lc"},
+			env:  withFile("ipvs:\n  scheduler: wlc\n"),
+			want: func(c *Configuration) { c.IPVS.Scheduler = "lc" }},
+		{name: "flag at its default value still overrides file", args: []string{"--scheduler=rr", "--config", configPath},
+			env:  withFile("ipvs:\n  scheduler: wlc\n"),
+			want: func(c *Configuration) {}},
+		{name: "file value kept when flag not given", args: []string{"--config", configPath, "--log-level", "debug"},
+			env: withFile("ipvs:\n  scheduler: wlc\n  syncPeriod: 1m\nlogging:\n  format: console\n"),
+			want: func(c *Configuration) {
+				c.IPVS.Scheduler, c.IPVS.SyncPeriod = "wlc", Duration{time.Minute}
+				c.Logging = LoggingConfiguration{Level: "debug", Format: "console"}
+			}},
+		{name: "false flag overrides true in file", args: []string{"--config", configPath, "--masquerade-all=false"},
+			env:  withFile("masqueradeAll: true\n"),
+			want: func(c *Configuration) {}},
+		{name: "empty flag overrides file", args: []string{"--config", configPath, "--cluster-cidr="},
+			env:  withFile("clusterCIDR: 10.244.0.0/16\n"),
+			want: func(c *Configuration) {}},
+		{name: "every overriding flag", args: []string{
+			"--kubeconfig=/root/.kube/config", "--mode=dry-run", "--node-name=node-7",
+			"--cluster-cidr=10.244.0.0/16,fd00:10:244::/56", "--masquerade-all", "--scheduler=sh",
+			"--sync-period=2m", "--min-sync-period=0s", "--service-proxy-name=kube-ipvs",
+			"--log-level=warn", "--log-format=console",
+		}, env: env{hostname: "host-a"}, want: func(c *Configuration) {
+			c.Kubeconfig, c.Mode, c.NodeName = "/root/.kube/config", ModeDryRun, "node-7"
+			c.ClusterCIDR, c.MasqueradeAll = "10.244.0.0/16,fd00:10:244::/56", true
+			c.IPVS.Scheduler, c.IPVS.SyncPeriod, c.IPVS.MinSyncPeriod = "sh", Duration{2 * time.Minute}, Duration{}
+			c.ServiceProxyName = "kube-ipvs"
+			c.Logging = LoggingConfiguration{Level: "warn", Format: "console"}
+		}},
+		{name: "cleanup needs no file", args: []string{"--cleanup"}, env: env{hostname: "host-a"},
+			want: func(c *Configuration) {}},
+
+		{name: "missing file", args: []string{"--config", "/nope.yaml"}, env: env{hostname: "host-a"},
+			wantErr: "reading --config: open /nope.yaml: file does not exist"},
+		{name: "file not YAML", args: []string{"--config", configPath}, env: withFile("mode: [\n"),
+			wantErr: configPath + ": parsing YAML: yaml: line 3: did not find expected node content"},
+		{name: "bad flag value names the flag", args: []string{"--scheduler", "fifo", "--log-format=xml"},
+			env: env{hostname: "host-a"},
+			wantErr: `ipvs.scheduler (--scheduler): unsupported value "fifo": must be one of ` + schedulers + "\n" +
+				`logging.format (--log-format): unsupported value "xml": must be one of "json", "console"`},
+		{name: "flag corrects a bad file value", args: []string{"--config", configPath, "--mode", "ipvs"},
+			env: withFile("mode: userspace\n"), want: func(c *Configuration) {}},
+		{name: "min sync period from flag above sync period from file",
+			args: []string{"--config", configPath, "--min-sync-period=20s"}, env: withFile("ipvs:\n  syncPeriod: 10s\n"),
+			wantErr: `ipvs.minSyncPeriod (--min-sync-period): invalid value "20s": must not exceed ipvs.syncPeriod ("10s")`},
+		{name: "file and flag errors together", args: []string{"--config", configPath, "--log-level=loud"},
+			env: func() env {
+				e := withFile("ipvs:\n  schedular: lc\n  syncPeriod: 3x\n")
+				e.hostErr = errors.New("no uts")
+				return e
+			}(),
+			wantErr: strings.Join([]string{
+				`ipvs.schedular: unknown field`,
+				`ipvs.syncPeriod: invalid duration "3x"`,
+				`nodeName: not set, $NODE_NAME is empty and the hostname is unavailable: no uts`,
+				`logging.level (--log-level): unsupported value "loud": must be one of "debug", "info", "warn", "error"`,
+			}, "\n")},
+		{name: "bad node name from flag", args: []string{"--node-name", "Node_1"}, env: env{hostname: "host-a"},
+			wantErr: `nodeName (--node-name): invalid value "Node_1": ` + subdomainMsg},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _, err := resolve(t, tt.args, tt.env)
+			if tt.wantErr != "" {
+				if errText(err) != tt.wantErr {
+					t.Fatalf("Resolve() error:\ngot:\n%s\nwant:\n%s", errText(err), tt.wantErr)
+				}
+				if got != nil {
+					t.Errorf("Resolve() returned a configuration with its error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Resolve() error: %v", err)
+			}
+			want := Default()
+			want.NodeName = "host-a"
+			tt.want(want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Resolve():\ngot  %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestResolveNodeNameOrder(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		file string // nodeName in the file, if any
+		env  env
+		want string
+	}{
+		{"flag beats file, env and hostname", []string{"--node-name=from-flag"}, "from-file",
+			env{vars: map[string]string{"NODE_NAME": "from-env"}, hostname: "from-host"}, "from-flag"},
+		{"file beats env and hostname", nil, "from-file",
+			env{vars: map[string]string{"NODE_NAME": "from-env"}, hostname: "from-host"}, "from-file"},
+		{"env beats hostname", nil, "",
+			env{vars: map[string]string{"NODE_NAME": "from-env"}, hostname: "from-host"}, "from-env"},
+		{"hostname last, lower-cased", nil, "", env{hostname: " Worker-1.Example.COM\n"}, "worker-1.example.com"},
+		{"blank env is ignored", nil, "", env{vars: map[string]string{"NODE_NAME": "  "}, hostname: "from-host"}, "from-host"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := tt.env
+			args := tt.args
+			if tt.file != "" {
+				e.files = map[string]string{configPath: header + "nodeName: " + tt.file + "\n"}
+				args = append([]string{"--config", configPath}, args...)
+			}
+			cfg, _, err := resolve(t, args, e)
+			if err != nil {
+				t.Fatalf("Resolve() error: %v", err)
+			}
+			if cfg.NodeName != tt.want {
+				t.Errorf("NodeName = %q, want %q", cfg.NodeName, tt.want)
+			}
+		})
+	}
+}
+
+func TestResolveNodeName(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	tests := []struct {
+		name       string
+		configured string
+		getenv     func(string) string
+		hostname   func() (string, error)
+		want       string
+		wantErr    string
+	}{
+		{"configured, nothing else asked", " node-a ", nil, nil, "node-a", ""},
+		{"env, hostname not asked", "", func(k string) string { return map[string]string{"NODE_NAME": "node-b"}[k] }, nil, "node-b", ""},
+		{"hostname", "", noEnv, func() (string, error) { return "Node-C", nil }, "node-c", ""},
+		{"hostname fails", "", noEnv, func() (string, error) { return "", errors.New("boom") },
+			"", "nodeName: not set, $NODE_NAME is empty and the hostname is unavailable: boom"},
+		{"hostname empty", "", noEnv, func() (string, error) { return "", nil },
+			"", "nodeName: not set, and both $NODE_NAME and the hostname are empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ResolveNodeName(tt.configured, tt.getenv, tt.hostname)
+			if got != tt.want || errText(err) != tt.wantErr {
+				t.Errorf("ResolveNodeName() = %q, %q; want %q, %q", got, errText(err), tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestFlagsAccessors(t *testing.T) {
+	_, f, err := resolve(t, []string{"--cleanup", "--config", configPath}, withFile(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Cleanup() || f.ConfigFile() != configPath {
+		t.Errorf("Cleanup() = %v, ConfigFile() = %q; want true, %q", f.Cleanup(), f.ConfigFile(), configPath)
+	}
+	_, f, _ = resolve(t, nil, env{hostname: "h"})
+	if f.Cleanup() || f.ConfigFile() != "" {
+		t.Errorf("without flags: Cleanup() = %v, ConfigFile() = %q; want false, \"\"", f.Cleanup(), f.ConfigFile())
+	}
+}
+
+func TestResolveBeforeParse(t *testing.T) {
+	f := BindFlags(flag.NewFlagSet("kube-ipvs", flag.ContinueOnError))
+	_, err := f.Resolve(env{}.readFile, env{}.getenv, env{hostname: "h"}.host)
+	if want := "config: Resolve called before the flags were parsed"; errText(err) != want {
+		t.Errorf("Resolve() error = %q, want %q", errText(err), want)
+	}
+}
+
+// Every flag is registered, and each overriding one names its field and shows
+// the built-in default in -help.
+func TestFlagsUsage(t *testing.T) {
+	fset := flag.NewFlagSet("kube-ipvs", flag.ContinueOnError)
+	BindFlags(fset)
+	var out bytes.Buffer
+	fset.SetOutput(&out)
+	fset.PrintDefaults()
+	usage := out.String()
+	for _, want := range []string{
+		"-config string", "-cleanup\n",
+		"(overrides kubeconfig)", "(overrides mode) (default \"ipvs\")", "(overrides nodeName)",
+		"(overrides clusterCIDR)", "(overrides masqueradeAll)", "(overrides ipvs.scheduler) (default \"rr\")",
+		"(overrides ipvs.syncPeriod) (default 30s)", "(overrides ipvs.minSyncPeriod) (default 1s)",
+		"(overrides serviceProxyName)", "(overrides logging.level) (default \"info\")",
+		"(overrides logging.format) (default \"json\")",
+	} {
+		if !strings.Contains(usage, want) {
+			t.Errorf("usage lacks %q:\n%s", want, usage)
+		}
+	}
+	var names []string
+	fset.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	want := []string{"cleanup", "cluster-cidr", "config", "kubeconfig", "log-format", "log-level", "masquerade-all",
+		"min-sync-period", "mode", "node-name", "scheduler", "service-proxy-name", "sync-period"}
+	if !reflect.DeepEqual(names, want) {
+		t.Errorf("flags = %q, want %q", names, want)
+	}
+}

@@ -1,0 +1,145 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// The document's type identity. A file must carry both, exactly.
+const (
+	APIVersion = "kube-ipvs.io/v1alpha1"
+	Kind       = "KubeIPVSConfiguration"
+)
+
+// Values of Configuration.Mode.
+const (
+	// ModeIPVS programs the kernel: IPVS, the dummy interface, iptables, ipsets.
+	ModeIPVS = "ipvs"
+	// ModeDryRun computes every plan and logs it, and never writes to the kernel.
+	ModeDryRun = "dry-run"
+)
+
+// Values of LoggingConfiguration.Level and .Format.
+const (
+	LogLevelDebug = "debug"
+	LogLevelInfo  = "info"
+	LogLevelWarn  = "warn"
+	LogLevelError = "error"
+
+	LogFormatJSON    = "json"
+	LogFormatConsole = "console"
+)
+
+// Modes, LogLevels and LogFormats list the accepted values, in the order
+// error messages show them.
+var (
+	Modes      = []string{ModeIPVS, ModeDryRun}
+	LogLevels  = []string{LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError}
+	LogFormats = []string{LogFormatJSON, LogFormatConsole}
+)
+
+// ServiceProxyNameLabel is the label that hands a Service to a non-default
+// proxy; see Configuration.ServiceProxyName.
+const ServiceProxyNameLabel = "service.kubernetes.io/service-proxy-name"
+
+// Configuration is the whole of kube-ipvs' configuration, as read from the
+// YAML file given with --config and overridden by explicit flags. The package
+// documentation describes every field. The zero value is not useful: start
+// from Default or Load.
+type Configuration struct {
+	APIVersion       string               `json:"apiVersion"`
+	Kind             string               `json:"kind"`
+	Mode             string               `json:"mode"`
+	NodeName         string               `json:"nodeName"`
+	Kubeconfig       string               `json:"kubeconfig"`
+	ServiceProxyName string               `json:"serviceProxyName"`
+	ClusterCIDR      string               `json:"clusterCIDR"`
+	MasqueradeAll    bool                 `json:"masqueradeAll"`
+	MasqueradeBit    int                  `json:"masqueradeBit"`
+	IPVS             IPVSConfiguration    `json:"ipvs"`
+	Logging          LoggingConfiguration `json:"logging"`
+}
+
+// IPVSConfiguration is the `ipvs:` section.
+type IPVSConfiguration struct {
+	Scheduler     string   `json:"scheduler"`
+	SyncPeriod    Duration `json:"syncPeriod"`
+	MinSyncPeriod Duration `json:"minSyncPeriod"`
+	TCPTimeout    Duration `json:"tcpTimeout"`
+	TCPFinTimeout Duration `json:"tcpFinTimeout"`
+	UDPTimeout    Duration `json:"udpTimeout"`
+}
+
+// LoggingConfiguration is the `logging:` section.
+type LoggingConfiguration struct {
+	Level  string `json:"level"`
+	Format string `json:"format"`
+}
+
+// Default returns the configuration used for every field a file or flag does
+// not set. It passes Validate; NodeName is left empty for ResolveNodeName.
+func Default() *Configuration {
+	return &Configuration{
+		APIVersion:    APIVersion,
+		Kind:          Kind,
+		Mode:          ModeIPVS,
+		MasqueradeBit: 14,
+		IPVS: IPVSConfiguration{
+			Scheduler:     "rr",
+			SyncPeriod:    Duration{30 * time.Second},
+			MinSyncPeriod: Duration{time.Second},
+		},
+		Logging: LoggingConfiguration{
+			Level:  LogLevelInfo,
+			Format: LogFormatJSON,
+		},
+	}
+}
+
+// MasqueradeMark returns the fwmark value of MasqueradeBit (1<<14 = 0x4000 by
+// default), as used in `iptables -j MARK --or-mark 0x4000`.
+func (c *Configuration) MasqueradeMark() uint32 { return 1 << uint(c.MasqueradeBit) }
+
+// Duration is a time.Duration that reads and writes as a Go duration string
+// ("30s", "1m30s", "500ms"), never as a number of nanoseconds.
+type Duration struct {
+	time.Duration
+}
+
+var (
+	_ json.Marshaler   = Duration{}
+	_ json.Unmarshaler = (*Duration)(nil)
+)
+
+// MarshalJSON writes the duration as a quoted string ("1m0s").
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(strconv.Quote(d.Duration.String())), nil
+}
+
+// UnmarshalJSON reads a duration string. A bare number is refused, because
+// "syncPeriod: 30" would otherwise silently mean 30 nanoseconds. The error
+// carries the bad value but no field name: the decoder adds it.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("invalid duration %s: must be a string with a unit, like \"30s\"", abbreviate(b))
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// abbreviate renders raw JSON for an error message, cut to a readable length.
+func abbreviate(raw []byte) string {
+	const limit = 60
+	s := string(raw)
+	if len(s) > limit {
+		return s[:limit] + "…"
+	}
+	return s
+}

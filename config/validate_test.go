@@ -1,0 +1,214 @@
+package config
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// errText returns err's message, or "" for nil, so that cases compare text.
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func dur(s string) Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		panic(err)
+	}
+	return Duration{d}
+}
+
+const (
+	subdomainMsg  = `a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`
+	labelValueMsg = `a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')`
+	schedulers    = `"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq"`
+)
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(c *Configuration)
+		want   string // whole error text; "" for valid
+	}{
+		{"default", func(c *Configuration) {}, ""},
+		{"dry-run mode", func(c *Configuration) { c.Mode = ModeDryRun }, ""},
+		{"every scheduler", func(c *Configuration) { c.IPVS.Scheduler = "mh" }, ""},
+		{"node name set", func(c *Configuration) { c.NodeName = "worker-1.example.com" }, ""},
+		{"service proxy name set", func(c *Configuration) { c.ServiceProxyName = "kube-ipvs" }, ""},
+		{"dual-stack cluster CIDR with spaces", func(c *Configuration) { c.ClusterCIDR = "10.244.0.0/16, fd00:10:244::/56" }, ""},
+		{"cluster CIDR with host bits is accepted", func(c *Configuration) { c.ClusterCIDR = "10.244.1.0/16" }, ""},
+		{"masquerade bit 0", func(c *Configuration) { c.MasqueradeBit = 0 }, ""},
+		{"masquerade bit 31", func(c *Configuration) { c.MasqueradeBit = 31 }, ""},
+		{"min sync period 0", func(c *Configuration) { c.IPVS.MinSyncPeriod = dur("0s") }, ""},
+		{"min sync period equals sync period", func(c *Configuration) { c.IPVS.MinSyncPeriod = dur("30s") }, ""},
+		{"timeouts set", func(c *Configuration) {
+			c.IPVS.TCPTimeout, c.IPVS.TCPFinTimeout, c.IPVS.UDPTimeout = dur("900s"), dur("2m"), dur("300s")
+		}, ""},
+		{"debug console logging", func(c *Configuration) { c.Logging = LoggingConfiguration{"debug", "console"} }, ""},
+
+		{"wrong apiVersion", func(c *Configuration) { c.APIVersion = "v1" },
+			`apiVersion: unsupported value "v1": must be "kube-ipvs.io/v1alpha1"`},
+		{"wrong kind", func(c *Configuration) { c.Kind = "KubeProxyConfiguration" },
+			`kind: unsupported value "KubeProxyConfiguration": must be "KubeIPVSConfiguration"`},
+		{"bad mode", func(c *Configuration) { c.Mode = "userspace" },
+			`mode: unsupported value "userspace": must be one of "ipvs", "dry-run"`},
+		{"empty mode", func(c *Configuration) { c.Mode = "" },
+			`mode: unsupported value "": must be one of "ipvs", "dry-run"`},
+		{"bad node name", func(c *Configuration) { c.NodeName = "Node_1" },
+			`nodeName: invalid value "Node_1": ` + subdomainMsg},
+		{"bad service proxy name", func(c *Configuration) { c.ServiceProxyName = "my proxy" },
+			`serviceProxyName: invalid value "my proxy": ` + labelValueMsg},
+		{"service proxy name too long", func(c *Configuration) { c.ServiceProxyName = strings.Repeat("a", 64) },
+			`serviceProxyName: invalid value "` + strings.Repeat("a", 64) + `": must be no more than 63 bytes`},
+		{"cluster CIDR without prefix length", func(c *Configuration) { c.ClusterCIDR = "10.244.0.0" },
+			`clusterCIDR: invalid CIDR "10.244.0.0": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)`},
+		{"cluster CIDR octet too big", func(c *Configuration) { c.ClusterCIDR = "300.0.0.0/8" },
+			`clusterCIDR: invalid CIDR "300.0.0.0/8": IPv4 field has value >255`},
+		{"cluster CIDR leading zero", func(c *Configuration) { c.ClusterCIDR = "010.0.0.0/8" },
+			`clusterCIDR: invalid CIDR "010.0.0.0/8": IPv4 field has octet with leading zero`},
+		{"cluster CIDR prefix too long", func(c *Configuration) { c.ClusterCIDR = "10.0.0.0/33" },
+			`clusterCIDR: invalid CIDR "10.0.0.0/33": prefix length "33" must be a number from 0 to 32`},
+		{"cluster CIDR prefix leading zero", func(c *Configuration) { c.ClusterCIDR = "10.0.0.0/08" },
+			`clusterCIDR: invalid CIDR "10.0.0.0/08": prefix length "08" must be a number from 0 to 32`},
+		{"cluster CIDR IPv6 prefix too long", func(c *Configuration) { c.ClusterCIDR = "fd00::/129" },
+			`clusterCIDR: invalid CIDR "fd00::/129": prefix length "129" must be a number from 0 to 128`},
+		{"cluster CIDR IPv4-mapped", func(c *Configuration) { c.ClusterCIDR = "::ffff:10.0.0.0/104" },
+			`clusterCIDR: invalid CIDR "::ffff:10.0.0.0/104": must not have an IPv4-mapped IPv6 address`},
+		{"cluster CIDR with zone", func(c *Configuration) { c.ClusterCIDR = "fe80::%eth0/64" },
+			`clusterCIDR: invalid CIDR "fe80::%eth0/64": must not have an IPv6 zone`},
+		{"cluster CIDR not an address", func(c *Configuration) { c.ClusterCIDR = "pods/16" },
+			`clusterCIDR: invalid CIDR "pods/16": unable to parse IP`},
+		{"cluster CIDR empty entry", func(c *Configuration) { c.ClusterCIDR = "10.244.0.0/16," },
+			`clusterCIDR: invalid value "10.244.0.0/16,": empty entry in the list`},
+		{"cluster CIDR second entry bad", func(c *Configuration) { c.ClusterCIDR = "10.244.0.0/16,fd00::/200" },
+			`clusterCIDR: invalid CIDR "fd00::/200": prefix length "200" must be a number from 0 to 128`},
+		{"masquerade bit negative", func(c *Configuration) { c.MasqueradeBit = -1 },
+			`masqueradeBit: invalid value -1: must be between 0 and 31`},
+		{"masquerade bit 32", func(c *Configuration) { c.MasqueradeBit = 32 },
+			`masqueradeBit: invalid value 32: must be between 0 and 31`},
+		{"unknown scheduler", func(c *Configuration) { c.IPVS.Scheduler = "fifo" },
+			`ipvs.scheduler: unsupported value "fifo": must be one of ` + schedulers},
+		{"sync period 0", func(c *Configuration) { c.IPVS.SyncPeriod = dur("0s") },
+			`ipvs.syncPeriod: invalid value "0s": must be greater than 0`},
+		{"sync period negative", func(c *Configuration) { c.IPVS.SyncPeriod = dur("-1s") },
+			`ipvs.syncPeriod: invalid value "-1s": must be greater than 0`},
+		{"min sync period negative", func(c *Configuration) { c.IPVS.MinSyncPeriod = dur("-1s") },
+			`ipvs.minSyncPeriod: invalid value "-1s": must be 0 or greater`},
+		{"min sync period above sync period", func(c *Configuration) { c.IPVS.MinSyncPeriod = dur("1m") },
+			`ipvs.minSyncPeriod: invalid value "1m0s": must not exceed ipvs.syncPeriod ("30s")`},
+		{"tcp timeout negative", func(c *Configuration) { c.IPVS.TCPTimeout = dur("-5s") },
+			`ipvs.tcpTimeout: invalid value "-5s": must be 0 or greater`},
+		{"tcp fin timeout fraction of a second", func(c *Configuration) { c.IPVS.TCPFinTimeout = dur("1500ms") },
+			`ipvs.tcpFinTimeout: invalid value "1.5s": must be a whole number of seconds`},
+		{"udp timeout above the kernel's limit", func(c *Configuration) { c.IPVS.UDPTimeout = dur("1000h") },
+			`ipvs.udpTimeout: invalid value "1000h0m0s": must be at most "596h31m23s"`},
+		{"bad log level", func(c *Configuration) { c.Logging.Level = "verbose" },
+			`logging.level: unsupported value "verbose": must be one of "debug", "info", "warn", "error"`},
+		{"bad log format", func(c *Configuration) { c.Logging.Format = "text" },
+			`logging.format: unsupported value "text": must be one of "json", "console"`},
+
+		{"every bad field at once", func(c *Configuration) {
+			c.Mode = "nft"
+			c.ClusterCIDR = "010.0.0.0/8,fd00::/56,10.0.0.0"
+			c.MasqueradeBit = 40
+			c.IPVS.Scheduler = "fifo"
+			c.IPVS.SyncPeriod = dur("0s")
+			c.IPVS.MinSyncPeriod = dur("-1s")
+			c.IPVS.UDPTimeout = dur("-1s")
+			c.Logging.Level = "trace"
+			c.Logging.Format = "xml"
+		}, `mode: unsupported value "nft": must be one of "ipvs", "dry-run"
+clusterCIDR: invalid CIDR "010.0.0.0/8": IPv4 field has octet with leading zero
+clusterCIDR: invalid CIDR "10.0.0.0": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)
+masqueradeBit: invalid value 40: must be between 0 and 31
+ipvs.scheduler: unsupported value "fifo": must be one of ` + schedulers + `
+ipvs.syncPeriod: invalid value "0s": must be greater than 0
+ipvs.minSyncPeriod: invalid value "-1s": must be 0 or greater
+ipvs.udpTimeout: invalid value "-1s": must be 0 or greater
+logging.level: unsupported value "trace": must be one of "debug", "info", "warn", "error"
+logging.format: unsupported value "xml": must be one of "json", "console"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(c)
+			if got := errText(c.Validate()); got != tt.want {
+				t.Errorf("Validate():\ngot:\n%s\nwant:\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateErrorsAreFieldErrors(t *testing.T) {
+	c := Default()
+	c.Mode, c.MasqueradeBit = "x", 99
+	err := c.Validate()
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("Validate() = %T, want an errors.Join result", err)
+	}
+	var fields []string
+	for _, e := range joined.Unwrap() {
+		fe, ok := e.(*FieldError)
+		if !ok {
+			t.Fatalf("error %q is %T, want *FieldError", e, e)
+		}
+		fields = append(fields, fe.Field)
+	}
+	if want := []string{"mode", "masqueradeBit"}; !reflect.DeepEqual(fields, want) {
+		t.Errorf("fields = %q, want %q", fields, want)
+	}
+}
+
+func TestClusterCIDRs(t *testing.T) {
+	tests := []struct {
+		name     string
+		cidr     string
+		want     []netip.Prefix
+		warnings []string
+	}{
+		{"empty", "", nil, nil},
+		{"blank", "  ", nil, nil},
+		{"one IPv4", "10.244.0.0/16", []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, nil},
+		{"dual-stack, order kept", " fd00:10:244::/56 ,10.244.0.0/16", []netip.Prefix{
+			netip.MustParsePrefix("fd00:10:244::/56"), netip.MustParsePrefix("10.244.0.0/16"),
+		}, nil},
+		{"host bits are cleared", "10.244.1.7/16", []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+			[]string{`clusterCIDR: CIDR "10.244.1.7/16" has bits set beyond the prefix length; using "10.244.0.0/16"`}},
+		{"duplicates removed", "10.244.0.0/16,10.244.3.0/16", []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+			[]string{
+				`clusterCIDR: CIDR "10.244.3.0/16" has bits set beyond the prefix length; using "10.244.0.0/16"`,
+				`clusterCIDR: "10.244.0.0/16" is listed more than once`,
+			}},
+		{"invalid entries skipped", "10.244.0.0/16,bogus", []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.ClusterCIDR = tt.cidr
+			if got := c.ClusterCIDRs(); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ClusterCIDRs() = %v, want %v", got, tt.want)
+			}
+			if got := c.Warnings(); !reflect.DeepEqual(got, tt.warnings) {
+				t.Errorf("Warnings() = %q, want %q", got, tt.warnings)
+			}
+		})
+	}
+}
+
+func TestMasqueradeMark(t *testing.T) {
+	c := Default()
+	if got := c.MasqueradeMark(); got != 0x4000 {
+		t.Errorf("default MasqueradeMark() = %#x, want 0x4000", got)
+	}
+	c.MasqueradeBit = 31
+	if got := c.MasqueradeMark(); got != 0x80000000 {
+		t.Errorf("MasqueradeMark() for bit 31 = %#x, want 0x80000000", got)
+	}
+}

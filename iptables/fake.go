@@ -1,0 +1,471 @@
+package iptables
+
+import (
+	"bufio"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Fake is an in-memory iptables of one family with the error semantics of
+// Kernel. It starts with the built-in chains of nat (PREROUTING, INPUT,
+// OUTPUT, POSTROUTING) and filter (INPUT, FORWARD, OUTPUT), empty, policy
+// ACCEPT. Load seeds it with foreign rules; Dump shows it like
+// `iptables-save`. It is safe for concurrent use.
+//
+// Beyond Kernel's errors, writes are checked as the kernel would: a rule's
+// -j/-g target must be a target extension (ACCEPT, MASQUERADE, MARK, …) or
+// an existing chain of the table, else ErrNotFound; when IPSets is set, every
+// --match-set must name one of its sets, else ErrNotFound.
+type Fake struct {
+	// Hook, when set, is called before each Interface method with the
+	// method name and its arguments (table, chain, then the rule spec or
+	// the restored chain names); a non-nil error is returned as-is and the
+	// call does nothing (it is still counted).
+	Hook func(method string, args ...string) error
+	// IPSets, when set, holds the sets rules may match on. NewFakeKernel
+	// links a Fake and a FakeSets both ways.
+	IPSets *FakeSets
+
+	mu     sync.Mutex
+	tables map[string]*fakeTable
+	calls  callLog
+}
+
+type fakeTable struct {
+	chains map[string]*fakeChain
+}
+
+type fakeChain struct {
+	policy string // "" for a user chain, else ACCEPT/DROP of a built-in one
+	rules  [][]string
+}
+
+var _ Interface = (*Fake)(nil)
+
+// NewFake returns a Fake holding only the empty built-in chains.
+func NewFake() *Fake {
+	f := &Fake{tables: map[string]*fakeTable{}}
+	f.tables[TableNAT] = newBuiltinTable("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
+	f.tables[TableFilter] = newBuiltinTable("INPUT", "FORWARD", "OUTPUT")
+	return f
+}
+
+// NewFakeKernel returns a Fake and a FakeSets linked like the kernel links
+// them: rules may only match on existing sets, and a set cannot be destroyed
+// while a rule of the Fake matches on it. For dual stack, link a second Fake
+// by setting its IPSets and extending the FakeSets' Referenced.
+func NewFakeKernel() (*Fake, *FakeSets) {
+	f, s := NewFake(), NewFakeSets()
+	f.IPSets = s
+	s.Referenced = f.ReferencesSet
+	return f, s
+}
+
+func newBuiltinTable(names ...string) *fakeTable {
+	t := &fakeTable{chains: map[string]*fakeChain{}}
+	for _, n := range names {
+		t.chains[n] = &fakeChain{policy: "ACCEPT"}
+	}
+	return t
+}
+
+// ListRules returns a copy of a chain's rules; ErrNotFound if the table or
+// chain does not exist.
+func (f *Fake) ListRules(table, chain string) ([][]string, error) {
+	if err := f.begin("ListRules", table, chain); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.chain(table, chain)
+	if err != nil {
+		return nil, err
+	}
+	return cloneRules(c.rules), nil
+}
+
+// RestoreChains replaces the bodies of the given user chains, creating the
+// missing ones, all or nothing. It refuses what Kernel refuses (built-in
+// chains, bad names) and rules whose target or set does not exist.
+func (f *Fake) RestoreChains(table string, chains []Chain) error {
+	names := make([]string, 0, len(chains)+1)
+	names = append(names, table)
+	for _, c := range chains {
+		names = append(names, c.Name)
+	}
+	if err := f.begin("RestoreChains", names...); err != nil {
+		return err
+	}
+	if err := validateChains(table, chains); err != nil {
+		return fmt.Errorf("restoring %s: %w", table, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tables[table]
+	if !ok {
+		return fmt.Errorf("restoring %s: table does not exist", table)
+	}
+	declared := make(map[string]bool, len(chains))
+	for _, c := range chains {
+		declared[c.Name] = true
+	}
+	for _, c := range chains {
+		for _, r := range c.Rules {
+			if err := f.checkRule(t, declared, r); err != nil {
+				return fmt.Errorf("restoring %s: chain %s: %w", table, c.Name, err)
+			}
+		}
+	}
+	for _, c := range chains {
+		t.chains[c.Name] = &fakeChain{rules: cloneRules(c.Rules)}
+	}
+	return nil
+}
+
+// EnsureRule inserts spec at the head of the chain unless an equal rule is
+// already in it, reporting whether it inserted; ErrNotFound if the chain,
+// the target or a matched set does not exist.
+func (f *Fake) EnsureRule(table, chain string, spec []string) (bool, error) {
+	if err := f.begin("EnsureRule", append([]string{table, chain}, spec...)...); err != nil {
+		return false, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.chain(table, chain)
+	if err != nil {
+		return false, err
+	}
+	if slices.ContainsFunc(c.rules, func(r []string) bool { return slices.Equal(r, spec) }) {
+		return false, nil
+	}
+	if err := f.checkRule(f.tables[table], nil, spec); err != nil {
+		return false, fmt.Errorf("ensuring rule in %s/%s: %w", table, chain, err)
+	}
+	c.rules = slices.Insert(c.rules, 0, slices.Clone(spec))
+	return true, nil
+}
+
+// DeleteRule removes the first rule equal to spec; ErrNotFound if there is
+// none or the chain does not exist.
+func (f *Fake) DeleteRule(table, chain string, spec []string) error {
+	if err := f.begin("DeleteRule", append([]string{table, chain}, spec...)...); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.chain(table, chain)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(c.rules, func(r []string) bool { return slices.Equal(r, spec) })
+	if i < 0 {
+		return fmt.Errorf("deleting rule in %s/%s: %w", table, chain, ErrNotFound)
+	}
+	c.rules = slices.Delete(c.rules, i, i+1)
+	return nil
+}
+
+// DeleteChain deletes a user chain and its rules; ErrNotFound if absent,
+// ErrInUse while a rule of the table jumps to it. Built-in chains are
+// refused.
+func (f *Fake) DeleteChain(table, chain string) error {
+	if err := f.begin("DeleteChain", table, chain); err != nil {
+		return err
+	}
+	what := fmt.Sprintf("deleting chain %s/%s", table, chain)
+	if err := validateChainName(chain); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.chain(table, chain); err != nil {
+		return err
+	}
+	t := f.tables[table]
+	for name, c := range t.chains {
+		for _, r := range c.rules {
+			if name != chain && jumpTarget(r) == chain {
+				return fmt.Errorf("%s: %w: rule in %s jumps to it", what, ErrInUse, name)
+			}
+		}
+	}
+	delete(t.chains, chain)
+	return nil
+}
+
+// ReferencesSet reports whether a rule in any chain matches on the ipset
+// (--match-set NAME). It is not an Interface call and is not counted.
+func (f *Fake) ReferencesSet(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, t := range f.tables {
+		for _, c := range t.chains {
+			for _, r := range c.rules {
+				if slices.Contains(matchSets(r), name) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// chain returns a chain, or ErrNotFound. f.mu must be held.
+func (f *Fake) chain(table, chain string) (*fakeChain, error) {
+	if t, ok := f.tables[table]; ok {
+		if c, ok := t.chains[chain]; ok {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("chain %s in table %s: %w", chain, table, ErrNotFound)
+}
+
+// checkRule fails with ErrNotFound when spec jumps to a target that is
+// neither an extension nor a chain of t (or of extra), or, when IPSets is
+// set, matches on a set it does not hold. f.mu must be held.
+func (f *Fake) checkRule(t *fakeTable, extra map[string]bool, spec []string) error {
+	if target := jumpTarget(spec); target != "" && !targetExtensions[target] && !extra[target] {
+		if _, ok := t.chains[target]; !ok {
+			return fmt.Errorf("no chain or target %s: %w", target, ErrNotFound)
+		}
+	}
+	if f.IPSets == nil {
+		return nil
+	}
+	for _, s := range matchSets(spec) {
+		if !f.IPSets.has(s) {
+			return fmt.Errorf("set %s does not exist: %w", s, ErrNotFound)
+		}
+	}
+	return nil
+}
+
+// begin counts a call and consults Hook (outside the lock, so a Hook may
+// inspect the Fake).
+func (f *Fake) begin(method string, args ...string) error {
+	f.calls.add(method)
+	if f.Hook != nil {
+		return f.Hook(method, args...)
+	}
+	return nil
+}
+
+// Calls returns how many times each method was called since the last
+// ResetCalls, reads included ("ListRules": 2, "EnsureRule": 1).
+func (f *Fake) Calls() map[string]int { return f.calls.snapshot() }
+
+// ResetCalls forgets the counted calls.
+func (f *Fake) ResetCalls() { f.calls.reset() }
+
+// Reads returns the number of ListRules calls since the last ResetCalls.
+func (f *Fake) Reads() int { return f.calls.reads() }
+
+// Writes returns the number of other calls since the last ResetCalls.
+func (f *Fake) Writes() int { return f.calls.writes() }
+
+// Dump renders every table like `iptables-save` without counters or
+// comment lines: tables by name, each as `*TABLE`, one `:CHAIN POLICY` line
+// per chain (built-in chains in hook order with their policy, then user
+// chains by name with "-"), the `-A` lines chain by chain in that order, and
+// COMMIT.
+func (f *Fake) Dump() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var b strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(f.tables)) {
+		t := f.tables[name]
+		order := t.chainOrder()
+		b.WriteString("*" + name + "\n")
+		for _, cn := range order {
+			policy := t.chains[cn].policy
+			if policy == "" {
+				policy = "-"
+			}
+			b.WriteString(":" + cn + " " + policy + "\n")
+		}
+		for _, cn := range order {
+			for _, r := range t.chains[cn].rules {
+				b.WriteString(ruleLine(cn, r) + "\n")
+			}
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.String()
+}
+
+// chainOrder is the order iptables-save prints chains in: built-in chains
+// in hook order, then user chains by name.
+func (t *fakeTable) chainOrder() []string {
+	names := slices.Collect(maps.Keys(t.chains))
+	rank := func(n string) (int, bool) {
+		if t.chains[n].policy == "" {
+			return 0, false
+		}
+		r, ok := builtinOrder[n]
+		if !ok {
+			r = len(builtinOrder)
+		}
+		return r, true
+	}
+	sort.Slice(names, func(i, j int) bool {
+		ri, bi := rank(names[i])
+		rj, bj := rank(names[j])
+		if bi != bj {
+			return bi
+		}
+		if ri != rj {
+			return ri < rj
+		}
+		return names[i] < names[j]
+	})
+	return names
+}
+
+// Load replaces the tables that an `iptables-save` text holds (counters
+// and comment lines ignored; tables it does not mention are kept), like
+// `iptables-restore` without --noflush. A chain declared with a policy is
+// built-in, one with "-" a user chain. Load is not counted and ignores Hook.
+func (f *Fake) Load(text string) error {
+	tables, err := parseSave(text)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	maps.Copy(f.tables, tables)
+	return nil
+}
+
+// parseSave parses iptables-save text into tables.
+func parseSave(text string) (map[string]*fakeTable, error) {
+	tables := map[string]*fakeTable{}
+	var (
+		cur     *fakeTable
+		curName string
+	)
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		var err error
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "*"):
+			if cur != nil {
+				err = fmt.Errorf("table %s not committed", curName)
+			}
+			curName, cur = line[1:], &fakeTable{chains: map[string]*fakeChain{}}
+		case cur == nil:
+			err = fmt.Errorf("%q outside a table", line)
+		case line == "COMMIT":
+			tables[curName], cur = cur, nil
+		case strings.HasPrefix(line, ":"):
+			err = cur.declare(line[1:])
+		default:
+			err = cur.appendLine(line)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("loading line %d: %w", n, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("loading: %w", err)
+	}
+	if cur != nil {
+		return nil, fmt.Errorf("loading: table %s not committed", curName)
+	}
+	return tables, nil
+}
+
+// declare handles ":NAME POLICY [P:B]".
+func (t *fakeTable) declare(decl string) error {
+	fields := strings.Fields(decl)
+	if len(fields) < 2 {
+		return fmt.Errorf("bad chain declaration %q", decl)
+	}
+	policy := fields[1]
+	if policy == "-" {
+		policy = ""
+	}
+	t.chains[fields[0]] = &fakeChain{policy: policy}
+	return nil
+}
+
+// appendLine handles "-A CHAIN args…" for a declared chain.
+func (t *fakeTable) appendLine(line string) error {
+	args, err := splitArgs(line)
+	if err != nil {
+		return err
+	}
+	if len(args) < 3 || args[0] != "-A" {
+		return fmt.Errorf("unsupported line %q", line)
+	}
+	c, ok := t.chains[args[1]]
+	if !ok {
+		return fmt.Errorf("chain %s not declared", args[1])
+	}
+	c.rules = append(c.rules, dropCounters(args[2:]))
+	return nil
+}
+
+func cloneRules(rules [][]string) [][]string {
+	if len(rules) == 0 {
+		return nil
+	}
+	out := make([][]string, len(rules))
+	for i, r := range rules {
+		out[i] = slices.Clone(r)
+	}
+	return out
+}
+
+// callLog counts calls by method name.
+type callLog struct {
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+// readMethods are the calls that only read.
+var readMethods = map[string]bool{"ListRules": true, "ListSets": true, "ListEntries": true}
+
+func (l *callLog) add(method string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.calls == nil {
+		l.calls = map[string]int{}
+	}
+	l.calls[method]++
+}
+
+func (l *callLog) snapshot() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]int, len(l.calls))
+	maps.Copy(out, l.calls)
+	return out
+}
+
+func (l *callLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = nil
+}
+
+func (l *callLog) reads() int  { return l.count(true) }
+func (l *callLog) writes() int { return l.count(false) }
+
+func (l *callLog) count(read bool) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for m, c := range l.calls {
+		if readMethods[m] == read {
+			n += c
+		}
+	}
+	return n
+}

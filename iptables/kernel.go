@@ -1,0 +1,197 @@
+package iptables
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+
+	goiptables "github.com/coreos/go-iptables/iptables"
+)
+
+// lockWaitSeconds is how long an iptables command waits for the xtables lock
+// (/run/xtables.lock) before failing; the caller retries with backoff rather
+// than hanging behind a stuck lock holder.
+const lockWaitSeconds = 5
+
+// Kernel is the real iptables of one address family: single commands run
+// through go-iptables (`iptables -w 5 …`), chain bodies through
+// `iptables-restore --noflush`.
+type Kernel struct {
+	// RestoreCommand is the binary RestoreChains runs:
+	// "iptables-restore" or "ip6tables-restore" unless changed.
+	RestoreCommand string
+
+	ipv6 bool
+	// runner runs a binary with stdin and returns its stdout; tests swap it.
+	runner func(name string, args []string, stdin []byte) ([]byte, error)
+
+	mu  sync.Mutex
+	ipt *goiptables.IPTables
+}
+
+var _ Interface = (*Kernel)(nil)
+
+// NewKernel returns the iptables of IPv4, or of IPv6 when ipv6 is set. It
+// runs nothing: the iptables binary is looked up and its version probed on
+// the first call that needs it.
+func NewKernel(ipv6 bool) *Kernel {
+	restore := "iptables-restore"
+	if ipv6 {
+		restore = "ip6tables-restore"
+	}
+	return &Kernel{RestoreCommand: restore, ipv6: ipv6, runner: runCommand}
+}
+
+// handle returns the go-iptables handle, creating it on first use. A failed
+// creation is not cached, so a later call tries again.
+func (k *Kernel) handle() (*goiptables.IPTables, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.ipt != nil {
+		return k.ipt, nil
+	}
+	proto := goiptables.ProtocolIPv4
+	if k.ipv6 {
+		proto = goiptables.ProtocolIPv6
+	}
+	ipt, err := goiptables.New(goiptables.IPFamily(proto), goiptables.Timeout(lockWaitSeconds))
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	k.ipt = ipt
+	return ipt, nil
+}
+
+// ListRules returns the rules of a chain, like `iptables -t TABLE -S CHAIN`
+// with the "-A CHAIN" prefix removed and quoted arguments unquoted. The
+// kernel shows rules in its canonical form ("-p tcp -m tcp --dport 80"), which
+// may differ from how they were written.
+func (k *Kernel) ListRules(table, chain string) ([][]string, error) {
+	ipt, err := k.handle()
+	if err != nil {
+		return nil, err
+	}
+	lines, err := ipt.List(table, chain)
+	if err != nil {
+		return nil, mapError(fmt.Sprintf("listing %s/%s", table, chain), err)
+	}
+	rules, err := parseRuleLines(chain, lines)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s/%s: %w", table, chain, err)
+	}
+	return rules, nil
+}
+
+// RestoreChains replaces the bodies of the given chains in one
+// `iptables-restore --noflush --wait=5` transaction (see renderRestore):
+// either every chain gets its new body or none changes. Other chains, the
+// built-in ones included, are not touched. Nothing runs for an empty list.
+func (k *Kernel) RestoreChains(table string, chains []Chain) error {
+	if err := validateChains(table, chains); err != nil {
+		return fmt.Errorf("restoring %s: %w", table, err)
+	}
+	if len(chains) == 0 {
+		return nil
+	}
+	args := []string{"--noflush", "--wait=" + strconv.Itoa(lockWaitSeconds)}
+	if _, err := k.runner(k.RestoreCommand, args, renderRestore(table, chains)); err != nil {
+		return fmt.Errorf("restoring %s: %w", table, err)
+	}
+	return nil
+}
+
+// EnsureRule inserts spec at the head of a chain unless the chain already
+// holds it, like `iptables -C` then `iptables -I CHAIN 1`. ErrNotFound if the
+// chain (or the jump target) does not exist.
+func (k *Kernel) EnsureRule(table, chain string, spec []string) (bool, error) {
+	ipt, err := k.handle()
+	if err != nil {
+		return false, err
+	}
+	what := fmt.Sprintf("ensuring rule in %s/%s", table, chain)
+	ok, err := ipt.Exists(table, chain, spec...)
+	if err != nil {
+		return false, mapError(what, err)
+	}
+	if ok {
+		return false, nil
+	}
+	if err := ipt.Insert(table, chain, 1, spec...); err != nil {
+		return false, mapError(what, err)
+	}
+	return true, nil
+}
+
+// DeleteRule removes one rule equal to spec, like `iptables -D CHAIN spec…`;
+// ErrNotFound when there is no such rule or chain.
+func (k *Kernel) DeleteRule(table, chain string, spec []string) error {
+	ipt, err := k.handle()
+	if err != nil {
+		return err
+	}
+	if err := ipt.Delete(table, chain, spec...); err != nil {
+		return mapError(fmt.Sprintf("deleting rule in %s/%s", table, chain), err)
+	}
+	return nil
+}
+
+// DeleteChain flushes and deletes a user chain, like `iptables -F CHAIN;
+// iptables -X CHAIN`; ErrNotFound if it does not exist, ErrInUse while a rule
+// still jumps to it. Built-in chains are refused.
+func (k *Kernel) DeleteChain(table, chain string) error {
+	what := fmt.Sprintf("deleting chain %s/%s", table, chain)
+	if err := validateChainName(chain); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	ipt, err := k.handle()
+	if err != nil {
+		return err
+	}
+	ok, err := ipt.ChainExists(table, chain)
+	if err != nil {
+		return mapError(what, err)
+	}
+	if !ok {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	if err := ipt.ClearAndDeleteChain(table, chain); err != nil {
+		return mapError(what, err)
+	}
+	return nil
+}
+
+// mapError wraps an iptables failure, adding ErrNotFound when iptables says
+// a chain, rule, target or set does not exist, and ErrInUse when a chain is
+// still referenced.
+func mapError(what string, err error) error {
+	var ierr *goiptables.Error
+	if !errors.As(err, &ierr) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	msg := ierr.Error()
+	switch {
+	case ierr.IsNotExist() || strings.Contains(msg, "doesn't exist"):
+		return fmt.Errorf("%s: %w: %w", what, ErrNotFound, err)
+	case strings.Contains(msg, "Too many links") || strings.Contains(msg, "Device or resource busy"):
+		return fmt.Errorf("%s: %w: %w", what, ErrInUse, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// runCommand runs name with args, feeding stdin; on failure the error
+// carries the command's stderr.
+func runCommand(name string, args []string, stdin []byte) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}

@@ -1,0 +1,102 @@
+package iptables
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+)
+
+func TestNewKernelHasNoSideEffects(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		ipv6    bool
+		restore string
+	}{
+		{name: "ipv4", restore: "iptables-restore"},
+		{name: "ipv6", ipv6: true, restore: "ip6tables-restore"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			k := NewKernel(tt.ipv6)
+			if k.ipt != nil {
+				t.Error("NewKernel created the go-iptables handle")
+			}
+			if k.RestoreCommand != tt.restore {
+				t.Errorf("RestoreCommand = %q, want %q", k.RestoreCommand, tt.restore)
+			}
+		})
+	}
+}
+
+// TestKernelRestoreChains runs RestoreChains against a recording runner:
+// nothing touches the host.
+func TestKernelRestoreChains(t *testing.T) {
+	type run struct {
+		name  string
+		args  []string
+		stdin string
+	}
+	tests := []struct {
+		name    string
+		ipv6    bool
+		chains  []Chain
+		fail    error
+		want    []run
+		wantErr bool
+	}{
+		{
+			name:   "ipv4 restore",
+			chains: []Chain{{Name: "KUBE-IPVS-A", Rules: [][]string{{"-m", "comment", "--comment", "x y", "-j", "RETURN"}}}},
+			want: []run{{
+				name:  "iptables-restore",
+				args:  []string{"--noflush", "--wait=5"},
+				stdin: "*nat\n:KUBE-IPVS-A - [0:0]\n-A KUBE-IPVS-A -m comment --comment \"x y\" -j RETURN\nCOMMIT\n",
+			}},
+		},
+		{
+			name:   "ipv6 restore",
+			ipv6:   true,
+			chains: []Chain{{Name: "KUBE-IPVS-A"}},
+			want: []run{{
+				name:  "ip6tables-restore",
+				args:  []string{"--noflush", "--wait=5"},
+				stdin: "*nat\n:KUBE-IPVS-A - [0:0]\nCOMMIT\n",
+			}},
+		},
+		{name: "nothing to restore runs nothing"},
+		{name: "built-in chain refused before running", chains: []Chain{{Name: "POSTROUTING"}}, wantErr: true},
+		{
+			name:    "runner failure returned",
+			chains:  []Chain{{Name: "KUBE-IPVS-A"}},
+			fail:    errors.New("iptables-restore: line 2 failed"),
+			want:    []run{{name: "iptables-restore", args: []string{"--noflush", "--wait=5"}, stdin: "*nat\n:KUBE-IPVS-A - [0:0]\nCOMMIT\n"}},
+			wantErr: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := NewKernel(tt.ipv6)
+			var got []run
+			k.runner = func(name string, args []string, stdin []byte) ([]byte, error) {
+				got = append(got, run{name, args, string(stdin)})
+				return nil, tt.fail
+			}
+			err := k.RestoreChains(TableNAT, tt.chains)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("runs = %q, want %q", got, tt.want)
+			}
+			if k.ipt != nil {
+				t.Error("RestoreChains created the go-iptables handle")
+			}
+		})
+	}
+}
+
+func TestKernelDeleteChainRefusesBuiltin(t *testing.T) {
+	// Refused before any iptables binary is looked up.
+	if err := NewKernel(false).DeleteChain(TableNAT, "POSTROUTING"); err == nil {
+		t.Fatal("deleting a built-in chain was not refused")
+	}
+}

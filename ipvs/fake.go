@@ -1,0 +1,346 @@
+package ipvs
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+)
+
+var _ Interface = (*Fake)(nil)
+
+// Fake is an in-memory IPVS table with the Kernel's semantics: adding a
+// taken key is ErrExists, touching a missing virtual server or real server
+// is ErrNotFound, an empty scheduler is ErrNoScheduler, and invalid input
+// (bad address, real server of another family, weight out of range) is an
+// error before any change. Errors are worded like the Kernel's.
+//
+// For tests it counts every call (Calls, Reads, Writes), injects failures
+// (FailOn), renders its table like `ipvsadm -Sn` (Dump) and can be seeded
+// from that same text (Load). It is safe for concurrent use.
+type Fake struct {
+	mu       sync.Mutex
+	services map[ServiceKey]*fakeService
+	calls    map[string]int
+	fails    map[failKey]error
+}
+
+type fakeService struct {
+	svc   Service
+	dests map[netip.AddrPort]Destination
+}
+
+type failKey struct {
+	method string
+	key    ServiceKey
+}
+
+// NewFake returns an empty table.
+func NewFake() *Fake {
+	return &Fake{
+		services: map[ServiceKey]*fakeService{},
+		calls:    map[string]int{},
+		fails:    map[failKey]error{},
+	}
+}
+
+// FailOn makes every later call of method (MethodAddService, …) on key
+// fail with err, wrapped as the Kernel wraps its errors, before the table
+// is looked at or changed. The zero ServiceKey matches every key (and is
+// the key of ListServices). A nil err removes the failure. A failed call is
+// still counted. FailOn panics on a name that is not an Interface method,
+// so a typo cannot make a test pass silently.
+func (f *Fake) FailOn(method string, key ServiceKey, err error) {
+	if _, known := isRead(method); !known {
+		panic(fmt.Sprintf("ipvs.Fake.FailOn: unknown method %q", method))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		delete(f.fails, failKey{method, key})
+		return
+	}
+	f.fails[failKey{method, key}] = err
+}
+
+// Calls returns how many times each method was called since NewFake or
+// ResetCalls, failed calls included. Methods never called are absent.
+func (f *Fake) Calls() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.calls)
+}
+
+// ResetCalls zeroes the call counters; the table and failures stay.
+func (f *Fake) ResetCalls() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.calls)
+}
+
+// Reads returns the number of ListServices and ListDestinations calls.
+func (f *Fake) Reads() int { return f.count(true) }
+
+// Writes returns the number of calls to the other, table-changing methods,
+// whether or not they failed or changed anything.
+func (f *Fake) Writes() int { return f.count(false) }
+
+func (f *Fake) count(reads bool) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for m, c := range f.calls {
+		if read, _ := isRead(m); read == reads {
+			n += c
+		}
+	}
+	return n
+}
+
+// begin counts a call and returns the injected failure for it, if any.
+// The caller holds f.mu.
+func (f *Fake) begin(method string, key ServiceKey) error {
+	f.calls[method]++
+	if err, ok := f.fails[failKey{method, key}]; ok {
+		return err
+	}
+	return f.fails[failKey{method, ServiceKey{}}]
+}
+
+// ListServices returns every virtual server, sorted by key.
+func (f *Fake) ListServices() ([]Service, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(MethodListServices, ServiceKey{}); err != nil {
+		return nil, opError(MethodListServices, ServiceKey{}, netip.AddrPort{}, err)
+	}
+	return f.servicesLocked(), nil
+}
+
+func (f *Fake) servicesLocked() []Service {
+	out := make([]Service, 0, len(f.services))
+	for _, fs := range f.services {
+		out = append(out, fs.svc)
+	}
+	slices.SortFunc(out, func(a, b Service) int { return a.Key.Compare(b.Key) })
+	return out
+}
+
+// AddService creates a virtual server; ErrExists if the key is taken.
+func (f *Fake) AddService(s Service) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.begin(MethodAddService, s.Key)
+	if err == nil {
+		err = addService(f.services, s)
+	}
+	return opError(MethodAddService, s.Key, netip.AddrPort{}, err)
+}
+
+func addService(table map[ServiceKey]*fakeService, s Service) error {
+	if err := validateService(s); err != nil {
+		return err
+	}
+	if table[s.Key] != nil {
+		return ErrExists
+	}
+	table[s.Key] = &fakeService{svc: normalize(s), dests: map[netip.AddrPort]Destination{}}
+	return nil
+}
+
+// UpdateService changes scheduler and persistence of an existing virtual
+// server; ErrNotFound if there is none.
+func (f *Fake) UpdateService(s Service) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.begin(MethodUpdateService, s.Key)
+	if err == nil {
+		err = validateService(s)
+	}
+	if err == nil {
+		var fs *fakeService
+		if fs, err = f.lookup(s.Key); err == nil {
+			fs.svc = normalize(s)
+		}
+	}
+	return opError(MethodUpdateService, s.Key, netip.AddrPort{}, err)
+}
+
+// lookup returns the virtual server of key or ErrNotFound.
+func (f *Fake) lookup(key ServiceKey) (*fakeService, error) {
+	if err := validateKey(key); err != nil {
+		return nil, err
+	}
+	fs := f.services[key]
+	if fs == nil {
+		return nil, ErrNotFound
+	}
+	return fs, nil
+}
+
+// DeleteService removes a virtual server and its real servers;
+// ErrNotFound if there is none.
+func (f *Fake) DeleteService(key ServiceKey) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.begin(MethodDeleteService, key)
+	if err == nil {
+		if _, err = f.lookup(key); err == nil {
+			delete(f.services, key)
+		}
+	}
+	return opError(MethodDeleteService, key, netip.AddrPort{}, err)
+}
+
+// ListDestinations returns the real servers of a virtual server sorted by
+// address; ErrNotFound if the virtual server does not exist.
+func (f *Fake) ListDestinations(key ServiceKey) ([]Destination, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.begin(MethodListDestinations, key)
+	var fs *fakeService
+	if err == nil {
+		fs, err = f.lookup(key)
+	}
+	if err != nil {
+		return nil, opError(MethodListDestinations, key, netip.AddrPort{}, err)
+	}
+	return destsOf(fs), nil
+}
+
+func destsOf(fs *fakeService) []Destination {
+	out := slices.Collect(maps.Values(fs.dests))
+	if out == nil {
+		out = []Destination{}
+	}
+	sortDests(out)
+	return out
+}
+
+// AddDestination adds a real server; ErrNotFound if the virtual server
+// does not exist, ErrExists if the real server is already there.
+func (f *Fake) AddDestination(key ServiceKey, d Destination) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.begin(MethodAddDestination, key)
+	if err == nil {
+		err = addDest(f.services, key, d)
+	}
+	return opError(MethodAddDestination, key, d.Addr, err)
+}
+
+func addDest(table map[ServiceKey]*fakeService, key ServiceKey, d Destination) error {
+	fs := table[key]
+	switch {
+	case validateKey(key) != nil:
+		return validateKey(key)
+	case fs == nil:
+		return ErrNotFound
+	}
+	if err := validateDest(key, d); err != nil {
+		return err
+	}
+	if _, ok := fs.dests[d.Addr]; ok {
+		return ErrExists
+	}
+	fs.dests[d.Addr] = d
+	return nil
+}
+
+// UpdateDestination changes weight or forwarding of a real server;
+// ErrNotFound if the virtual server or the real server does not exist.
+func (f *Fake) UpdateDestination(key ServiceKey, d Destination) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.begin(MethodUpdateDestination, key)
+	var fs *fakeService
+	if err == nil {
+		fs, err = f.lookup(key)
+	}
+	if err == nil {
+		err = validateDest(key, d)
+	}
+	if err == nil {
+		if _, ok := fs.dests[d.Addr]; ok {
+			fs.dests[d.Addr] = d
+		} else {
+			err = ErrNotFound
+		}
+	}
+	return opError(MethodUpdateDestination, key, d.Addr, err)
+}
+
+// DeleteDestination removes a real server; ErrNotFound if the virtual
+// server or the real server does not exist.
+func (f *Fake) DeleteDestination(key ServiceKey, addr netip.AddrPort) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.begin(MethodDeleteDestination, key)
+	var fs *fakeService
+	if err == nil {
+		fs, err = f.lookup(key)
+	}
+	if err == nil {
+		if _, ok := fs.dests[addr]; ok {
+			delete(fs.dests, addr)
+		} else {
+			err = ErrNotFound
+		}
+	}
+	return opError(MethodDeleteDestination, key, addr, err)
+}
+
+// Dump renders the whole table with Format, like `ipvsadm -Sn`. It is not
+// counted as a call.
+func (f *Fake) Dump() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	dests := make(map[ServiceKey][]Destination, len(f.services))
+	for k, fs := range f.services {
+		dests[k] = destsOf(fs)
+	}
+	return Format(f.servicesLocked(), dests)
+}
+
+// DumpService renders one virtual server and its real servers like Dump;
+// "" if there is no such virtual server.
+func (f *Fake) DumpService(key ServiceKey) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fs := f.services[key]
+	if fs == nil {
+		return ""
+	}
+	return Format([]Service{fs.svc}, map[ServiceKey][]Destination{key: destsOf(fs)})
+}
+
+// Load parses text in Dump's format (see Parse) and adds its virtual
+// servers and real servers to the table, as `ipvsadm-restore` would. Tests
+// use it to seed a "kernel" with foreign virtual servers. It is all or
+// nothing: on a parse error or a key that is already taken (ErrExists) the
+// table is left as it was. It is not counted as a call and ignores FailOn.
+func (f *Fake) Load(text string) error {
+	services, dests, err := Parse(text)
+	if err != nil {
+		return fmt.Errorf("loading IPVS table: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	table := make(map[ServiceKey]*fakeService, len(f.services)+len(services))
+	for k, fs := range f.services {
+		table[k] = &fakeService{svc: fs.svc, dests: maps.Clone(fs.dests)}
+	}
+	for _, s := range services {
+		if err := addService(table, s); err != nil {
+			return fmt.Errorf("loading IPVS table: %w", opError(MethodAddService, s.Key, netip.AddrPort{}, err))
+		}
+		for _, d := range dests[s.Key] {
+			if err := addDest(table, s.Key, d); err != nil {
+				return fmt.Errorf("loading IPVS table: %w", opError(MethodAddDestination, s.Key, d.Addr, err))
+			}
+		}
+	}
+	f.services = table
+	return nil
+}

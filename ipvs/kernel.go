@@ -1,0 +1,349 @@
+//go:build linux
+
+package ipvs
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"syscall"
+
+	libipvs "github.com/moby/ipvs"
+)
+
+var _ Interface = (*Kernel)(nil)
+
+// Kernel is the kernel's IPVS table, programmed over generic netlink
+// through github.com/moby/ipvs. The netlink socket is opened by Open or on
+// first use and kept until Close; calls are serialized on it. The embedded
+// Modules gives the explicit setup steps EnsureModules and EnsureScheduler.
+//
+// Errors wrap ErrExists (EEXIST), ErrNotFound (ESRCH: no such virtual
+// server; ENOENT: no such real server) and ErrNoScheduler (ENOENT from
+// adding or updating a virtual server), with the kernel's errno kept in the
+// chain.
+type Kernel struct {
+	Modules
+	// Netns is the path of the network namespace to program, such as
+	// /var/run/netns/test; "" is the caller's namespace.
+	Netns string
+
+	mu     sync.Mutex
+	handle *libipvs.Handle
+	// newHandle opens a handle; nil is libipvs.New. Tests replace it so
+	// they can prove no socket is opened.
+	newHandle func(netns string) (*libipvs.Handle, error)
+}
+
+// NewKernel returns a Kernel for the caller's network namespace. It has no
+// side effects: no socket is opened and no module is loaded.
+func NewKernel() *Kernel { return &Kernel{Modules: Modules{Root: "/"}} }
+
+// Open opens the netlink socket now rather than on first use, so a broken
+// setup shows at startup. Opening runs github.com/moby/ipvs' own one-time
+// `modprobe -va ip_vs`; call EnsureModules first.
+func (k *Kernel) Open() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, err := k.handleLocked()
+	return err
+}
+
+// Close closes the netlink socket; a later call opens a new one.
+func (k *Kernel) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.handle != nil {
+		k.handle.Close()
+		k.handle = nil
+	}
+	return nil
+}
+
+func (k *Kernel) handleLocked() (*libipvs.Handle, error) {
+	if k.handle != nil {
+		return k.handle, nil
+	}
+	open := k.newHandle
+	if open == nil {
+		open = libipvs.New
+	}
+	h, err := open(k.Netns)
+	if err != nil {
+		return nil, fmt.Errorf("opening IPVS netlink socket: %w", err)
+	}
+	k.handle = h
+	return h, nil
+}
+
+// do runs fn on the open handle. A failure that is not an errno from the
+// kernel (a broken socket) drops the handle so the next call reopens it.
+func (k *Kernel) do(fn func(h *libipvs.Handle) error) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	h, err := k.handleLocked()
+	if err != nil {
+		return err
+	}
+	err = fn(h)
+	var errno syscall.Errno
+	if err != nil && !errors.As(err, &errno) {
+		h.Close()
+		k.handle = nil
+	}
+	return err
+}
+
+// ListServices returns every virtual server in the kernel, sorted by key,
+// like `ipvsadm -Ln`. Firewall-mark virtual servers (they have no address)
+// and any whose family or address cannot be represented are left out.
+func (k *Kernel) ListServices() ([]Service, error) {
+	var raw []*libipvs.Service
+	err := k.do(func(h *libipvs.Handle) (err error) {
+		raw, err = h.GetServices()
+		return err
+	})
+	if err != nil {
+		return nil, opError(MethodListServices, ServiceKey{}, netip.AddrPort{}, mapErrno(err, ErrNotFound))
+	}
+	return servicesFromLib(raw), nil
+}
+
+// servicesFromLib converts a kernel dump, skipping what fromLibService
+// rejects, and sorts it by key.
+func servicesFromLib(raw []*libipvs.Service) []Service {
+	out := make([]Service, 0, len(raw))
+	for _, ls := range raw {
+		if s, ok := fromLibService(ls); ok {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b Service) int { return a.Key.Compare(b.Key) })
+	return out
+}
+
+// AddService creates a virtual server, like
+// `ipvsadm -A -t VIP:PORT -s rr [-p TIMEOUT]`; ErrExists if the key is
+// taken, ErrNoScheduler if the kernel lacks the scheduler.
+func (k *Kernel) AddService(s Service) error {
+	return k.serviceOp(MethodAddService, s, (*libipvs.Handle).NewService)
+}
+
+// UpdateService changes scheduler and persistence of an existing virtual
+// server, like `ipvsadm -E …`; ErrNotFound if there is none.
+func (k *Kernel) UpdateService(s Service) error {
+	return k.serviceOp(MethodUpdateService, s, (*libipvs.Handle).UpdateService)
+}
+
+func (k *Kernel) serviceOp(method string, s Service, fn func(*libipvs.Handle, *libipvs.Service) error) error {
+	if err := validateService(s); err != nil {
+		return opError(method, s.Key, netip.AddrPort{}, err)
+	}
+	ls := toLibService(s)
+	err := k.do(func(h *libipvs.Handle) error { return fn(h, ls) })
+	return opError(method, s.Key, netip.AddrPort{}, mapErrno(err, ErrNoScheduler))
+}
+
+// DeleteService removes a virtual server and its real servers, like
+// `ipvsadm -D -t VIP:PORT`; ErrNotFound if there is none.
+func (k *Kernel) DeleteService(key ServiceKey) error {
+	if err := validateKey(key); err != nil {
+		return opError(MethodDeleteService, key, netip.AddrPort{}, err)
+	}
+	ls := toLibService(Service{Key: key})
+	err := k.do(func(h *libipvs.Handle) error { return h.DelService(ls) })
+	return opError(MethodDeleteService, key, netip.AddrPort{}, mapErrno(err, ErrNotFound))
+}
+
+// ListDestinations returns the real servers of one virtual server sorted
+// by address, like `ipvsadm -Ln -t VIP:PORT`; ErrNotFound if the virtual
+// server does not exist. The kernel answers a dump for a missing virtual
+// server with an empty list, so an empty answer costs one more round trip
+// to tell the two apart.
+func (k *Kernel) ListDestinations(key ServiceKey) ([]Destination, error) {
+	if err := validateKey(key); err != nil {
+		return nil, opError(MethodListDestinations, key, netip.AddrPort{}, err)
+	}
+	ls := toLibService(Service{Key: key})
+	var raw []*libipvs.Destination
+	err := k.do(func(h *libipvs.Handle) (err error) {
+		if raw, err = h.GetDestinations(ls); err != nil || len(raw) > 0 {
+			return err
+		}
+		_, err = h.GetService(ls)
+		return err
+	})
+	if err != nil {
+		return nil, opError(MethodListDestinations, key, netip.AddrPort{}, mapErrno(err, ErrNotFound))
+	}
+	return destsFromLib(key, raw), nil
+}
+
+// destsFromLib converts a kernel dump, skipping what fromLibDest rejects,
+// and sorts it by address.
+func destsFromLib(key ServiceKey, raw []*libipvs.Destination) []Destination {
+	out := make([]Destination, 0, len(raw))
+	for _, ld := range raw {
+		if d, ok := fromLibDest(key, ld); ok {
+			out = append(out, d)
+		}
+	}
+	sortDests(out)
+	return out
+}
+
+// AddDestination adds a real server, like
+// `ipvsadm -a -t VIP:PORT -r EP:PORT -m -w 1`; ErrNotFound if the virtual
+// server does not exist, ErrExists if the real server is already there.
+func (k *Kernel) AddDestination(key ServiceKey, d Destination) error {
+	return k.destOp(MethodAddDestination, key, d, (*libipvs.Handle).NewDestination)
+}
+
+// UpdateDestination changes weight or forwarding of a real server, like
+// `ipvsadm -e …`; ErrNotFound if it or its virtual server does not exist.
+func (k *Kernel) UpdateDestination(key ServiceKey, d Destination) error {
+	return k.destOp(MethodUpdateDestination, key, d, (*libipvs.Handle).UpdateDestination)
+}
+
+// DeleteDestination removes a real server, like
+// `ipvsadm -d -t VIP:PORT -r EP:PORT`; ErrNotFound if it or its virtual
+// server does not exist.
+func (k *Kernel) DeleteDestination(key ServiceKey, addr netip.AddrPort) error {
+	d := Destination{Addr: addr}
+	return k.destOp(MethodDeleteDestination, key, d, (*libipvs.Handle).DelDestination)
+}
+
+func (k *Kernel) destOp(method string, key ServiceKey, d Destination,
+	fn func(*libipvs.Handle, *libipvs.Service, *libipvs.Destination) error) error {
+	err := validateKey(key)
+	if err == nil {
+		err = validateDest(key, d)
+	}
+	if err != nil {
+		return opError(method, key, d.Addr, err)
+	}
+	ls, ld := toLibService(Service{Key: key}), toLibDest(d)
+	err = k.do(func(h *libipvs.Handle) error { return fn(h, ls, ld) })
+	return opError(method, key, d.Addr, mapErrno(err, ErrNotFound))
+}
+
+// mapErrno turns the kernel's errno into our errors, keeping the errno in
+// the chain: EEXIST is ErrExists, ESRCH (no such virtual server) is
+// ErrNotFound, ENOENT is onENOENT (no such real server, or no such
+// scheduler when adding or updating a virtual server).
+func mapErrno(err error, onENOENT error) error {
+	var sentinel error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EEXIST):
+		sentinel = ErrExists
+	case errors.Is(err, syscall.ESRCH):
+		sentinel = ErrNotFound
+	case errors.Is(err, syscall.ENOENT):
+		sentinel = onENOENT
+	default:
+		return err
+	}
+	return fmt.Errorf("%w (%w)", sentinel, err)
+}
+
+// The kernel's IP_VS_SVC_F_PERSISTENT flag and the host netmasks kube-proxy
+// also uses (a mask for IPv4, a prefix length for IPv6).
+const (
+	flagPersistent = 0x1
+	netmaskV4      = 0xffffffff
+	netmaskV6      = 128
+)
+
+// toLibService converts a virtual server for github.com/moby/ipvs. Only
+// Key is needed to find one; the timeout is sent only when persistent.
+func toLibService(s Service) *libipvs.Service {
+	ls := &libipvs.Service{
+		Address:       net.IP(s.Key.Addr.AsSlice()),
+		Protocol:      uint16(s.Key.Proto),
+		Port:          s.Key.Port,
+		SchedName:     s.Scheduler,
+		AddressFamily: syscall.AF_INET,
+		Netmask:       netmaskV4,
+	}
+	if s.Key.Addr.Is6() {
+		ls.AddressFamily, ls.Netmask = syscall.AF_INET6, netmaskV6
+	}
+	if s.Persistent {
+		ls.Flags, ls.Timeout = flagPersistent, s.Timeout
+	}
+	return ls
+}
+
+// fromLibService converts a virtual server from a kernel dump; false for a
+// firewall-mark virtual server or one whose family or address is not plain
+// IPv4 or IPv6.
+func fromLibService(ls *libipvs.Service) (Service, bool) {
+	if ls == nil || ls.FWMark != 0 {
+		return Service{}, false
+	}
+	addr, ok := addrFromLib(ls.AddressFamily, ls.Address)
+	if !ok {
+		return Service{}, false
+	}
+	s := Service{
+		Key:        ServiceKey{Addr: addr, Proto: Protocol(ls.Protocol), Port: ls.Port},
+		Scheduler:  ls.SchedName,
+		Persistent: ls.Flags&flagPersistent != 0,
+		Timeout:    ls.Timeout,
+	}
+	return normalize(s), true
+}
+
+// addrFromLib converts an address of the given family; false when the
+// family is not AF_INET/AF_INET6 or the bytes do not match it.
+func addrFromLib(family uint16, ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	switch family {
+	case syscall.AF_INET:
+		a = a.Unmap()
+		return a, a.Is4()
+	case syscall.AF_INET6:
+		return a, a.Is6() && !a.Is4In6()
+	}
+	return netip.Addr{}, false
+}
+
+// toLibDest converts a real server for github.com/moby/ipvs.
+func toLibDest(d Destination) *libipvs.Destination {
+	ld := &libipvs.Destination{
+		Address:         net.IP(d.Addr.Addr().AsSlice()),
+		Port:            d.Addr.Port(),
+		Weight:          d.Weight,
+		ConnectionFlags: uint32(d.Forward),
+		AddressFamily:   syscall.AF_INET,
+	}
+	if d.Addr.Addr().Is6() {
+		ld.AddressFamily = syscall.AF_INET6
+	}
+	return ld
+}
+
+// fromLibDest converts a real server of key from a kernel dump; false when
+// its address cannot be represented or is of another family than key.
+func fromLibDest(key ServiceKey, ld *libipvs.Destination) (Destination, bool) {
+	if ld == nil {
+		return Destination{}, false
+	}
+	addr, ok := addrFromLib(ld.AddressFamily, ld.Address)
+	if !ok || addr.Is4() != key.Addr.Is4() {
+		return Destination{}, false
+	}
+	return Destination{
+		Addr:    netip.AddrPortFrom(addr, ld.Port),
+		Weight:  ld.Weight,
+		Forward: Forward(ld.ConnectionFlags & libipvs.ConnFwdMask),
+	}, true
+}

@@ -1,0 +1,418 @@
+package netif
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Names of the methods, as the fakes' Calls count them and FailOn takes
+// them.
+const (
+	MethodEnsureLink = "EnsureLink"
+	MethodDeleteLink = "DeleteLink"
+	MethodListAddrs  = "ListAddrs"
+	MethodAddAddr    = "AddAddr"
+	MethodDelAddr    = "DelAddr"
+	MethodGet        = "Get"
+	MethodSet        = "Set"
+)
+
+// recorder counts calls and holds injected failures for a fake; K is what
+// a failure is keyed by besides the method. Its owner serializes access.
+type recorder[K comparable] struct {
+	owner   string          // for panic messages
+	methods map[string]bool // method -> is a read
+	calls   map[string]int
+	fails   map[failKey[K]]error
+}
+
+type failKey[K comparable] struct {
+	method string
+	key    K
+}
+
+func newRecorder[K comparable](owner string, methods map[string]bool) recorder[K] {
+	return recorder[K]{owner: owner, methods: methods, calls: map[string]int{}, fails: map[failKey[K]]error{}}
+}
+
+// begin counts a call and returns its injected failure: the one for key,
+// else the one for the zero K (any key).
+func (r *recorder[K]) begin(method string, key K) error {
+	r.calls[method]++
+	if err, ok := r.fails[failKey[K]{method, key}]; ok {
+		return err
+	}
+	var zero K
+	return r.fails[failKey[K]{method, zero}]
+}
+
+func (r *recorder[K]) failOn(method string, key K, err error) {
+	if _, ok := r.methods[method]; !ok {
+		panic(fmt.Sprintf("%s.FailOn: unknown method %q", r.owner, method))
+	}
+	if err == nil {
+		delete(r.fails, failKey[K]{method, key})
+		return
+	}
+	r.fails[failKey[K]{method, key}] = err
+}
+
+func (r *recorder[K]) count(reads bool) int {
+	n := 0
+	for m, c := range r.calls {
+		if r.methods[m] == reads {
+			n += c
+		}
+	}
+	return n
+}
+
+var _ Addrs = (*FakeAddrs)(nil)
+
+// FakeAddrs is an in-memory dummy interface with Dummy's semantics: no
+// link until EnsureLink, ListAddrs empty without a link, AddAddr ErrExists
+// for a bound address, DelAddr ErrNotFound for an unbound one, address
+// calls ErrNotFound without a link, DeleteLink ErrNotFound without a link,
+// and a link of the name that is not a dummy (see SeedLink) refused by
+// EnsureLink and DeleteLink. Errors are worded like Dummy's.
+//
+// For tests it counts calls (Calls, Reads, Writes), injects failures
+// (FailOn) and renders its state (Dump). It is safe for concurrent use.
+type FakeAddrs struct {
+	mu     sync.Mutex
+	name   string
+	exists bool
+	kind   string
+	up     bool
+	addrs  map[netip.Addr]bool
+	rec    recorder[netip.Addr]
+}
+
+// NewFakeAddrs returns a fake for the interface name ("" is DefaultLink),
+// which does not exist yet.
+func NewFakeAddrs(name string) *FakeAddrs {
+	if name == "" {
+		name = DefaultLink
+	}
+	return &FakeAddrs{
+		name:  name,
+		addrs: map[netip.Addr]bool{},
+		rec: newRecorder[netip.Addr]("netif.FakeAddrs", map[string]bool{
+			MethodEnsureLink: false, MethodDeleteLink: false,
+			MethodListAddrs: true, MethodAddAddr: false, MethodDelAddr: false,
+		}),
+	}
+}
+
+// Name returns the interface name.
+func (f *FakeAddrs) Name() string { return f.name }
+
+// SeedLink sets the link's state directly, as if left by an earlier run or
+// by someone else: it exists, of kind ("" is "dummy"), up or down, with
+// exactly addrs bound. It is not counted as a call.
+func (f *FakeAddrs) SeedLink(kind string, up bool, addrs ...netip.Addr) {
+	if kind == "" {
+		kind = "dummy"
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.exists, f.kind, f.up = true, kind, up
+	f.addrs = map[netip.Addr]bool{}
+	for _, a := range addrs {
+		f.addrs[a] = true
+	}
+}
+
+// FailOn makes every later call of method (MethodAddAddr, …) for addr fail
+// with err, wrapped as Dummy wraps its errors, before the state is looked
+// at. The zero Addr matches every address and is the key of EnsureLink,
+// DeleteLink and ListAddrs. A nil err removes the failure. Failed calls are
+// counted. It panics on a name that is not an Addrs method.
+func (f *FakeAddrs) FailOn(method string, addr netip.Addr, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rec.failOn(method, addr, err)
+}
+
+// Calls returns how many times each method was called since creation or
+// ResetCalls, failed calls included; methods never called are absent.
+func (f *FakeAddrs) Calls() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.rec.calls)
+}
+
+// ResetCalls zeroes the call counters; state and failures stay.
+func (f *FakeAddrs) ResetCalls() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.rec.calls)
+}
+
+// Reads returns the number of ListAddrs calls.
+func (f *FakeAddrs) Reads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rec.count(true)
+}
+
+// Writes returns the number of calls to the other methods, whether or not
+// they failed or changed anything.
+func (f *FakeAddrs) Writes() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rec.count(false)
+}
+
+// dummyLocked returns nil if the link exists and is a dummy, else the
+// error Dummy gives.
+func (f *FakeAddrs) dummyLocked() error {
+	if !f.exists {
+		return fmt.Errorf("link %s: %w", f.name, ErrNotFound)
+	}
+	if f.kind != "dummy" {
+		return fmt.Errorf("link %s exists and is a %q, not a dummy; kube-ipvs will not use or change it", f.name, f.kind)
+	}
+	return nil
+}
+
+// EnsureLink creates the link if missing and sets it up.
+func (f *FakeAddrs) EnsureLink() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.rec.begin(MethodEnsureLink, netip.Addr{})
+	if err == nil && !f.exists {
+		f.exists, f.kind, f.up = true, "dummy", false
+	}
+	if err == nil {
+		err = f.dummyLocked()
+	}
+	if err != nil {
+		return fmt.Errorf("ensuring link: %w", err)
+	}
+	f.up = true
+	return nil
+}
+
+// DeleteLink removes the link and its addresses.
+func (f *FakeAddrs) DeleteLink() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.rec.begin(MethodDeleteLink, netip.Addr{})
+	if err == nil {
+		err = f.dummyLocked()
+	}
+	if err != nil {
+		return fmt.Errorf("deleting link: %w", err)
+	}
+	f.exists, f.kind, f.up = false, "", false
+	clear(f.addrs)
+	return nil
+}
+
+// ListAddrs returns the bound addresses sorted; empty without a link.
+func (f *FakeAddrs) ListAddrs() ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.rec.begin(MethodListAddrs, netip.Addr{}); err != nil {
+		return nil, fmt.Errorf("listing addresses of %s: %w", f.name, err)
+	}
+	if !f.exists {
+		return []netip.Addr{}, nil
+	}
+	return sortedAddrs(f.addrs), nil
+}
+
+// AddAddr binds addr; ErrExists if bound, ErrNotFound without a link.
+func (f *FakeAddrs) AddAddr(addr netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.rec.begin(MethodAddAddr, addr)
+	if err == nil {
+		err = f.addrOpLocked(addr)
+	}
+	if err == nil && f.addrs[addr] {
+		err = ErrExists
+	}
+	if err == nil {
+		f.addrs[addr] = true
+	}
+	return addrError(verbAdd, addr, f.name, err)
+}
+
+// DelAddr unbinds addr; ErrNotFound if not bound or without a link.
+func (f *FakeAddrs) DelAddr(addr netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.rec.begin(MethodDelAddr, addr)
+	if err == nil {
+		err = f.addrOpLocked(addr)
+	}
+	if err == nil && !f.addrs[addr] {
+		err = ErrNotFound
+	}
+	if err == nil {
+		delete(f.addrs, addr)
+	}
+	return addrError(verbDel, addr, f.name, err)
+}
+
+// addrOpLocked checks what AddAddr and DelAddr check before the address
+// itself: a valid address and an existing link.
+func (f *FakeAddrs) addrOpLocked(addr netip.Addr) error {
+	if err := validateAddr(addr); err != nil {
+		return err
+	}
+	if !f.exists {
+		return fmt.Errorf("link %s: %w", f.name, ErrNotFound)
+	}
+	return nil
+}
+
+// Dump renders the state: "" without a link, else a line
+// "link kipvs0 up" (or "down"; " type bridge" appended for a link that is
+// not a dummy) followed by the bound addresses as host prefixes, sorted,
+// one per line:
+//
+//	link kipvs0 up
+//	10.96.0.10/32
+//	fd00::10/128
+//
+// It is not counted as a call.
+func (f *FakeAddrs) Dump() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.exists {
+		return ""
+	}
+	var b strings.Builder
+	state := "down"
+	if f.up {
+		state = "up"
+	}
+	fmt.Fprintf(&b, "link %s %s", f.name, state)
+	if f.kind != "dummy" {
+		fmt.Fprintf(&b, " type %s", f.kind)
+	}
+	b.WriteByte('\n')
+	for _, a := range sortedAddrs(f.addrs) {
+		b.WriteString(hostPrefix(a) + "\n")
+	}
+	return b.String()
+}
+
+var _ Sysctl = (*FakeSysctl)(nil)
+
+// FakeSysctl is an in-memory Sysctl with ProcSysctl's semantics: values
+// are trimmed, invalid keys are refused, and Get and Set of a key that
+// does not exist are ErrNotFound (seed the keys the code under test may
+// set). It counts calls, injects failures and renders itself with Dump. It
+// is safe for concurrent use.
+type FakeSysctl struct {
+	mu     sync.Mutex
+	values map[string]string
+	rec    recorder[string]
+}
+
+// NewFakeSysctl returns a fake holding the seed keys (nil for none).
+func NewFakeSysctl(seed map[string]string) *FakeSysctl {
+	f := &FakeSysctl{
+		values: map[string]string{},
+		rec:    newRecorder[string]("netif.FakeSysctl", map[string]bool{MethodGet: true, MethodSet: false}),
+	}
+	for k, v := range seed {
+		f.values[k] = strings.TrimSpace(v)
+	}
+	return f
+}
+
+// Get returns the value of key; ErrNotFound if there is no such key.
+func (f *FakeSysctl) Get(key string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.rec.begin(MethodGet, key)
+	if err == nil {
+		err = validateKey(key)
+	}
+	v, ok := f.values[key]
+	if err == nil && !ok {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading sysctl %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// Set changes the value of an existing key; ErrNotFound if there is none.
+func (f *FakeSysctl) Set(key, value string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	value = strings.TrimSpace(value)
+	err := f.rec.begin(MethodSet, key)
+	if err == nil {
+		err = validateKey(key)
+	}
+	if _, ok := f.values[key]; err == nil && !ok {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("setting sysctl %s=%s: %w", key, value, err)
+	}
+	f.values[key] = value
+	return nil
+}
+
+// FailOn makes every later call of method (MethodGet or MethodSet) on key
+// fail with err, wrapped as ProcSysctl wraps its errors; "" matches every
+// key, a nil err removes the failure. It panics on another method name.
+func (f *FakeSysctl) FailOn(method, key string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rec.failOn(method, key, err)
+}
+
+// Calls returns how many times Get and Set were called, failures included.
+func (f *FakeSysctl) Calls() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.rec.calls)
+}
+
+// ResetCalls zeroes the call counters; values and failures stay.
+func (f *FakeSysctl) ResetCalls() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.rec.calls)
+}
+
+// Reads returns the number of Get calls.
+func (f *FakeSysctl) Reads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rec.count(true)
+}
+
+// Writes returns the number of Set calls.
+func (f *FakeSysctl) Writes() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rec.count(false)
+}
+
+// Dump renders every key as "key = value", one per line, sorted by key
+// (like `sysctl -a`, but with the slash-separated keys Get takes). It is
+// not counted as a call.
+func (f *FakeSysctl) Dump() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(f.values)) {
+		fmt.Fprintf(&b, "%s = %s\n", k, f.values[k])
+	}
+	return b.String()
+}

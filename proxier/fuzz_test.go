@@ -1,0 +1,70 @@
+package proxier
+
+import (
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
+)
+
+// FuzzBuildService feeds BuildService objects with arbitrary addresses,
+// ports, protocols, address types and conditions. It must never panic,
+// must be deterministic, and must only ever program well-formed state:
+// virtual servers on the Service's family with non-zero ports, real
+// servers of the same family with non-zero ports.
+func FuzzBuildService(f *testing.F) {
+	f.Add("10.96.0.10", "TCP", int32(80), "http", "IPv4", "10.244.1.1", "http", "TCP", int32(8080), uint8(0b111), "fd00::1", true)
+	f.Add("None", "UDP", int32(53), "", "FQDN", "example.com", "", "", int32(0), uint8(0), "", false)
+	f.Add("010.096.0.1", "SCTP", int32(65535), "a", "IPv6", "::ffff:10.0.0.1", "a", "SCTP", int32(70000), uint8(0b010), "1.2.3.4", true)
+	f.Fuzz(func(t *testing.T, clusterIP, proto string, port int32, portName, addrType, addr, epPortName, epProto string, epPort int32, conds uint8, addr2 string, nilPort bool) {
+		svc := service("ns", "svc", withClusterIP(clusterIP), withPorts(
+			svcPort(portName, v1.Protocol(proto), port), svcPort(portName+"2", v1.ProtocolUDP, port)),
+			withAffinity(ptr.To(int32(conds))))
+		sp := discovery.EndpointPort{Name: ptr.To(epPortName), Protocol: ptr.To(v1.Protocol(epProto)), Port: ptr.To(epPort)}
+		if nilPort {
+			sp.Port = nil
+		}
+		e := ep(addr)
+		e.Conditions = discovery.EndpointConditions{
+			Ready: ptr.To(conds&1 != 0), Serving: ptr.To(conds&2 != 0), Terminating: ptr.To(conds&4 != 0),
+		}
+		if conds&8 != 0 {
+			e.Conditions.Ready = nil
+		}
+		slices := []*discovery.EndpointSlice{
+			slice("ns", "a", "svc", withAddressType(discovery.AddressType(addrType)), withSlicePorts(sp),
+				withEndpoints(e, ep(addr2))),
+			slice("ns", "b", "svc", withSlicePorts(sp), withEndpoints(ep(addr), ep(addr2, onNode(testNode)))),
+		}
+		for _, family := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
+			cfg := BuildConfig{NodeName: testNode, Scheduler: "rr", Family: family}
+			frag, _ := BuildService(svc, slices, cfg)
+			again, _ := BuildService(svc, []*discovery.EndpointSlice{slices[1], slices[0]}, cfg)
+			if !frag.Equal(again) {
+				t.Fatalf("not deterministic:\n%s\nvs\n%s", fragmentDump(frag), fragmentDump(again))
+			}
+			checkFragment(t, frag, family)
+		}
+	})
+}
+
+func checkFragment(t *testing.T, f *Fragment, family v1.IPFamily) {
+	t.Helper()
+	for _, vs := range f.Servers {
+		k := vs.Service.Key
+		if familyOf(k.Addr) != family || k.Port == 0 || !k.Addr.IsValid() {
+			t.Fatalf("bad virtual server %s for %s", k, family)
+		}
+		for _, d := range vs.Dests {
+			if familyOf(d.Addr.Addr()) != family || d.Addr.Port() == 0 || d.Weight <= 0 {
+				t.Fatalf("bad real server %s of %s", d.Addr, k)
+			}
+		}
+	}
+	for _, e := range f.Entries {
+		if !e.Entry.Addr.IsValid() {
+			t.Fatalf("bad set entry %s", e)
+		}
+	}
+}
