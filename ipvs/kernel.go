@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	libipvs "github.com/moby/ipvs"
 )
@@ -346,4 +347,21 @@ func fromLibDest(key ServiceKey, ld *libipvs.Destination) (Destination, bool) {
 		Weight:  ld.Weight,
 		Forward: Forward(ld.ConnectionFlags & libipvs.ConnFwdMask),
 	}, true
+}
+
+// SetTimeouts sets the kernel's IPVS connection timeouts, like
+// `ipvsadm --set TCP TCPFIN UDP`; a zero duration leaves that timeout as it
+// is. It is a setup step, not part of Interface: the values are global to
+// the network namespace.
+func (k *Kernel) SetTimeouts(tcp, tcpFin, udp time.Duration) error {
+	if tcp == 0 && tcpFin == 0 && udp == 0 {
+		return nil
+	}
+	err := k.do(func(h *libipvs.Handle) error {
+		return h.SetConfig(&libipvs.Config{TimeoutTCP: tcp, TimeoutTCPFin: tcpFin, TimeoutUDP: udp})
+	})
+	if err != nil {
+		return fmt.Errorf("setting IPVS timeouts: %w", err)
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 var _ Interface = (*Kernel)(nil)
@@ -54,3 +55,6 @@ func (k *Kernel) UpdateDestination(ServiceKey, Destination) error { return errUn
 
 // DeleteDestination fails off Linux.
 func (k *Kernel) DeleteDestination(ServiceKey, netip.AddrPort) error { return errUnsupported }
+
+// SetTimeouts fails off Linux.
+func (k *Kernel) SetTimeouts(tcp, tcpFin, udp time.Duration) error { return errUnsupported }

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
+
+	"github.com/kube-ipvs/kube-ipvs/config"
+	"github.com/kube-ipvs/kube-ipvs/iptables"
+	"github.com/kube-ipvs/kube-ipvs/ipvs"
+	"github.com/kube-ipvs/kube-ipvs/netif"
+	"github.com/kube-ipvs/kube-ipvs/proxier"
+)
+
+// agent wires the configuration to the kernel adapters, the proxier, the
+// informers and the runner.
+type agent struct {
+	log        *zap.Logger
+	cfg        *config.Configuration
+	objectsDir string
+	ipvs       *ipvs.Kernel
+	kernel     proxier.Kernel
+	opts       proxier.Options
+}
+
+func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string) *agent {
+	k := ipvs.NewKernel()
+	return &agent{
+		log:        log,
+		cfg:        cfg,
+		objectsDir: objectsDir,
+		ipvs:       k,
+		kernel: proxier.Kernel{
+			IPVS:     k,
+			Addrs:    netif.NewDummy(netif.DefaultLink),
+			IPTables: iptables.NewKernel(false),
+			Sets:     iptables.NewKernelSets(),
+		},
+		opts: proxier.Options{
+			Build: proxier.BuildConfig{NodeName: cfg.NodeName, Scheduler: cfg.IPVS.Scheduler, Family: v1.IPv4Protocol},
+			Rules: proxier.RuleConfig{
+				Family:        v1.IPv4Protocol,
+				ClusterCIDRs:  cfg.ClusterCIDRs(),
+				MasqueradeAll: cfg.MasqueradeAll,
+				MasqueradeBit: cfg.MasqueradeBit,
+			},
+			DryRun: cfg.Mode == config.ModeDryRun,
+		},
+	}
+}
+
+// cleanup removes everything kube-ipvs made on the node.
+func (a *agent) cleanup() error {
+	if err := a.ipvs.EnsureModules(); err != nil {
+		return fmt.Errorf("loading IPVS: %w", err)
+	}
+	if err := proxier.Cleanup(a.kernel, proxier.BuildRules(a.opts.Rules), a.opts.Build.Family); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	a.log.Info("removed everything kube-ipvs made on this node")
+	return nil
+}
+
+// run checks the kernel, prepares the node, waits for the caches and then
+// syncs until ctx is done. Stopping removes nothing: a restart adopts what
+// is in the kernel.
+func (a *agent) run(ctx context.Context) error {
+	if err := a.prepare(); err != nil {
+		return err
+	}
+	client, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	p := proxier.New(a.log, a.kernel, a.opts)
+	r := proxier.NewRunner(a.log, clock.RealClock{}, proxier.RunnerConfig{
+		MinInterval:  a.cfg.IPVS.MinSyncPeriod.Duration,
+		FullInterval: a.cfg.IPVS.SyncPeriod.Duration,
+		BackoffMin:   time.Second,
+		BackoffMax:   a.cfg.IPVS.SyncPeriod.Duration,
+	}, p.Sync)
+	w, err := proxier.NewWatcher(client, a.cfg.NodeName, a.cfg.ServiceProxyName, p, r.Request)
+	if err != nil {
+		return err
+	}
+	w.Start(ctx)
+	a.log.Info("waiting for Services and EndpointSlices to sync")
+	if !w.WaitForSync(ctx) {
+		return fmt.Errorf("caches did not sync: %w", context.Cause(ctx))
+	}
+	a.log.Info("kube-ipvs running", zap.String("node", a.cfg.NodeName), zap.String("mode", a.cfg.Mode),
+		zap.String("scheduler", a.cfg.IPVS.Scheduler))
+	r.Run(ctx)
+	return ctx.Err()
+}
+
+// prepare checks the kernel can do what the configuration asks (IPVS, the
+// scheduler) and, unless in dry-run mode, sets the node up.
+func (a *agent) prepare() error {
+	if err := a.ipvs.EnsureModules(); err != nil {
+		return fmt.Errorf("loading IPVS: %w", err)
+	}
+	if err := a.ipvs.EnsureScheduler(a.cfg.IPVS.Scheduler); err != nil {
+		return fmt.Errorf("ipvs.scheduler %q: %w", a.cfg.IPVS.Scheduler, err)
+	}
+	if a.opts.DryRun {
+		a.log.Info("dry-run: the kernel will be read, never written")
+		return nil
+	}
+	c := a.cfg.IPVS
+	if err := a.ipvs.SetTimeouts(c.TCPTimeout.Duration, c.TCPFinTimeout.Duration, c.UDPTimeout.Duration); err != nil {
+		return err
+	}
+	if err := proxier.Setup(a.kernel, netif.NewProcSysctl()); err != nil {
+		return fmt.Errorf("preparing the node: %w", err)
+	}
+	return nil
+}
+
+// client connects to the apiserver (kubeconfig or in-cluster), or serves
+// objects from files when objectsDir is set.
+func (a *agent) client(ctx context.Context) (kubernetes.Interface, error) {
+	if a.objectsDir != "" {
+		return startFileSource(ctx, a.log, a.objectsDir, time.Second)
+	}
+	var rc *rest.Config
+	var err error
+	if a.cfg.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+		if errors.Is(err, rest.ErrNotInCluster) {
+			err = fmt.Errorf("%w: set kubeconfig (--kubeconfig) outside a cluster", err)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the apiserver: %w", err)
+	}
+	rc.UserAgent = "kube-ipvs"
+	return kubernetes.NewForConfig(rc)
+}
