@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 
@@ -99,13 +100,17 @@ func EnsureRules(k Kernel, r Rules) ([]string, error) {
 		}
 	}
 	for _, j := range r.Jumps {
-		added, err := k.IPTables.EnsureRule(j.Table, j.Chain, j.Spec)
+		have, err := k.IPTables.ListRules(j.Table, j.Chain)
 		if err != nil {
-			return changed, fmt.Errorf("ensuring jump from %s %s: %w", j.Table, j.Chain, err)
+			return changed, fmt.Errorf("listing %s %s: %w", j.Table, j.Chain, err)
 		}
-		if added {
-			changed = append(changed, fmt.Sprintf("iptables -t %s -I %s %v", j.Table, j.Chain, j.Spec))
+		if slices.ContainsFunc(have, func(r []string) bool { return slices.Equal(r, j.Spec) }) {
+			continue
 		}
+		if _, err := k.IPTables.EnsureRule(j.Table, j.Chain, j.Spec); err != nil {
+			return changed, fmt.Errorf("adding jump from %s %s: %w", j.Table, j.Chain, err)
+		}
+		changed = append(changed, fmt.Sprintf("iptables -t %s -I %s %s", j.Table, j.Chain, strings.Join(j.Spec, " ")))
 	}
 	return changed, nil
 }

@@ -1,0 +1,352 @@
+package proxier
+
+import (
+	"errors"
+	"maps"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+
+	"github.com/kube-ipvs/kube-ipvs/ipvs"
+)
+
+const ns = "default"
+
+// webAndDNS records two Services with endpoints on p.
+func webAndDNS(p *Proxier) {
+	p.OnService(service(ns, "web"))
+	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1", onNode(testNode)), ep("10.244.2.1"))))
+	p.OnService(service(ns, "dns", withClusterIP("10.96.0.53"), withPorts(svcPort("dns", v1.ProtocolUDP, 53))))
+	p.OnSlice(slice(ns, "dns-1", "dns", withSlicePorts(slicePortOf("dns", v1.ProtocolUDP, 53)),
+		withEndpoints(ep("10.244.3.1"))))
+}
+
+const webAndDNSIPVS = `-A -t 10.96.0.10:80 -s rr
+-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1
+-a -t 10.96.0.10:80 -r 10.244.2.1:8080 -m -w 1
+-A -u 10.96.0.53:53 -s rr
+-a -u 10.96.0.53:53 -r 10.244.3.1:53 -m -w 1
+link kipvs0 up
+10.96.0.10/32
+10.96.0.53/32
+`
+
+func TestFirstSyncProgramsEverything(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, false)
+
+	checkDump(t, "ipvs", n.ipvsDump(), webAndDNSIPVS)
+	checkDump(t, "iptables", n.ipt.Dump(), `*filter
+:INPUT ACCEPT
+:FORWARD ACCEPT
+:OUTPUT ACCEPT
+:KUBE-IPVS-FILTER -
+-A INPUT -m comment --comment "kube-ipvs VIP filter" -j KUBE-IPVS-FILTER
+-A KUBE-IPVS-FILTER -m set --match-set KUBE-IPVS-CLUSTER-IP dst,dst -j RETURN
+-A KUBE-IPVS-FILTER -p icmp -j RETURN
+-A KUBE-IPVS-FILTER -m set --match-set KUBE-IPVS-VIP dst -m conntrack --ctstate NEW -j REJECT --reject-with icmp-port-unreachable
+COMMIT
+*nat
+:PREROUTING ACCEPT
+:INPUT ACCEPT
+:OUTPUT ACCEPT
+:POSTROUTING ACCEPT
+:KUBE-IPVS-MARK-MASQ -
+:KUBE-IPVS-POSTROUTING -
+:KUBE-IPVS-SERVICES -
+-A PREROUTING -m comment --comment "kube-ipvs service portals" -j KUBE-IPVS-SERVICES
+-A OUTPUT -m comment --comment "kube-ipvs service portals" -j KUBE-IPVS-SERVICES
+-A POSTROUTING -m comment --comment "kube-ipvs postrouting" -j KUBE-IPVS-POSTROUTING
+-A KUBE-IPVS-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KUBE-IPVS-POSTROUTING -m set --match-set KUBE-IPVS-LOOP-BACK dst,dst,src -j MASQUERADE
+-A KUBE-IPVS-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-IPVS-POSTROUTING -j MARK --set-xmark 0x4000/0x0
+-A KUBE-IPVS-POSTROUTING -j MASQUERADE --random-fully
+-A KUBE-IPVS-SERVICES -m set ! --match-set KUBE-IPVS-CLUSTER-IP dst,dst -j RETURN
+-A KUBE-IPVS-SERVICES -s 10.244.0.0/16 -j RETURN
+-A KUBE-IPVS-SERVICES -j KUBE-IPVS-MARK-MASQ
+COMMIT
+`)
+	checkDump(t, "ipsets", n.sets.Dump(), `create KUBE-IPVS-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536
+add KUBE-IPVS-CLUSTER-IP 10.96.0.10,tcp:80
+add KUBE-IPVS-CLUSTER-IP 10.96.0.53,udp:53
+create KUBE-IPVS-LOOP-BACK hash:ip,port,ip family inet hashsize 1024 maxelem 65536
+add KUBE-IPVS-LOOP-BACK 10.244.1.1,tcp:8080,10.244.1.1
+create KUBE-IPVS-VIP hash:ip family inet hashsize 1024 maxelem 65536
+add KUBE-IPVS-VIP 10.96.0.10
+add KUBE-IPVS-VIP 10.96.0.53
+`)
+	checkDump(t, "sysctl", n.sysctl.Dump(), `net/ipv4/ip_forward = 1
+net/ipv4/vs/conntrack = 1
+net/ipv4/vs/expire_nodest_conn = 1
+net/ipv4/vs/expire_quiescent_template = 1
+`)
+}
+
+func TestSyncWithNothingChangedDoesNothing(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, false)
+	n.resetCalls()
+
+	mustSync(t, p, false)
+	if r, w := n.calls(); r != 0 || w != 0 {
+		t.Errorf("idle incremental sync: %d reads, %d writes (%v), want none", r, w, n.callLog())
+	}
+	// A full resync reads the kernel back but finds nothing to write.
+	mustSync(t, p, true)
+	if _, w := n.calls(); w != 0 {
+		t.Errorf("full resync of an in-sync kernel wrote %d times: %v", w, n.callLog())
+	}
+	// An update that changes nothing the kernel holds costs nothing either.
+	n.resetCalls()
+	p.OnService(service(ns, "web", func(s *v1.Service) { s.Labels = map[string]string{"team": "a"} }))
+	mustSync(t, p, false)
+	if r, w := n.calls(); r != 0 || w != 0 {
+		t.Errorf("no-op update: %d reads, %d writes (%v), want none", r, w, n.callLog())
+	}
+}
+
+func TestIncrementalSyncTouchesOnlyTheChangedService(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, false)
+	n.resetCalls()
+
+	// web loses 10.244.2.1 and gains 10.244.2.2.
+	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1", onNode(testNode)), ep("10.244.2.2"))))
+	mustSync(t, p, false)
+
+	want := map[string]int{ipvs.MethodAddDestination: 1, ipvs.MethodDeleteDestination: 1}
+	if got := n.callLog(); !maps.Equal(got, want) {
+		t.Errorf("kernel calls = %v, want %v", got, want)
+	}
+	checkDump(t, "ipvs", n.ipvsDump(), strings.Replace(webAndDNSIPVS, "10.244.2.1:8080", "10.244.2.2:8080", 1))
+}
+
+func TestPlanAddsBeforeItRemoves(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	p.OnService(service(ns, "web"))
+	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1"))))
+	mustSync(t, p, false)
+
+	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.2"))))
+	p.OnService(service(ns, "old", withClusterIP("10.96.0.99")))
+	sc := p.absorb(p.takeChanges())
+	var got []string
+	for _, o := range Plan(p.want.state, p.applied, sc) {
+		got = append(got, o.String())
+	}
+	want := []string{
+		"ipset add KUBE-IPVS-CLUSTER-IP 10.96.0.99,tcp:80",
+		"ipset add KUBE-IPVS-VIP 10.96.0.99",
+		"ip addr add 10.96.0.99/32",
+		"ipvsadm -A -t 10.96.0.99:80 -s rr",
+		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1",
+		"ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.1:8080",
+	}
+	checkDump(t, "plan", strings.Join(got, "\n"), strings.Join(want, "\n"))
+}
+
+func TestDeletingAServiceRemovesItsVirtualServerAndVIP(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, false)
+
+	p.OnServiceDelete(service(ns, "dns"))
+	p.OnSliceDelete(slice(ns, "dns-1", "dns"))
+	mustSync(t, p, false)
+	checkDump(t, "ipvs", n.ipvsDump(), `-A -t 10.96.0.10:80 -s rr
+-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1
+-a -t 10.96.0.10:80 -r 10.244.2.1:8080 -m -w 1
+link kipvs0 up
+10.96.0.10/32
+`)
+	if strings.Contains(n.sets.Dump(), "10.96.0.53") {
+		t.Errorf("ipsets still hold the deleted Service:\n%s", n.sets.Dump())
+	}
+	// A VIP with one port left stays bound until that port goes too.
+	p.OnService(service(ns, "web", withPorts()))
+	mustSync(t, p, false)
+	checkDump(t, "ipvs", n.ipvsDump(), "link kipvs0 up\n")
+}
+
+func TestForeignVirtualServersSurviveSyncsAndRestarts(t *testing.T) {
+	n := newFakeNode()
+	const foreign = "-A -t 192.168.50.1:443 -s wlc\n-a -t 192.168.50.1:443 -r 192.168.50.2:443 -g -w 3\n"
+	if err := n.ipvs.Load(foreign); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ipt.Load("*nat\n:PREROUTING ACCEPT\n:INPUT ACCEPT\n:OUTPUT ACCEPT\n:POSTROUTING ACCEPT\n:CNI-MASQ -\n-A POSTROUTING -j CNI-MASQ\n-A CNI-MASQ -j MASQUERADE\nCOMMIT\n"); err != nil {
+		t.Fatal(err)
+	}
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, true)
+	mustSync(t, p, true)
+
+	// A restart: a new proxier on the same kernel, fed the same objects.
+	n.resetCalls()
+	p2 := New(p.log, n.kernel(), testOptions())
+	webAndDNS(p2)
+	mustSync(t, p2, true)
+	if _, w := n.calls(); w != 0 {
+		t.Errorf("restart wrote %d times (%v); it should adopt what is there", w, n.callLog())
+	}
+	if got := n.ipvs.Dump(); !strings.Contains(got, foreign) {
+		t.Errorf("foreign virtual server lost:\n%s", got)
+	}
+	if got := n.ipt.Dump(); !strings.Contains(got, "-A POSTROUTING -j CNI-MASQ\n") || !strings.Contains(got, "-A CNI-MASQ -j MASQUERADE\n") {
+		t.Errorf("foreign rules lost:\n%s", got)
+	}
+	// Even with every Service gone, the foreign one stays.
+	p2.OnServiceDelete(service(ns, "web"))
+	p2.OnServiceDelete(service(ns, "dns"))
+	mustSync(t, p2, true)
+	checkDump(t, "ipvs", n.ipvs.Dump(), foreign)
+}
+
+func TestFullResyncRepairsDrift(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, false)
+
+	// Someone deletes a real server, a VIP's virtual server, and a rule.
+	if err := n.ipvs.DeleteDestination(key("10.96.0.10", ipvs.TCP, 80), ap("10.244.2.1:8080")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ipvs.DeleteService(key("10.96.0.53", ipvs.UDP, 53)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ipt.DeleteRule("nat", ChainPostrouting, []string{"-j", "MASQUERADE", "--random-fully"}); err != nil {
+		t.Fatal(err)
+	}
+	mustSync(t, p, false) // nothing changed as far as the API goes
+	if n.ipvsDump() == webAndDNSIPVS {
+		t.Fatal("drift was repaired without a full sync: the test is not testing anything")
+	}
+	mustSync(t, p, true)
+	checkDump(t, "ipvs", n.ipvsDump(), webAndDNSIPVS)
+	if !strings.Contains(n.ipt.Dump(), "-A KUBE-IPVS-POSTROUTING -j MASQUERADE --random-fully\n") {
+		t.Errorf("rule not restored:\n%s", n.ipt.Dump())
+	}
+}
+
+func TestFailedOperationIsRetriedAndNeverLosesLiveServers(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, false)
+
+	boom := errors.New("netlink: interrupted")
+	n.ipvs.FailOn(ipvs.MethodAddDestination, key("10.96.0.10", ipvs.TCP, 80), boom)
+	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1", onNode(testNode)), ep("10.244.2.1"), ep("10.244.2.2"))))
+	if err := p.Sync(false); !errors.Is(err, boom) {
+		t.Fatalf("sync error = %v, want %v", err, boom)
+	}
+	n.ipvs.FailOn(ipvs.MethodAddDestination, key("10.96.0.10", ipvs.TCP, 80), nil)
+	// The runner retries with a full sync; the change is not lost and
+	// nothing live was removed meanwhile.
+	mustSync(t, p, true)
+	checkDump(t, "ipvs", n.ipvsDump(), strings.Replace(webAndDNSIPVS,
+		"-a -t 10.96.0.10:80 -r 10.244.2.1:8080 -m -w 1\n",
+		"-a -t 10.96.0.10:80 -r 10.244.2.1:8080 -m -w 1\n-a -t 10.96.0.10:80 -r 10.244.2.2:8080 -m -w 1\n", 1))
+}
+
+func TestFailureForcesTheNextSyncToReadTheKernel(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, false)
+	n.ipvs.FailOn(ipvs.MethodDeleteDestination, ipvs.ServiceKey{}, errors.New("boom"))
+	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1", onNode(testNode)))))
+	if err := p.Sync(false); err == nil {
+		t.Fatal("sync succeeded despite the failure")
+	}
+	n.ipvs.FailOn(ipvs.MethodDeleteDestination, ipvs.ServiceKey{}, nil)
+	n.resetCalls()
+	mustSync(t, p, false) // even when asked for an incremental sync
+	if n.ipvs.Calls()[ipvs.MethodListServices] != 1 {
+		t.Errorf("sync after a failure did not read the kernel back: %v", n.callLog())
+	}
+	if strings.Contains(n.ipvs.Dump(), "10.244.2.1") {
+		t.Errorf("removal not retried:\n%s", n.ipvs.Dump())
+	}
+}
+
+func TestDryRunNeverWrites(t *testing.T) {
+	n := newFakeNode()
+	opts := testOptions()
+	opts.DryRun = true
+	p := New(testLogger(t), n.kernel(), opts)
+	webAndDNS(p)
+	mustSync(t, p, true)
+	p.OnServiceDelete(service(ns, "web"))
+	mustSync(t, p, false)
+	if _, w := n.calls(); w != 0 {
+		t.Errorf("dry-run wrote %d times: %v", w, n.callLog())
+	}
+	if d := n.ipvsDump() + n.sets.Dump(); d != "" {
+		t.Errorf("dry-run left state:\n%s", d)
+	}
+}
+
+func TestBadInputIsCounted(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	p.OnService(service(ns, "web", withAffinity(nil)))
+	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1"))))
+	orphan := slice(ns, "orphan", "x")
+	delete(orphan.Labels, discovery.LabelServiceName)
+	p.OnSlice(orphan)
+	p.OnSlice(slice(ns, "web-2", "web", withEndpoints(ep("10.244.1.1"))))
+	mustSync(t, p, false)
+	want := map[Reason]int{ReasonNilAffinityConfig: 1, ReasonSliceWithoutService: 1, ReasonDuplicateEndpoint: 1}
+	if got := p.Skipped(); !maps.Equal(got, want) {
+		t.Errorf("skipped = %v, want %v", got, want)
+	}
+	if !strings.Contains(n.ipvs.Dump(), "-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1") {
+		t.Errorf("valid part not programmed:\n%s", n.ipvs.Dump())
+	}
+}
+
+func TestSliceMovingBetweenServices(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	p.OnService(service(ns, "api", withClusterIP("10.96.0.20")))
+	mustSync(t, p, false)
+	// The slice's label now names api: web loses its endpoints, api gains them.
+	p.OnSlice(slice(ns, "web-1", "api", withEndpoints(ep("10.244.9.9"))))
+	mustSync(t, p, false)
+	got := n.ipvs.Dump()
+	if !strings.Contains(got, "-A -t 10.96.0.10:80 -s rr\n-A -t 10.96.0.20:80") ||
+		!strings.Contains(got, "-a -t 10.96.0.20:80 -r 10.244.9.9:8080 -m -w 1") {
+		t.Errorf("slice did not move:\n%s", got)
+	}
+}
+
+func TestConflictingServicesAreResolvedByName(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	// Two Services claim 10.96.0.10:80 (the apiserver prevents it; a
+	// proxier must still not flap between them).
+	p.OnService(service(ns, "b", withAffinity(nil)))
+	p.OnService(service(ns, "a"))
+	mustSync(t, p, true)
+	if got := n.ipvs.Dump(); got != "-A -t 10.96.0.10:80 -s rr\n" {
+		t.Errorf("the first Service by name should win:\n%s", got)
+	}
+	if p.Skipped()[ReasonConflictingVIPAndPort] == 0 {
+		t.Errorf("conflict not counted: %v", p.Skipped())
+	}
+}
