@@ -1,7 +1,6 @@
 package proxier
 
 import (
-	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
@@ -127,7 +126,7 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 	for e := range entries {
 		f.Entries = append(f.Entries, e)
 	}
-	slices.SortFunc(f.Entries, func(a, b SetEntry) int { return cmp.Compare(a.String(), b.String()) })
+	slices.SortFunc(f.Entries, compareEntries)
 	return f, skips
 }
 

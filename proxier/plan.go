@@ -79,37 +79,46 @@ func (o Op) String() string {
 
 // Plan returns the operations that turn current into desired on the keys
 // the scope names (all keys when scope is nil), in apply order. It is a
-// pure diff: equal states give no operations.
+// pure diff: equal states give no operations, and the same inputs always
+// give the same list.
 func Plan(desired, current *State, scope *Scope) []Op {
 	if scope == nil {
 		scope = fullScope(desired, current)
 	}
-	var ops []Op
-	for k := range scope.Servers {
-		ops = planServer(ops, k, desired.Servers, current.Servers)
+	var byKind [OpDelEntry + 1][]Op
+	add := func(o Op) { byKind[o.Kind] = append(byKind[o.Kind], o) }
+	for _, k := range slices.SortedFunc(maps.Keys(scope.Servers), ipvs.ServiceKey.Compare) {
+		planServer(add, k, desired.Servers, current.Servers)
 	}
-	for a := range scope.Addrs {
+	for _, a := range slices.SortedFunc(maps.Keys(scope.Addrs), netip.Addr.Compare) {
 		_, want := desired.Addrs[a]
 		_, have := current.Addrs[a]
 		switch {
 		case want && !have:
-			ops = append(ops, Op{Kind: OpBindAddr, Addr: a})
+			add(Op{Kind: OpBindAddr, Addr: a})
 		case have && !want:
-			ops = append(ops, Op{Kind: OpUnbindAddr, Addr: a})
+			add(Op{Kind: OpUnbindAddr, Addr: a})
 		}
 	}
-	for e := range scope.Entries {
+	for _, e := range slices.SortedFunc(maps.Keys(scope.Entries), compareEntries) {
 		_, want := desired.Entries[e]
 		_, have := current.Entries[e]
 		switch {
 		case want && !have:
-			ops = append(ops, Op{Kind: OpAddEntry, Entry: e})
+			add(Op{Kind: OpAddEntry, Entry: e})
 		case have && !want:
-			ops = append(ops, Op{Kind: OpDelEntry, Entry: e})
+			add(Op{Kind: OpDelEntry, Entry: e})
 		}
 	}
-	slices.SortFunc(ops, compareOps)
-	return ops
+	n := 0
+	for _, ops := range byKind {
+		n += len(ops)
+	}
+	out := make([]Op, 0, n)
+	for _, ops := range byKind {
+		out = append(out, ops...)
+	}
+	return out
 }
 
 // fullScope names every key of either state.
@@ -125,55 +134,61 @@ func fullScope(a, b *State) *Scope {
 	return sc
 }
 
-// planServer diffs one virtual server and its real servers.
-func planServer(ops []Op, k ipvs.ServiceKey, desired, current map[ipvs.ServiceKey]VirtualServer) []Op {
+// planServer diffs one virtual server and its real servers. Both lists of
+// real servers are sorted by address, so one merge pass finds the
+// differences.
+func planServer(add func(Op), k ipvs.ServiceKey, desired, current map[ipvs.ServiceKey]VirtualServer) {
 	want, wok := desired[k]
 	have, hok := current[k]
 	switch {
 	case !wok && !hok:
-		return ops
+		return
 	case !wok:
-		return append(ops, Op{Kind: OpDelService, Service: have.Service})
+		add(Op{Kind: OpDelService, Service: have.Service})
+		return
 	case !hok:
-		ops = append(ops, Op{Kind: OpAddService, Service: want.Service})
+		add(Op{Kind: OpAddService, Service: want.Service})
 	case want.Service != have.Service:
-		ops = append(ops, Op{Kind: OpUpdateService, Service: want.Service})
+		add(Op{Kind: OpUpdateService, Service: want.Service})
 	}
 	ref := ipvs.Service{Key: k}
-	old := make(map[netip.AddrPort]ipvs.Destination, len(have.Dests))
-	for _, d := range have.Dests {
-		old[d.Addr] = d
-	}
-	for _, d := range want.Dests {
-		o, ok := old[d.Addr]
+	w, h := want.Dests, have.Dests
+	for len(w) > 0 || len(h) > 0 {
+		c := 0
 		switch {
-		case !ok:
-			ops = append(ops, Op{Kind: OpAddDest, Service: ref, Dest: d})
-		case o != d:
-			ops = append(ops, Op{Kind: OpUpdateDest, Service: ref, Dest: d})
+		case len(w) == 0:
+			c = 1
+		case len(h) == 0:
+			c = -1
+		default:
+			c = w[0].Addr.Compare(h[0].Addr)
 		}
-		delete(old, d.Addr)
+		switch {
+		case c < 0:
+			add(Op{Kind: OpAddDest, Service: ref, Dest: w[0]})
+			w = w[1:]
+		case c > 0:
+			add(Op{Kind: OpDelDest, Service: ref, Dest: h[0]})
+			h = h[1:]
+		default:
+			if w[0] != h[0] {
+				add(Op{Kind: OpUpdateDest, Service: ref, Dest: w[0]})
+			}
+			w, h = w[1:], h[1:]
+		}
 	}
-	for _, d := range old {
-		ops = append(ops, Op{Kind: OpDelDest, Service: ref, Dest: d})
-	}
-	return ops
 }
 
-// compareOps orders by kind, then by what the op is about, so plans are
-// deterministic.
-func compareOps(a, b Op) int {
-	if c := cmp.Compare(a.Kind, b.Kind); c != 0 {
-		return c
-	}
-	if c := a.Service.Key.Compare(b.Service.Key); c != 0 {
-		return c
-	}
-	if c := a.Dest.Addr.Compare(b.Dest.Addr); c != 0 {
-		return c
-	}
-	if c := a.Addr.Compare(b.Addr); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Entry.String(), b.Entry.String())
+// compareEntries orders set members by set, then by their fields, the
+// way `ipset save` lists them.
+func compareEntries(a, b SetEntry) int {
+	return cmp.Or(
+		cmp.Compare(a.Set, b.Set),
+		a.Entry.Addr.Compare(b.Entry.Addr),
+		cmp.Compare(a.Entry.Proto, b.Entry.Proto),
+		cmp.Compare(a.Entry.Port, b.Entry.Port),
+		a.Entry.Addr2.Compare(b.Entry.Addr2),
+		a.Entry.Net.Addr().Compare(b.Entry.Net.Addr()),
+		cmp.Compare(a.Entry.Net.Bits(), b.Entry.Net.Bits()),
+	)
 }

@@ -1,0 +1,135 @@
+package proxier
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
+)
+
+func TestSelector(t *testing.T) {
+	cases := []struct{ proxyName, want string }{
+		{"", "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"},
+		{"kube-ipvs", "!service.kubernetes.io/headless,service.kubernetes.io/service-proxy-name=kube-ipvs"},
+	}
+	for _, tc := range cases {
+		sel, err := Selector(tc.proxyName)
+		if err != nil {
+			t.Fatalf("Selector(%q): %v", tc.proxyName, err)
+		}
+		if sel.String() != tc.want {
+			t.Errorf("Selector(%q) = %q, want %q", tc.proxyName, sel, tc.want)
+		}
+	}
+	if _, err := Selector("not a label value!"); err == nil {
+		t.Error("a bad serviceProxyName was accepted")
+	}
+}
+
+// startWatcher runs the informers of a Watcher on a fake clientset and
+// waits for their first sync.
+func startWatcher(t *testing.T, client *fake.Clientset, proxyName string, p *Proxier, poke func()) {
+	t.Helper()
+	w, err := NewWatcher(client, testNode, proxyName, p, poke)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w.Start(ctx)
+	if !w.WaitForSync(ctx) {
+		t.Fatal("informers did not sync")
+	}
+}
+
+func TestWatcherFeedsTheProxier(t *testing.T) {
+	labelled := func(k, v string) func(*v1.Service) {
+		return func(s *v1.Service) { s.Labels = map[string]string{k: v} }
+	}
+	client := fake.NewClientset(
+		service(ns, "web"),
+		slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1"))),
+		service(ns, "other-proxy", withClusterIP("10.96.0.20"), labelled(LabelServiceProxyName, "someone-else")),
+		service(ns, "headless-labelled", withClusterIP("10.96.0.30"), labelled(v1.IsHeadlessService, "")),
+		&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode}},
+	)
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	pokes := make(chan struct{}, 100)
+	startWatcher(t, client, "", p, func() { pokes <- struct{}{} })
+	mustSync(t, p, true)
+
+	checkDump(t, "ipvs", n.ipvs.Dump(), "-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1\n")
+	if len(pokes) == 0 {
+		t.Error("events did not poke the runner")
+	}
+	// Services and slices are listed and watched with the server-side selector.
+	want := "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"
+	seen := map[string]bool{}
+	for _, a := range client.Actions() {
+		if a.GetVerb() != "list" && a.GetVerb() != "watch" {
+			continue
+		}
+		res := a.GetResource().Resource
+		var labelSel, fieldSel string
+		switch a := a.(type) {
+		case clienttesting.ListActionImpl:
+			labelSel, fieldSel = a.ListRestrictions.Labels.String(), a.ListRestrictions.Fields.String()
+		case clienttesting.WatchActionImpl:
+			labelSel, fieldSel = a.WatchRestrictions.Labels.String(), a.WatchRestrictions.Fields.String()
+		}
+		switch res {
+		case "services", "endpointslices":
+			if got := labelSel; got != want {
+				t.Errorf("%s %s with label selector %q, want %q", a.GetVerb(), res, got, want)
+			}
+		case "nodes":
+			if got := fieldSel; got != "metadata.name="+testNode {
+				t.Errorf("%s nodes with field selector %q", a.GetVerb(), got)
+			}
+		}
+		seen[a.GetVerb()+" "+res] = true
+	}
+	for _, k := range []string{"list services", "watch services", "list endpointslices", "watch endpointslices", "list nodes", "watch nodes"} {
+		if !seen[k] {
+			t.Errorf("no %s (saw %v)", k, seen)
+		}
+	}
+
+	// Later events flow in the same way: a deletion removes the Service.
+	if err := client.CoreV1().Services(ns).Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { mustSync(t, p, false); return !strings.Contains(n.ipvs.Dump(), "10.96.0.10") })
+}
+
+func TestWatcherWithServiceProxyName(t *testing.T) {
+	client := fake.NewClientset(
+		service(ns, "mine", withClusterIP("10.96.0.20"), func(s *v1.Service) {
+			s.Labels = map[string]string{LabelServiceProxyName: "kube-ipvs"}
+		}),
+		service(ns, "unlabelled"),
+	)
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	startWatcher(t, client, "kube-ipvs", p, func() {})
+	mustSync(t, p, true)
+	checkDump(t, "ipvs", n.ipvs.Dump(), "-A -t 10.96.0.20:80 -s rr\n")
+}
+
+// waitFor polls cond for up to five seconds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
