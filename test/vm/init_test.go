@@ -1,0 +1,104 @@
+//go:build vmtest
+
+package vm
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Markers /init prints on the console (ttyS0); the host reads the run from them.
+const (
+	markInit     = "KIPVS-INIT-START"    // /init runs: the kernel booted
+	markModFail  = "KIPVS-MODPROBE-FAIL" // followed by the modules that failed
+	markFatal    = "KIPVS-FATAL"         // followed by what went wrong
+	markListed   = "KIPVS-TEST"          // followed by the name of a test the guest will run
+	markTests    = "KIPVS-TESTS-START"   // the guest test binary starts
+	markGuestEnd = "KIPVS-GUEST-EXIT"    // followed by rc=N: the guest tests ended
+)
+
+// guestFwdIP is where the guest reaches the host port forwarded by KIPVS_VM_GUESTFWD.
+const guestFwdIP = "10.0.2.100"
+
+// initScript is the guest's /init (busybox sh, PID 1). It reads its settings from
+// /etc/kipvs/env, loads the modules listed in /etc/kipvs/modules (written by
+// prepare.sh), then runs /bin/guest.test with its output on ttyS1, or a shell.
+const initScript = `#!/bin/sh
+# /init of the kube-ipvs test VM, written by test/vm/vm_test.go.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mkdir -p /run/netns
+up() { cut -d' ' -f1 /proc/uptime; }
+echo "` + markInit + ` uptime=$(up)"
+. /etc/kipvs/env
+
+halt() {
+	sync
+	poweroff -f
+	sleep 10
+	echo o >/proc/sysrq-trigger
+}
+fatal() {
+	echo "` + markFatal + ` $*"
+	dmesg | tail -n 30
+	halt
+}
+
+failed=""
+if ! modprobe -a $(cat /etc/kipvs/modules); then
+	for m in $(cat /etc/kipvs/modules); do
+		modprobe "$m" || failed="$failed $m"
+	done
+fi
+if [ -n "$failed" ]; then
+	echo "` + markModFail + `$failed"
+	fatal "modprobe failed:$failed"
+fi
+ip link set lo up || fatal "cannot bring lo up"
+hostname kipvs-vm
+if [ -n "$KIPVS_GUESTFWD_ADDR" ]; then
+	ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 || fatal "cannot set up eth0 for guestfwd"
+fi
+echo "modules loaded, uptime=$(up)"
+
+if [ "$KIPVS_MODE" = shell ]; then
+	echo
+	echo "kube-ipvs test VM (kernel $(uname -r)): ipvsadm, iptables (nft), ipset, ip, conntrack."
+	echo "Guest tests: /bin/guest.test -test.v [-test.run REGEX]. Leave: poweroff -f (or Ctrl-A X)."
+	setsid cttyhack sh
+	halt
+fi
+
+[ -x /bin/guest.test ] || fatal "/bin/guest.test is missing"
+stty -F /dev/ttyS1 raw -echo || fatal "no /dev/ttyS1 for the test output"
+/bin/guest.test -test.list "${KIPVS_RUN:-.}" | sed -n 's/^Test/` + markListed + ` Test/p'
+echo "` + markTests + ` uptime=$(up)"
+set -- -test.v=test2json -test.timeout="$KIPVS_GUEST_TIMEOUT"
+[ -n "$KIPVS_RUN" ] && set -- "$@" -test.run="$KIPVS_RUN"
+cd /tmp && /bin/guest.test "$@" >/dev/ttyS1 2>&1 </dev/null
+rc=$?
+echo "` + markGuestEnd + ` rc=$rc uptime=$(up)"
+[ "$rc" = 0 ] || dmesg | tail -n 40
+halt
+`
+
+// envFile renders /etc/kipvs/env: shell exports, values single-quoted.
+func envFile(vars map[string]string) []byte {
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "export %s='%s'\n", k, strings.ReplaceAll(vars[k], "'", `'\''`))
+	}
+	return []byte(b.String())
+}
