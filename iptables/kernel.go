@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,11 @@ func (k *Kernel) ListRules(table, chain string) ([][]string, error) {
 	}
 	lines, err := ipt.List(table, chain)
 	if err != nil {
+		// iptables-nft reports a chain of a table that was never set up as
+		// "incompatible" rather than missing; the table's chain list tells.
+		if chains, lerr := ipt.ListChains(table); lerr == nil && !slices.Contains(chains, chain) {
+			return nil, fmt.Errorf("listing %s/%s: %w", table, chain, ErrNotFound)
+		}
 		return nil, mapError(fmt.Sprintf("listing %s/%s", table, chain), err)
 	}
 	rules, err := parseRuleLines(chain, lines)

@@ -279,9 +279,14 @@ func (p *Proxier) apply(ops []Op) error {
 		}
 		return nil
 	}
+	if p.log.Core().Enabled(zap.DebugLevel) {
+		for _, o := range ops {
+			p.log.Debug("apply", zap.Stringer("op", o))
+		}
+	}
 	n, err := Apply(p.kernel, ops)
 	if n > 0 {
-		p.log.Debug("applied", zap.Int("ops", n))
+		p.log.Info("applied", zap.Int("ops", n))
 	}
 	if err != nil {
 		p.applied = nil

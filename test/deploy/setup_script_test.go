@@ -51,7 +51,7 @@ func TestSetupScript(t *testing.T) {
 	cases := []struct {
 		name string
 		// files is the fake node before the script runs, relative to root.
-		files map[string]string
+		files  map[string]string
 		noIPVS bool
 		// wantOK: the script exits 0; wantLoads: the modprobe calls;
 		// wantSysctls: every proxier.Sysctls key is set afterwards.
@@ -90,22 +90,7 @@ func TestSetupScript(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
 			writeTree(t, root, tc.files)
-			writeTree(t, root, map[string]string{"bin/modprobe": fakeModprobe})
-			if err := os.Chmod(filepath.Join(root, "bin", "modprobe"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			// One pass: "/proc/sys/…" becomes ROOT/proc/sys/…, untouched by the /sys/module/ rule.
-			rooted := strings.NewReplacer("/proc/", root+"/proc/", "/sys/module/", root+"/sys/module/").Replace(script)
-			// Never let the script reach the host's /proc or /sys.
-			if rest := strings.ReplaceAll(rooted, root, ""); strings.Contains(rest, "/proc") || strings.Contains(rest, "/sys") {
-				t.Fatalf("setup script names a /proc or /sys path this test does not redirect:\n%s", script)
-			}
-			cmd := exec.Command(sh, "-c", rooted)
-			cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+":"+os.Getenv("PATH"), "ROOT="+root)
-			if tc.noIPVS {
-				cmd.Env = append(cmd.Env, "NO_IPVS=1")
-			}
-			out, err := cmd.CombinedOutput()
+			out, err := runRooted(t, sh, script, root, tc.noIPVS)
 			t.Logf("setup script output:\n%s", out)
 			if ok := err == nil; ok != tc.wantOK {
 				t.Errorf("script succeeded=%v (%v), want %v", ok, err, tc.wantOK)
@@ -125,6 +110,29 @@ func TestSetupScript(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runRooted runs script with sh, its /proc/ and /sys/module/ paths moved
+// under root and fakeModprobe first on PATH.
+func runRooted(t *testing.T, sh, script, root string, noIPVS bool) ([]byte, error) {
+	t.Helper()
+	writeTree(t, root, map[string]string{"bin/modprobe": fakeModprobe})
+	if err := os.Chmod(filepath.Join(root, "bin", "modprobe"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// One pass: "/proc/sys/…" becomes ROOT/proc/sys/…, untouched by the /sys/module/ rule.
+	rooted := strings.NewReplacer("/proc/", root+"/proc/", "/sys/module/", root+"/sys/module/").Replace(script)
+	// Never let the script reach the host's /proc or /sys.
+	rest := strings.NewReplacer(root+"/proc/", "@", root+"/sys/module/", "@").Replace(rooted)
+	if strings.Contains(rest, "/proc") || strings.Contains(rest, "/sys") {
+		t.Fatalf("setup script names a /proc or /sys path this test does not redirect:\n%s", script)
+	}
+	cmd := exec.Command(sh, "-c", rooted)
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+":"+os.Getenv("PATH"), "ROOT="+root)
+	if noIPVS {
+		cmd.Env = append(cmd.Env, "NO_IPVS=1")
+	}
+	return cmd.CombinedOutput()
 }
 
 func writeTree(t *testing.T, root string, files map[string]string) {

@@ -1,0 +1,28 @@
+# kube-ipvs node agent image.
+#
+#   docker build -t ghcr.io/kube-ipvs/kube-ipvs:latest .
+#
+# The binary is static (CGO_ENABLED=0). The runtime image carries the tools
+# the agent runs or an operator needs on the node: iptables and
+# iptables-restore (Debian's default, the nf_tables backend), ipset (for
+# inspection: the agent speaks netlink to ipsets) and kmod's modprobe (the
+# init container loads ip_vs and the scheduler modules with it). deploy/
+# runs this image.
+
+FROM golang:1.26 AS build
+WORKDIR /src
+# Modules first, so that a source change does not download them again.
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG TARGETOS=linux
+ARG TARGETARCH
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
+    go build -trimpath -ldflags="-s -w" -o /out/kube-ipvs ./cmd/kube-ipvs
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables ipset kmod \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/kube-ipvs /usr/local/bin/kube-ipvs
+ENTRYPOINT ["/usr/local/bin/kube-ipvs"]
