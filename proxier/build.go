@@ -205,10 +205,8 @@ func familyOf(a netip.Addr) v1.IPFamily {
 	return v1.IPv6Protocol
 }
 
-func protoName(p ipvs.Protocol) string { return p.String() }
-
 func clusterIPEntry(f v1.IPFamily, k ipvs.ServiceKey) SetEntry {
-	return SetEntry{Set: setName(SetClusterIP, f), Entry: iptables.Entry{Addr: k.Addr, Proto: protoName(k.Proto), Port: k.Port}}
+	return SetEntry{Set: setName(SetClusterIP, f), Entry: iptables.Entry{Addr: k.Addr, Proto: k.Proto.String(), Port: k.Port}}
 }
 
 func vipEntry(f v1.IPFamily, a netip.Addr) SetEntry {
@@ -217,6 +215,6 @@ func vipEntry(f v1.IPFamily, a netip.Addr) SetEntry {
 
 func loopBackEntry(f v1.IPFamily, ep netip.AddrPort, p ipvs.Protocol) SetEntry {
 	return SetEntry{Set: setName(SetLoopBack, f), Entry: iptables.Entry{
-		Addr: ep.Addr(), Proto: protoName(p), Port: ep.Port(), Addr2: ep.Addr(),
+		Addr: ep.Addr(), Proto: p.String(), Port: ep.Port(), Addr2: ep.Addr(),
 	}}
 }

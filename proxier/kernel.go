@@ -26,19 +26,20 @@ type Kernel struct {
 // ReadState reads back what kube-ipvs owns in the kernel, in bulk: the
 // VIPs on the dummy interface, one dump of the virtual servers (keeping
 // those on our VIPs; others belong to someone else and are never
-// returned), the real servers of each of ours, and the members of our sets.
-func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set) (*State, error) {
+// returned), the real servers of each of ours, and the members of the
+// given sets. It also returns which of those sets do not exist.
+func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set) (*State, []iptables.Set, error) {
 	s := NewState()
 	addrs, err := k.Addrs.ListAddrs()
 	if err != nil {
-		return nil, fmt.Errorf("listing VIPs: %w", err)
+		return nil, nil, fmt.Errorf("listing VIPs: %w", err)
 	}
 	for _, a := range addrsOf(addrs, family) {
 		s.Addrs[a] = struct{}{}
 	}
 	svcs, err := k.IPVS.ListServices()
 	if err != nil {
-		return nil, fmt.Errorf("listing virtual servers: %w", err)
+		return nil, nil, fmt.Errorf("listing virtual servers: %w", err)
 	}
 	for _, svc := range svcs {
 		if _, ours := s.Addrs[svc.Key.Addr]; !ours {
@@ -46,39 +47,35 @@ func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set) (*State, error
 		}
 		dests, err := k.IPVS.ListDestinations(svc.Key)
 		if err != nil {
-			return nil, fmt.Errorf("listing real servers of %s: %w", svc.Key, err)
+			return nil, nil, fmt.Errorf("listing real servers of %s: %w", svc.Key, err)
 		}
 		slices.SortFunc(dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
 		s.Servers[svc.Key] = VirtualServer{Service: svc, Dests: dests}
 	}
+	var missing []iptables.Set
 	for _, set := range sets {
 		entries, err := k.Sets.ListEntries(set.Name)
 		if errors.Is(err, iptables.ErrNotFound) {
+			missing = append(missing, set)
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("listing ipset %s: %w", set.Name, err)
+			return nil, nil, fmt.Errorf("listing ipset %s: %w", set.Name, err)
 		}
 		for _, e := range entries {
 			s.Entries[SetEntry{Set: set.Name, Entry: e}] = struct{}{}
 		}
 	}
-	return s, nil
+	return s, missing, nil
 }
 
-// EnsureRules makes the kernel hold r: it creates missing sets, rewrites
-// (atomically, per table) only the chains whose body differs, and inserts
-// missing jumps. It reports what it changed, as commands, for logging.
-func EnsureRules(k Kernel, r Rules) ([]string, error) {
+// EnsureRules makes the kernel hold r: it creates the sets ReadState found
+// missing (before any rule refers to them), rewrites (atomically, per
+// table) only the chains whose body differs, and inserts missing jumps. It
+// reports what it changed, as commands, for logging.
+func EnsureRules(k Kernel, r Rules, missingSets []iptables.Set) ([]string, error) {
 	var changed []string
-	have, err := k.Sets.ListSets()
-	if err != nil {
-		return nil, fmt.Errorf("listing ipsets: %w", err)
-	}
-	for _, s := range r.Sets {
-		if slices.Contains(have, s.Name) {
-			continue
-		}
+	for _, s := range missingSets {
 		if err := k.Sets.CreateSet(s); err != nil && !errors.Is(err, iptables.ErrExists) {
 			return changed, fmt.Errorf("creating ipset %s: %w", s.Name, err)
 		}

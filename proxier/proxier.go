@@ -13,6 +13,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kube-ipvs/kube-ipvs/iptables"
 )
 
 // Options is what the proxier is told at start.
@@ -77,35 +79,28 @@ func newChanges() changes {
 	}
 }
 
-// Rules returns the netfilter configuration this proxier keeps.
-func (p *Proxier) Rules() Rules { return p.rules }
-
 // OnService records an added or updated Service.
-func (p *Proxier) OnService(svc *v1.Service) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.pending.services[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}] = svc
-}
+func (p *Proxier) OnService(svc *v1.Service) { p.recordService(svc, svc) }
 
 // OnServiceDelete records a deleted Service.
-func (p *Proxier) OnServiceDelete(svc *v1.Service) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.pending.services[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}] = nil
-}
+func (p *Proxier) OnServiceDelete(svc *v1.Service) { p.recordService(svc, nil) }
 
 // OnSlice records an added or updated EndpointSlice.
-func (p *Proxier) OnSlice(s *discovery.EndpointSlice) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.pending.slices[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
-}
+func (p *Proxier) OnSlice(s *discovery.EndpointSlice) { p.recordSlice(s, s) }
 
 // OnSliceDelete records a deleted EndpointSlice.
-func (p *Proxier) OnSliceDelete(s *discovery.EndpointSlice) {
+func (p *Proxier) OnSliceDelete(s *discovery.EndpointSlice) { p.recordSlice(s, nil) }
+
+func (p *Proxier) recordService(key, svc *v1.Service) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.pending.slices[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = nil
+	p.pending.services[types.NamespacedName{Namespace: key.Namespace, Name: key.Name}] = svc
+}
+
+func (p *Proxier) recordSlice(key, s *discovery.EndpointSlice) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pending.slices[types.NamespacedName{Namespace: key.Namespace, Name: key.Name}] = s
 }
 
 // OnNode records this node's Node object.
@@ -234,19 +229,19 @@ func (p *Proxier) count(name types.NamespacedName, skips []Skip) {
 	}
 }
 
-// fullSync re-derives the whole desired state, ensures the rules, reads
-// the kernel back and repairs every difference.
+// fullSync re-derives the whole desired state, reads the kernel back,
+// ensures the rules and repairs every difference.
 func (p *Proxier) fullSync() error {
 	p.applied = nil
 	want, skips := p.want.rebuilt()
 	p.want = want
 	p.count(types.NamespacedName{}, skips)
-	if err := p.ensureRules(); err != nil {
-		return err
-	}
-	current, err := ReadState(p.kernel, p.opts.Build.Family, p.rules.Sets)
+	current, missing, err := ReadState(p.kernel, p.opts.Build.Family, p.rules.Sets)
 	if err != nil {
 		return fmt.Errorf("reading kernel state: %w", err)
+	}
+	if err := p.ensureRules(missing); err != nil {
+		return err
 	}
 	if err := p.apply(Plan(want.state, current, nil)); err != nil {
 		return err
@@ -255,11 +250,11 @@ func (p *Proxier) fullSync() error {
 	return nil
 }
 
-func (p *Proxier) ensureRules() error {
+func (p *Proxier) ensureRules(missingSets []iptables.Set) error {
 	if p.opts.DryRun {
 		return nil
 	}
-	changed, err := EnsureRules(p.kernel, p.rules)
+	changed, err := EnsureRules(p.kernel, p.rules, missingSets)
 	for _, c := range changed {
 		p.log.Info("rules changed", zap.String("op", c))
 	}

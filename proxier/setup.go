@@ -56,7 +56,7 @@ func Cleanup(k Kernel, r Rules, family v1.IPFamily) error {
 			errs = append(errs, err)
 		}
 	}
-	if cur, err := ReadState(k, family, nil); err != nil {
+	if cur, _, err := ReadState(k, family, nil); err != nil {
 		errs = append(errs, err)
 	} else {
 		for key := range cur.Servers {
