@@ -113,3 +113,15 @@ func (w *Watcher) Start(ctx context.Context) { w.start(ctx.Done()) }
 func (w *Watcher) WaitForSync(ctx context.Context) bool {
 	return cache.WaitForCacheSync(ctx.Done(), w.services.HasSynced, w.slices.HasSynced)
 }
+
+// Run starts the informers, waits until Services and EndpointSlices have
+// been listed once, and only then runs the runner until ctx is done:
+// nothing reaches the kernel from a half-filled cache.
+func Run(ctx context.Context, w *Watcher, r *Runner) error {
+	w.Start(ctx)
+	if !w.WaitForSync(ctx) {
+		return fmt.Errorf("caches did not sync: %w", context.Cause(ctx))
+	}
+	r.Run(ctx)
+	return ctx.Err()
+}

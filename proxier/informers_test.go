@@ -6,10 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/utils/clock"
 )
 
 func TestSelector(t *testing.T) {
@@ -132,4 +135,35 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func TestRunWritesNothingBeforeTheCachesSynced(t *testing.T) {
+	client := fake.NewClientset(service(ns, "web"), slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1"))))
+	release := make(chan struct{})
+	client.PrependReactor("list", "endpointslices", func(clienttesting.Action) (bool, runtime.Object, error) {
+		<-release // the slice list hangs until the test lets it go
+		return false, nil, nil
+	})
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	n.resetCalls()
+	r := NewRunner(zap.NewNop(), clock.RealClock{}, RunnerConfig{MinInterval: time.Millisecond, FullInterval: time.Minute}, p.Sync)
+	w, err := NewWatcher(client, testNode, "", p, r.Request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- Run(ctx, w, r) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	time.Sleep(300 * time.Millisecond) // Services are listed; slices are not
+	if r, w := n.calls(); r+w != 0 {
+		t.Fatalf("%d kernel reads and %d writes before the caches synced: %v", r, w, n.callLog())
+	}
+	close(release)
+	waitFor(t, func() bool { return strings.Contains(n.ipvs.Dump(), "-r 10.244.1.1:8080") })
 }

@@ -91,15 +91,9 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.Start(ctx)
-	a.log.Info("waiting for Services and EndpointSlices to sync")
-	if !w.WaitForSync(ctx) {
-		return fmt.Errorf("caches did not sync: %w", context.Cause(ctx))
-	}
-	a.log.Info("kube-ipvs running", zap.String("node", a.cfg.NodeName), zap.String("mode", a.cfg.Mode),
-		zap.String("scheduler", a.cfg.IPVS.Scheduler))
-	r.Run(ctx)
-	return ctx.Err()
+	a.log.Info("kube-ipvs running; waiting for Services and EndpointSlices to sync", zap.String("node", a.cfg.NodeName),
+		zap.String("mode", a.cfg.Mode), zap.String("scheduler", a.cfg.IPVS.Scheduler))
+	return proxier.Run(ctx, w, r)
 }
 
 // prepare checks the kernel can do what the configuration asks (IPVS, the

@@ -198,3 +198,11 @@ func VIPBound(t testing.TB, addr netip.Addr) bool {
 	out, _ := Exec(Node, "ip", "-o", "addr", "show", "dev", "kipvs0")
 	return strings.Contains(out, " "+addr.String()+"/")
 }
+
+// WriteFile writes text to path or fails the test.
+func WriteFile(t testing.TB, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -5,6 +5,7 @@ package guest
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -267,4 +268,29 @@ func TestAgentDryRunLeavesTheKernelUntouched(t *testing.T) {
 	if after := kernelState(t); after != before {
 		t.Errorf("dry-run changed the kernel.\nbefore:\n%s\nafter:\n%s", before, after)
 	}
+}
+
+func TestAgentConfigFile(t *testing.T) {
+	b := newAgentBed(t)
+	b.web(b.pods...)
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	WriteFile(t, cfg, "apiVersion: kube-ipvs.io/v1alpha1\nkind: KubeIPVSConfiguration\nmasqueradeAll: true\nipvs:\n  scheduler: wlc\n")
+	StartAgent(t, b.objs, "--config", cfg)
+	WaitIPVS(t, VSLine("TCP", webVS(), "wlc"), RSLine(rs(b.pods[2])))
+	// masqueradeAll: even a pod inside the cluster CIDR is masqueraded.
+	AddPod(t, "inpod", netip.MustParseAddr("10.244.2.50"))
+	r, err := AskTCP("inpod", webVS())
+	if err != nil || r.Source.Addr() == netip.MustParseAddr("10.244.2.50") {
+		t.Errorf("with masqueradeAll the backend saw %+v (%v), want the node's address", r, err)
+	}
+
+	t.Run("a bad file stops start-up naming every bad field", func(t *testing.T) {
+		WriteFile(t, cfg, "apiVersion: kube-ipvs.io/v1alpha1\nkind: KubeIPVSConfiguration\nclusterCIDR: 10.0.0.0/33\nipvs:\n  schedular: rr\n  syncPeriod: 3x\n")
+		out, err := Exec(Node, AgentBin, "--config", cfg, "--objects-dir", b.objs.Dir)
+		for _, want := range []string{`ipvs.schedular: unknown field`, `ipvs.syncPeriod: invalid duration "3x"`, `clusterCIDR: invalid CIDR "10.0.0.0/33"`} {
+			if err == nil || !strings.Contains(out, want) {
+				t.Errorf("kube-ipvs with a bad config: err=%v, output lacks %q:\n%s", err, want, out)
+			}
+		}
+	})
 }
