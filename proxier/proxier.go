@@ -42,7 +42,7 @@ type Proxier struct {
 	services map[types.NamespacedName]*v1.Service
 	bySvc    map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice
 	sliceSvc map[types.NamespacedName]types.NamespacedName
-	node     *v1.Node
+	node     *v1.Node // this node; Build does not use it yet (topology, NodePort addresses will)
 	want     *desired
 	applied  *State // what the kernel holds, as far as we know; nil: read it back
 }
