@@ -3,13 +3,13 @@
 GO ?= go
 FUZZTIME ?= 30s
 
-.PHONY: build test test-unit fuzz test-vm test-apiserver prepare-vm tools bench demo
+.PHONY: build test test-unit fuzz test-vm test-apiserver test-e2e prepare-vm tools bench demo
 
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/kube-ipvs ./cmd/kube-ipvs
 
 # The whole suite, as CI runs it.
-test: test-unit fuzz test-vm test-apiserver
+test: test-unit fuzz test-vm test-apiserver test-e2e
 
 test-unit:
 	$(GO) vet ./...
@@ -30,8 +30,14 @@ tools:
 test-apiserver: tools
 	$(GO) test -tags apiserver -count=1 -v -timeout 20m ./test/controlplane ./test/deploy
 
+# kube-ipvs in the VM against a real kube-apiserver on the host (test/vm/e2e).
+test-e2e: prepare-vm tools
+	$(GO) test -tags vmtest -count=1 -v -timeout 20m ./test/vm/e2e
+
 bench:
 	$(GO) test ./proxier -run '^$$' -bench . -benchmem
 
+# A real apiserver, a VM with a real IPVS kernel, kube-ipvs, three pods and a
+# Service; about 30 seconds once the one-time builds are cached.
 demo:
-	@echo "make demo arrives with issue 4" >&2; exit 1
+	@test/demo/demo.sh

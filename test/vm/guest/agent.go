@@ -120,10 +120,19 @@ func ptr[T any](v T) *T { return &v }
 // Extra flags come last and override.
 func StartAgent(t testing.TB, objs *Objects, extra ...string) *Proc {
 	t.Helper()
-	args := append([]string{AgentBin, "--objects-dir", objs.Dir, "--node-name", NodeName,
+	return startAgent(t, []string{"--objects-dir", objs.Dir}, extra)
+}
+
+// startAgent runs kube-ipvs with the given source of objects (--objects-dir
+// or --kubeconfig), the test pace and extra flags, and waits until its caches
+// have synced ("kube-ipvs running").
+func startAgent(t testing.TB, source, extra []string) *Proc {
+	t.Helper()
+	args := append([]string{AgentBin}, source...)
+	args = append(args, "--node-name", NodeName,
 		"--cluster-cidr", ClusterCIDR, "--min-sync-period", "100ms", "--sync-period", "2s",
-		"--log-format", "console", "--log-level", "debug"}, extra...)
-	p := Start(t, Node, args...)
+		"--log-format", "console", "--log-level", "debug")
+	p := Start(t, Node, append(args, extra...)...)
 	if err := p.WaitOutput("kube-ipvs running", 30*time.Second); err != nil {
 		t.Fatalf("agent did not start: %v", err)
 	}
@@ -162,9 +171,24 @@ func IPVS(t testing.TB) string { return Run(t, Node, "ipvsadm", "-Ln") }
 // output.
 func WaitIPVS(t testing.TB, patterns ...string) string {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	return WaitIPVSFor(t, 15*time.Second, nil, patterns...)
+}
+
+// WaitIPVSFor is WaitIPVS with a timeout and, unless vs is nil, only virtual
+// server vs (`ipvsadm -Ln -t VS`; no such virtual server reads as empty).
+func WaitIPVSFor(t testing.TB, timeout time.Duration, vs *netip.AddrPort, patterns ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
-		out := IPVS(t)
+		var out string
+		if vs == nil {
+			out = IPVS(t)
+		} else {
+			out, _ = Exec(Node, "ipvsadm", "-Ln", "-t", vs.String())
+			if !strings.Contains(out, "Prot LocalAddress") {
+				out = ""
+			}
+		}
 		bad := ""
 		for _, p := range patterns {
 			want := !strings.HasPrefix(p, "!")
@@ -177,7 +201,7 @@ func WaitIPVS(t testing.TB, patterns ...string) string {
 			return out
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("ipvsadm -Ln never matched %q:\n%s", bad, out)
+			t.Fatalf("ipvsadm -Ln never matched %q within %v:\n%s", bad, timeout, out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -191,6 +215,12 @@ func VSLine(proto string, vs netip.AddrPort, sched string) string {
 // RSLine is the ipvsadm -Ln pattern of a masqueraded real server, weight 1.
 func RSLine(rs netip.AddrPort) string {
 	return fmt.Sprintf(`^\s+-> %s\s+Masq\s+1\s`, regexp.QuoteMeta(rs.String()))
+}
+
+// AnyRSLine is the ipvsadm -Ln pattern of real server rs, whatever its
+// forwarding and weight; "!"+AnyRSLine(rs) asserts it is gone.
+func AnyRSLine(rs netip.AddrPort) string {
+	return fmt.Sprintf(`^\s+-> %s\s`, regexp.QuoteMeta(rs.String()))
 }
 
 // VIPBound reports whether addr is on kube-ipvs' dummy interface.

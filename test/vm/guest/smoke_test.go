@@ -19,7 +19,7 @@ var (
 	smokeClient = netip.MustParseAddr("10.244.1.100")
 )
 
-const backendPort = 8080
+const backendPort = BackendPort
 
 // startPods creates pod1..podN (10.244.1.2...) each running a backend on backendPort.
 func startPods(t *testing.T, n int) []*Pod {

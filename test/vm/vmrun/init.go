@@ -1,6 +1,4 @@
-//go:build vmtest
-
-package vm
+package vmrun
 
 import (
 	"fmt"
@@ -18,14 +16,27 @@ const (
 	markGuestEnd = "KIPVS-GUEST-EXIT"    // followed by rc=N: the guest tests ended
 )
 
-// guestFwdIP is where the guest reaches the host port forwarded by KIPVS_VM_GUESTFWD.
-const guestFwdIP = "10.0.2.100"
+// HostCommandPrefix starts a console line by which a guest test asks the host
+// driver to act (see Config.HostCommand): "KIPVS-HOST: stop-apiserver".
+// The guest has no other channel to the host.
+const HostCommandPrefix = "KIPVS-HOST:"
+
+// Where the e2e driver and the demo put the guest's kubeconfigs for the
+// host's kube-apiserver (guest.AdminKubeconfig, guest.AgentKubeconfig).
+const (
+	GuestAdminKubeconfig = "/etc/kipvs/api/admin.kubeconfig" // system:masters
+	GuestAgentKubeconfig = "/etc/kipvs/api/agent.kubeconfig" // the kube-ipvs ServiceAccount's token
+)
+
+// GuestFwdIP is where the guest reaches the host port forwarded by
+// Config.GuestFwd (KIPVS_VM_GUESTFWD).
+const GuestFwdIP = "10.0.2.100"
 
 // initScript is the guest's /init (busybox sh, PID 1). It reads its settings from
 // /etc/kipvs/env, loads the modules listed in /etc/kipvs/modules (written by
 // prepare.sh), then runs /bin/guest.test with its output on ttyS1, or a shell.
 const initScript = `#!/bin/sh
-# /init of the kube-ipvs test VM, written by test/vm/vm_test.go.
+# /init of the kube-ipvs test VM, written by test/vm/vmrun.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -78,10 +89,11 @@ fi
 
 [ -x /bin/guest.test ] || fatal "/bin/guest.test is missing"
 stty -F /dev/ttyS1 raw -echo || fatal "no /dev/ttyS1 for the test output"
-/bin/guest.test -test.list "${KIPVS_RUN:-.}" | sed -n 's/^Test/` + markListed + ` Test/p'
+/bin/guest.test -test.list "${KIPVS_RUN:-.}" | grep -Ev "${KIPVS_SKIP:-^$}" | sed -n 's/^Test/` + markListed + ` Test/p'
 echo "` + markTests + ` uptime=$(up)"
 set -- -test.v=test2json -test.timeout="$KIPVS_GUEST_TIMEOUT"
 [ -n "$KIPVS_RUN" ] && set -- "$@" -test.run="$KIPVS_RUN"
+[ -n "$KIPVS_SKIP" ] && set -- "$@" -test.skip="$KIPVS_SKIP"
 cd /tmp && /bin/guest.test "$@" >/dev/ttyS1 2>&1 </dev/null
 rc=$?
 echo "` + markGuestEnd + ` rc=$rc uptime=$(up)"

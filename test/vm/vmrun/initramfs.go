@@ -1,6 +1,4 @@
-//go:build vmtest
-
-package vm
+package vmrun
 
 import (
 	"bufio"
@@ -13,21 +11,21 @@ import (
 	"strings"
 )
 
-// extraFile is a file added to the initramfs on top of the cached guest tree.
+// File is a file added to the initramfs on top of the cached guest tree.
 // Exactly one of Src (a host path) and Data is used.
-type extraFile struct {
+type File struct {
 	Name string // path inside the guest, without the leading slash
 	Mode fs.FileMode
 	Src  string
 	Data []byte
 }
 
-// writeInitramfs writes a cpio (newc) archive: the tree under root, then the extra
+// WriteInitramfs writes a cpio (newc) archive: the tree under root, then the extra
 // files (which replace tree entries of the same name), plus /dev/console so /init
 // has a console before devtmpfs is mounted. Like `(cd root && find . | cpio -o -H
 // newc)`, without needing root for mknod. It is not compressed: qemu loads it
 // straight into guest memory, and inflating it under TCG cost seconds of boot.
-func writeInitramfs(out, root string, extra []extraFile) (err error) {
+func WriteInitramfs(out, root string, extra []File) (err error) {
 	f, err := os.Create(out)
 	if err != nil {
 		return err
@@ -140,7 +138,7 @@ func (c *cpioWriter) file(name string, perm fs.FileMode, src string) error {
 	return c.err
 }
 
-func (c *cpioWriter) extra(e extraFile) error {
+func (c *cpioWriter) extra(e File) error {
 	if e.Src != "" {
 		return c.file(e.Name, e.Mode, e.Src)
 	}

@@ -1,10 +1,9 @@
-//go:build vmtest
-
-package vm
+package vmrun
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,34 +22,46 @@ var (
 	guestListed = regexp.MustCompile(`(?m)^` + markListed + ` (Test\S*)$`)
 )
 
-// checkRun fails the test, with the console's tail, unless the VM booted, loaded
-// every module, ran the guest binary to its end and the kernel stayed healthy.
-func checkRun(t *testing.T, run vmRun) {
-	t.Helper()
-	fail := func(format string, args ...any) {
-		t.Helper()
+// Check returns an error, with the console's tail, unless the VM booted,
+// loaded every module, ran the guest binary to its end, the kernel stayed
+// healthy and every host command the guest asked for succeeded.
+func (run Result) Check() error {
+	fail := func(format string, args ...any) error {
 		msg := fmt.Sprintf("%s\nqemu: %v %s\n--- last console lines ---\n%s", fmt.Sprintf(format, args...),
-			run.qemuErr, strings.TrimSpace(run.qemuOut), tail(run.console, 60))
-		if len(run.results) > 0 {
-			guest := strings.ReplaceAll(string(run.results), "\x16", "") // test2json framing
+			run.QemuErr, strings.TrimSpace(run.QemuOut), tail(run.Console, 60))
+		if len(run.Results) > 0 {
+			guest := strings.ReplaceAll(string(run.Results), "\x16", "") // test2json framing
 			msg += "\n--- last guest test output ---\n" + tail(guest, 40)
 		}
-		t.Fatal(msg)
+		return errors.New(msg)
 	}
 	switch {
-	case !strings.Contains(run.console, markInit):
-		fail("the VM did not boot to /init (timed out: %v)", run.timedOut)
-	case strings.Contains(run.console, markModFail):
-		fail("modules failed to load:%s", lineAfter(run.console, markModFail))
-	case strings.Contains(run.console, markFatal):
-		fail("guest /init failed:%s", lineAfter(run.console, markFatal))
-	case kernelTrouble.MatchString(run.console):
-		fail("the guest kernel reported: %s", kernelTrouble.FindString(run.console))
-	case run.timedOut:
-		fail("the VM run timed out after %v", run.elapsed.Round(time.Millisecond))
-	case !guestExit.MatchString(run.console):
-		fail("the guest run ended without the %s marker (crash or power-off)", markGuestEnd)
+	case !strings.Contains(run.Console, markInit):
+		return fail("the VM did not boot to /init (timed out: %v, canceled: %v)", run.TimedOut, run.Canceled)
+	case strings.Contains(run.Console, markModFail):
+		return fail("modules failed to load:%s", lineAfter(run.Console, markModFail))
+	case strings.Contains(run.Console, markFatal):
+		return fail("guest /init failed:%s", lineAfter(run.Console, markFatal))
+	case kernelTrouble.MatchString(run.Console):
+		return fail("the guest kernel reported: %s", kernelTrouble.FindString(run.Console))
+	case run.Canceled:
+		return fail("%v after %v", errCanceled, run.Elapsed.Round(time.Millisecond))
+	case run.TimedOut:
+		return fail("the VM run timed out after %v", run.Elapsed.Round(time.Millisecond))
+	case !guestExit.MatchString(run.Console):
+		return fail("the guest run ended without the %s marker (crash or power-off)", markGuestEnd)
+	case len(run.HostErrors) > 0:
+		return fail("host commands failed: %v", errors.Join(run.HostErrors...))
 	}
+	return nil
+}
+
+// ExitCode is the guest test binary's exit status, "" if it never ended.
+func (run Result) ExitCode() string {
+	if m := guestExit.FindStringSubmatch(run.Console); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 // lineAfter is the rest of the first line holding marker.
@@ -68,28 +79,27 @@ type event struct {
 	Output  string
 }
 
-// guestTest collects one guest top-level test, its subtests included.
-type guestTest struct {
-	name    string
-	action  string // pass, fail or skip; "" if it never finished
-	elapsed float64
-	output  strings.Builder
+// GuestTest collects one guest top-level test, its subtests included.
+type GuestTest struct {
+	Name    string
+	Action  string // pass, fail or skip; "" if it never finished
+	Elapsed float64
+	Output  strings.Builder
 }
 
-// parseResults turns the guest's -test.v=test2json output into per-test results
+// ParseResults turns the guest's -test.v=test2json output into per-test results
 // (in the order they started) and the package-level output.
-func parseResults(t *testing.T, results []byte) ([]*guestTest, string) {
-	t.Helper()
+func ParseResults(results []byte) ([]*GuestTest, string, error) {
 	cmd := exec.Command("go", "tool", "test2json", "-t", "-p", "guest")
 	cmd.Stdin = bytes.NewReader(results)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("go tool test2json: %v\n%s", err, stderr.String())
+		return nil, "", fmt.Errorf("go tool test2json: %v\n%s", err, stderr.String())
 	}
-	var tests []*guestTest
-	byName := map[string]*guestTest{}
+	var tests []*GuestTest
+	byName := map[string]*GuestTest{}
 	var pkg strings.Builder
 	dec := json.NewDecoder(bytes.NewReader(out))
 	for {
@@ -97,7 +107,7 @@ func parseResults(t *testing.T, results []byte) ([]*guestTest, string) {
 		if err := dec.Decode(&e); err == io.EOF {
 			break
 		} else if err != nil {
-			t.Fatalf("decoding test2json output: %v", err)
+			return nil, "", fmt.Errorf("decoding test2json output: %w", err)
 		}
 		if e.Test == "" {
 			if e.Action == "output" {
@@ -108,43 +118,46 @@ func parseResults(t *testing.T, results []byte) ([]*guestTest, string) {
 		top, _, sub := strings.Cut(e.Test, "/")
 		g := byName[top]
 		if g == nil {
-			g = &guestTest{name: top}
+			g = &GuestTest{Name: top}
 			byName[top] = g
 			tests = append(tests, g)
 		}
 		switch {
 		case e.Action == "output":
-			g.output.WriteString(e.Output)
+			g.Output.WriteString(e.Output)
 		case !sub && (e.Action == "pass" || e.Action == "fail" || e.Action == "skip"):
-			g.action, g.elapsed = e.Action, e.Elapsed
+			g.Action, g.Elapsed = e.Action, e.Elapsed
 		}
 	}
-	return tests, pkg.String()
+	return tests, pkg.String(), nil
 }
 
-// replay runs one host subtest per guest top-level test, failing with the guest's
-// output where the guest test failed or never finished.
-func replay(t *testing.T, run vmRun) {
+// Replay runs one host subtest per guest top-level test, failing with the guest's
+// output where the guest test failed or never finished. run must have passed Check.
+func Replay(t *testing.T, run Result) {
 	t.Helper()
-	tests, pkgOut := parseResults(t, run.results)
-	rc := guestExit.FindStringSubmatch(run.console)[1]
+	tests, pkgOut, err := ParseResults(run.Results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := run.ExitCode()
 	if len(tests) == 0 {
 		t.Fatalf("the guest ran no tests (rc=%s, KIPVS_VM_RUN=%q):\n%s", rc, os.Getenv("KIPVS_VM_RUN"), guestLog(pkgOut))
 	}
 	failed := false
 	ran := map[string]bool{}
 	for _, g := range tests {
-		ran[g.name] = true
-		t.Run(g.name, func(t *testing.T) {
-			log := guestLog(g.output.String())
-			switch g.action {
+		ran[g.Name] = true
+		t.Run(g.Name, func(t *testing.T) {
+			log := guestLog(g.Output.String())
+			switch g.Action {
 			case "pass":
-				t.Logf("guest: passed in %.2fs\n%s", g.elapsed, log)
+				t.Logf("guest: passed in %.2fs\n%s", g.Elapsed, log)
 			case "skip":
 				t.Skipf("guest: skipped\n%s", log)
 			case "fail":
 				failed = true
-				t.Errorf("guest: FAILED in %.2fs\n%s", g.elapsed, log)
+				t.Errorf("guest: FAILED in %.2fs\n%s", g.Elapsed, log)
 			default:
 				failed = true
 				t.Errorf("guest: did not finish: the guest test binary panicked, crashed or timed out\n%s\n%s",
@@ -152,7 +165,7 @@ func replay(t *testing.T, run vmRun) {
 			}
 		})
 	}
-	for _, m := range guestListed.FindAllStringSubmatch(run.console, -1) {
+	for _, m := range guestListed.FindAllStringSubmatch(run.Console, -1) {
 		if !ran[m[1]] {
 			failed = true
 			t.Run(m[1], func(t *testing.T) {
@@ -164,7 +177,7 @@ func replay(t *testing.T, run vmRun) {
 		t.Errorf("guest test binary exited with rc=%s though no test failed:\n%s", rc, guestLog(pkgOut))
 	}
 	if t.Failed() {
-		t.Logf("last console lines (kernel messages):\n%s", tail(run.console, 40))
+		t.Logf("last console lines (kernel messages):\n%s", tail(run.Console, 40))
 	}
 }
 

@@ -1,0 +1,183 @@
+// Package e2e puts a real control plane next to the test VM, for the
+// end-to-end suite (the guest's TestE2E* tests) and the demo: kube-apiserver
+// and etcd on the host's loopback (test/controlplane), deploy/ applied, and
+// the guest given kubeconfigs that reach the apiserver through the VM's one
+// forwarded port (https://10.0.2.100:PORT).
+//
+//	go test -tags vmtest -v ./test/vm/e2e
+//
+// The guest can ask the host to stop and start kube-apiserver by printing
+// "KIPVS-HOST: stop-apiserver" or "KIPVS-HOST: start-apiserver" on its
+// console (guest.API.StopAPIServer); Cluster.HostCommand runs them.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kube-ipvs/kube-ipvs/test/controlplane"
+	"github.com/kube-ipvs/kube-ipvs/test/deploy"
+	"github.com/kube-ipvs/kube-ipvs/test/vm/vmrun"
+)
+
+const (
+	// NodeName is the VM's Node, which the agent serves.
+	NodeName = "node-a"
+	// NodeIP is the VM's address on qemu's user network.
+	NodeIP = "10.0.2.15"
+	// agentNamespace and agentName are the ServiceAccount deploy/ creates.
+	agentNamespace = "kube-system"
+	agentName      = "kube-ipvs"
+)
+
+// GuestSuites matches the guest tests the e2e driver runs.
+const GuestSuites = `^TestE2E`
+
+// ControlPlaneOptions are the options a Cluster needs: the guestfwd address
+// in the serving certificate, and privileged pods allowed so that deploy/'s
+// DaemonSet (a privileged init container) applies, as on kubeadm.
+func ControlPlaneOptions(logf func(string, ...any)) controlplane.Options {
+	return controlplane.Options{
+		ExtraSANs:          []string{vmrun.GuestFwdIP},
+		ExtraAPIServerArgs: []string{"--allow-privileged=true"},
+		Logf:               logf,
+	}
+}
+
+// Cluster is a running control plane prepared for the agent in the VM.
+type Cluster struct {
+	CP   *controlplane.ControlPlane
+	Port int // kube-apiserver's port on 127.0.0.1, forwarded into the guest
+	// AgentKubeconfig holds a token of the kube-system/kube-ipvs
+	// ServiceAccount; AdminKubeconfig the admin token. Both point at
+	// https://10.0.2.100:Port.
+	AgentKubeconfig, AdminKubeconfig []byte
+	logf                             func(string, ...any)
+}
+
+// Setup prepares cp (started with ControlPlaneOptions) for the VM, as an
+// admin would with kubectl and as the controllers that do not run here
+// would: it applies deploy/ (the ServiceAccount, least-privilege RBAC,
+// ConfigMap and DaemonSet), creates the ServiceAccount default/default that
+// Pods need and the VM's Node, and makes a token for the kube-ipvs
+// ServiceAccount (TokenRequest).
+func Setup(ctx context.Context, cp *controlplane.ControlPlane, logf func(string, ...any)) (*Cluster, error) {
+	u, err := url.Parse(cp.URL())
+	if err != nil {
+		return nil, fmt.Errorf("apiserver URL %q: %w", cp.URL(), err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		return nil, fmt.Errorf("apiserver URL %q: %w", cp.URL(), err)
+	}
+	c := &Cluster{CP: cp, Port: port, logf: logf}
+	admin := cp.Client()
+	for _, ns := range []string{"default", agentNamespace} {
+		if err := waitForNamespace(ctx, cp, ns); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.applyDeploy(ctx); err != nil {
+		return nil, err
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "default"}}
+	if _, err := admin.CoreV1().ServiceAccounts("default").Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating ServiceAccount default/default: %w", err)
+	}
+	if _, err := admin.CoreV1().Nodes().Create(ctx, node(), metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("creating Node %s: %w", NodeName, err)
+	}
+	logf("created ServiceAccount default/default and Node %s (%s)", NodeName, NodeIP)
+	token, err := cp.ServiceAccountToken(ctx, agentNamespace, agentName)
+	if err != nil {
+		return nil, err
+	}
+	server := fmt.Sprintf("https://%s:%d", vmrun.GuestFwdIP, port)
+	if c.AgentKubeconfig, err = cp.KubeconfigFor(token, server); err != nil {
+		return nil, err
+	}
+	if c.AdminKubeconfig, err = cp.KubeconfigFor(cp.AdminToken(), server); err != nil {
+		return nil, err
+	}
+	logf("kubeconfigs for the guest point at %s: the kube-ipvs ServiceAccount's token and the admin's", server)
+	return c, nil
+}
+
+// applyDeploy creates every object in deploy/, like `kubectl apply -f deploy/`.
+func (c *Cluster) applyDeploy(ctx context.Context) error {
+	dir, err := deploy.Dir()
+	if err != nil {
+		return err
+	}
+	objs, err := deploy.Read(dir)
+	if err != nil {
+		return err
+	}
+	if err := deploy.Apply(ctx, c.CP.AdminConfig(), objs); err != nil {
+		return fmt.Errorf("applying deploy/: %w", err)
+	}
+	for _, o := range objs {
+		c.logf("applied %s", o)
+	}
+	return nil
+}
+
+// node is the VM's Node as kubelet would register it.
+func node() *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: NodeName, Labels: map[string]string{
+			corev1.LabelHostname: NodeName, corev1.LabelOSStable: "linux", corev1.LabelArchStable: "amd64",
+		}},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: NodeIP}, {Type: corev1.NodeHostName, Address: NodeName},
+		}},
+	}
+}
+
+// waitForNamespace waits for kube-apiserver's bootstrap to create ns.
+func waitForNamespace(ctx context.Context, cp *controlplane.ControlPlane, ns string) error {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := cp.Client().CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("namespace %s never appeared: %w", ns, err)
+	}
+	return nil
+}
+
+// Configure points a VM run at the cluster: the guestfwd to the apiserver's
+// port, the kubeconfigs in the initramfs, and the host commands.
+func (c *Cluster) Configure(cfg *vmrun.Config) {
+	cfg.GuestFwd = c.Port
+	cfg.Files = append(cfg.Files,
+		vmrun.File{Name: vmrun.GuestAgentKubeconfig[1:], Mode: 0o600, Data: c.AgentKubeconfig},
+		vmrun.File{Name: vmrun.GuestAdminKubeconfig[1:], Mode: 0o600, Data: c.AdminKubeconfig})
+	cfg.HostCommand = c.HostCommand
+}
+
+// HostCommand runs a command the guest asked for on the console:
+// stop-apiserver (etcd and the objects stay) or start-apiserver (same port,
+// waits until ready).
+func (c *Cluster) HostCommand(cmd string) error {
+	switch cmd {
+	case "stop-apiserver":
+		c.logf("the guest asked: stopping kube-apiserver")
+		return c.CP.StopAPIServer()
+	case "start-apiserver":
+		c.logf("the guest asked: starting kube-apiserver")
+		ctx, cancel := context.WithTimeout(context.Background(), controlplane.DefaultStartTimeout)
+		defer cancel()
+		return c.CP.StartAPIServer(ctx)
+	default:
+		return fmt.Errorf("unknown host command %q", cmd)
+	}
+}

@@ -1,0 +1,205 @@
+//go:build vmguest
+
+package guest
+
+import (
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+)
+
+// The e2e tests run the real kube-ipvs binary with the kube-ipvs
+// ServiceAccount's token and the RBAC from deploy/ against the real
+// kube-apiserver on the host (test/vm/e2e starts it and gives the guest its
+// kubeconfigs). The test plays kubectl, kubelet and the EndpointSlice
+// controller through the API; the agent sees only what the API says.
+//
+//	go test -tags vmtest -v ./test/vm/e2e
+
+var e2eHTTP = Port{Name: "http", Protocol: v1.ProtocolTCP, Port: 80, Target: BackendPort}
+
+// outage is how long TestE2EAPIOutage keeps kube-apiserver stopped.
+func outage(t *testing.T) time.Duration {
+	s := os.Getenv("KIPVS_GUEST_OUTAGE")
+	if s == "" {
+		return time.Minute
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		t.Fatalf("KIPVS_GUEST_OUTAGE=%q: %v", s, err)
+	}
+	return d
+}
+
+func podsOf(ps ...*APIPod) []*Pod {
+	out := make([]*Pod, len(ps))
+	for i, p := range ps {
+		out[i] = p.Pod
+	}
+	return out
+}
+
+func rsOf(p *APIPod) netip.AddrPort { return netip.AddrPortFrom(p.IP(), BackendPort) }
+
+// servedBy is the ipvsadm pattern list "these pods are the real servers,
+// and those are not".
+func servedBy(in []*APIPod, out ...*APIPod) []string {
+	var ps []string
+	for _, p := range in {
+		ps = append(ps, RSLine(rsOf(p)))
+	}
+	for _, p := range out {
+		ps = append(ps, "!"+AnyRSLine(rsOf(p)))
+	}
+	return ps
+}
+
+// checkAgent fails the test if the agent has exited or was refused by the
+// apiserver.
+func checkAgent(t *testing.T, agent *Proc) {
+	t.Helper()
+	if done, err := agent.Exited(); done {
+		t.Fatalf("kube-ipvs exited (%v):\n%s", err, tail(agent.Output(), 40))
+	}
+	for _, bad := range []string{"forbidden", "Unauthorized"} {
+		if strings.Contains(agent.Output(), bad) {
+			t.Errorf("kube-ipvs was refused by the apiserver (%q in its log): RBAC from deploy/ too narrow?\n%s",
+				bad, tail(agent.Output(), 40))
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func TestE2EServiceLifecycle(t *testing.T) {
+	api := NeedAPI(t)
+	CleanupAgent(t)
+	AddPod(t, "client", outsider)
+	pods := []*APIPod{api.StartPod(t, "web", 1), api.StartPod(t, "web", 2), api.StartPod(t, "web", 3)}
+	svc := api.CreateService(t, "web", e2eHTTP)
+	vip := ClusterIP(svc)
+	if !netip.MustParsePrefix("10.96.0.0/16").Contains(vip) {
+		t.Fatalf("the apiserver allocated ClusterIP %s, outside 10.96.0.0/16", vip)
+	}
+	vs := netip.AddrPortFrom(vip, 80)
+	slices := api.Slices(t, svc)
+	slice := slices.Sync(t)
+	t.Logf("Service web got ClusterIP %s; EndpointSlice %s has %d endpoints", vip, slice.Name, len(slice.Endpoints))
+
+	agent := StartAPIAgent(t)
+	out := WaitIPVSFor(t, 30*time.Second, &vs, append(servedBy(pods), VSLine("TCP", vs, "rr"))...)
+	t.Logf("ipvsadm -Ln -t %s:\n%s", vs, out)
+	if !VIPBound(t, vip) {
+		t.Errorf("%s is not bound on kipvs0", vip)
+	}
+	wantEven(t, CountTCP("client", vs, 90), podsOf(pods...), 30)
+
+	t.Log("scale down: pod3 terminating, then gone")
+	api.TerminatePod(t, pods[2])
+	slices.Sync(t)
+	WaitIPVSFor(t, 30*time.Second, &vs, servedBy(pods[:2], pods[2])...)
+	wantEven(t, CountTCP("client", vs, 60), podsOf(pods[:2]...), 30)
+	api.RemovePod(t, pods[2])
+	if n := len(slices.Sync(t).Endpoints); n != 2 {
+		t.Errorf("EndpointSlice has %d endpoints after pod3 went, want 2", n)
+	}
+
+	t.Log("scale up: pod4")
+	pod4 := api.StartPod(t, "web", 4)
+	slices.Sync(t)
+	now := []*APIPod{pods[0], pods[1], pod4}
+	WaitIPVSFor(t, 30*time.Second, &vs, servedBy(now, pods[2])...)
+	wantEven(t, CountTCP("client", vs, 90), podsOf(now...), 30)
+
+	t.Log("delete the Service and, as the garbage collector would, its EndpointSlice")
+	api.DeleteService(t, svc)
+	slices.Delete(t)
+	WaitIPVSFor(t, 30*time.Second, nil, "!"+regexp.QuoteMeta(vs.String()))
+	waitUnbound(t, vip)
+	if r, err := AskTCP("client", vs); err == nil {
+		t.Errorf("%s still answers after its Service was deleted: %+v", vs, r)
+	}
+	checkAgent(t, agent)
+}
+
+// waitUnbound waits until addr is off kipvs0.
+func waitUnbound(t *testing.T, addr netip.Addr) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for VIPBound(t, addr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still bound on kipvs0 after its Service was deleted", addr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestE2EAPIOutage(t *testing.T) {
+	api := NeedAPI(t)
+	CleanupAgent(t)
+	AddPod(t, "client", outsider)
+	pods := []*APIPod{api.StartPod(t, "echo", 1), api.StartPod(t, "echo", 2), api.StartPod(t, "echo", 3)}
+	svc := api.CreateService(t, "echo", e2eHTTP)
+	vs := netip.AddrPortFrom(ClusterIP(svc), 80)
+	slices := api.Slices(t, svc)
+	slices.Sync(t)
+	agent := StartAPIAgent(t)
+	WaitIPVSFor(t, 30*time.Second, &vs, servedBy(pods)...)
+	wantEven(t, CountTCP("client", vs, 30), podsOf(pods...), 10)
+	before := Run(t, Node, "ipvsadm", "-Sn")
+	// Checked now: while kube-apiserver restarts, a request may be refused
+	// before its RBAC caches have synced, which says nothing about deploy/.
+	checkAgent(t, agent)
+
+	d := outage(t)
+	t.Logf("stopping kube-apiserver for %v", d)
+	api.StopAPIServer(t)
+	began := time.Now()
+	rounds := 0
+	for time.Since(began) < d {
+		wantEven(t, CountTCP("client", vs, 9), podsOf(pods...), 3)
+		if now := Run(t, Node, "ipvsadm", "-Sn"); now != before {
+			t.Errorf("IPVS changed during the outage:\nbefore:\n%s\nnow:\n%s", before, now)
+		}
+		if done, err := agent.Exited(); done {
+			t.Fatalf("kube-ipvs exited during the outage (%v):\n%s", err, tail(agent.Output(), 40))
+		}
+		rounds++
+		time.Sleep(5 * time.Second)
+	}
+	t.Logf("served %d rounds of 9 requests during %v without the apiserver", rounds, time.Since(began).Round(time.Second))
+	if rounds < 2 {
+		t.Errorf("only %d rounds of traffic during the outage", rounds)
+	}
+
+	api.StartAPIServer(t)
+	back := time.Now()
+	t.Logf("kube-apiserver back after %v; changing objects", back.Sub(began).Round(time.Second))
+	api.RemovePod(t, pods[2])
+	slices.Sync(t)
+	late := api.CreateService(t, "late", e2eHTTP)
+	lateVS := netip.AddrPortFrom(ClusterIP(late), 80)
+	pod5 := api.StartPod(t, "late", 5)
+	api.Slices(t, late).Sync(t)
+	// client-go's reflectors back off up to 30 s (plus jitter) while the
+	// apiserver is gone, so the first relist may take that long.
+	WaitIPVSFor(t, 90*time.Second, &vs, servedBy(pods[:2], pods[2])...)
+	WaitIPVSFor(t, 30*time.Second, &lateVS, append(servedBy([]*APIPod{pod5}), VSLine("TCP", lateVS, "rr"))...)
+	t.Logf("both changes programmed %v after kube-apiserver came back", time.Since(back).Round(100*time.Millisecond))
+	wantEven(t, CountTCP("client", vs, 20), podsOf(pods[:2]...), 10)
+	wantEven(t, CountTCP("client", lateVS, 5), podsOf(pod5), 5)
+	if done, err := agent.Exited(); done {
+		t.Fatalf("kube-ipvs exited (%v):\n%s", err, tail(agent.Output(), 40))
+	}
+}
