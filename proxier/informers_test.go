@@ -2,6 +2,7 @@ package proxier
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -71,37 +72,18 @@ func TestWatcherFeedsTheProxier(t *testing.T) {
 	if len(pokes) == 0 {
 		t.Error("events did not poke the runner")
 	}
-	// Services and slices are listed and watched with the server-side selector.
-	want := "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"
-	seen := map[string]bool{}
-	for _, a := range client.Actions() {
-		if a.GetVerb() != "list" && a.GetVerb() != "watch" {
-			continue
-		}
-		res := a.GetResource().Resource
-		var labelSel, fieldSel string
-		switch a := a.(type) {
-		case clienttesting.ListActionImpl:
-			labelSel, fieldSel = a.ListRestrictions.Labels.String(), a.ListRestrictions.Fields.String()
-		case clienttesting.WatchActionImpl:
-			labelSel, fieldSel = a.WatchRestrictions.Labels.String(), a.WatchRestrictions.Fields.String()
-		}
-		switch res {
-		case "services", "endpointslices":
-			if got := labelSel; got != want {
-				t.Errorf("%s %s with label selector %q, want %q", a.GetVerb(), res, got, want)
-			}
-		case "nodes":
-			if got := fieldSel; got != "metadata.name="+testNode {
-				t.Errorf("%s nodes with field selector %q", a.GetVerb(), got)
-			}
-		}
-		seen[a.GetVerb()+" "+res] = true
+	// Services and slices are listed and watched with the server-side
+	// selector, the Node by name (its informer is not waited for, so poll).
+	noProxy := "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"
+	want := map[string]string{
+		"list services": noProxy, "watch services": noProxy,
+		"list endpointslices": noProxy, "watch endpointslices": noProxy,
+		"list nodes": "metadata.name=" + testNode, "watch nodes": "metadata.name=" + testNode,
 	}
-	for _, k := range []string{"list services", "watch services", "list endpointslices", "watch endpointslices", "list nodes", "watch nodes"} {
-		if !seen[k] {
-			t.Errorf("no %s (saw %v)", k, seen)
-		}
+	var seen map[string]string
+	waitFor(t, func() bool { seen = listsAndWatches(client); return len(seen) == len(want) })
+	if !maps.Equal(seen, want) {
+		t.Errorf("lists and watches with selectors:\n%v\nwant:\n%v", seen, want)
 	}
 
 	// Later events flow in the same way: a deletion removes the Service.
@@ -166,4 +148,28 @@ func TestRunWritesNothingBeforeTheCachesSynced(t *testing.T) {
 	}
 	close(release)
 	waitFor(t, func() bool { return strings.Contains(n.ipvs.Dump(), "-r 10.244.1.1:8080") })
+}
+
+// listsAndWatches maps each "verb resource" the clientset saw to its
+// selector: the label selector for Services and EndpointSlices, the field
+// selector for Nodes.
+func listsAndWatches(client *fake.Clientset) map[string]string {
+	seen := map[string]string{}
+	for _, a := range client.Actions() {
+		var labelSel, fieldSel string
+		switch a := a.(type) {
+		case clienttesting.ListActionImpl:
+			labelSel, fieldSel = a.ListRestrictions.Labels.String(), a.ListRestrictions.Fields.String()
+		case clienttesting.WatchActionImpl:
+			labelSel, fieldSel = a.WatchRestrictions.Labels.String(), a.WatchRestrictions.Fields.String()
+		default:
+			continue
+		}
+		res := a.GetResource().Resource
+		if res == "nodes" {
+			labelSel = fieldSel
+		}
+		seen[a.GetVerb()+" "+res] = labelSel
+	}
+	return seen
 }

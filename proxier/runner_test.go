@@ -47,12 +47,16 @@ func newRunnerHarness(t *testing.T) *runnerHarness {
 // most limit of fake time; ok is false if it did not.
 func (h *runnerHarness) next(limit time.Duration) (syncCall, bool) {
 	const step = 100 * time.Millisecond
+	// The first wait is longer: it lets the runner, which may just have
+	// finished a sync, arm its timers before fake time moves.
+	wait := 50 * time.Millisecond
 	for elapsed := time.Duration(0); elapsed <= limit; elapsed += step {
 		select {
 		case c := <-h.syncs:
 			return c, true
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = 5 * time.Millisecond
 		h.clock.Step(step)
 	}
 	return syncCall{}, false
