@@ -154,7 +154,9 @@ func Replay(t *testing.T, run Result) {
 			case "pass":
 				t.Logf("guest: passed in %.2fs\n%s", g.Elapsed, log)
 			case "skip":
-				t.Skipf("guest: skipped\n%s", log)
+				// A real-kernel test that skips hides a missing piece: fail loudly.
+				failed = true
+				t.Errorf("guest: skipped, and a VM test must never skip\n%s", log)
 			case "fail":
 				failed = true
 				t.Errorf("guest: FAILED in %.2fs\n%s", g.Elapsed, log)
