@@ -71,7 +71,8 @@ type Skip struct {
 // sessionAffinityConfig.clientIP.timeoutSeconds (3 hours).
 const defaultAffinityTimeout = 10800
 
-// weight is the weight of every real server; all endpoints are equal.
+// weight is the weight of every real server that takes new connections;
+// all endpoints are equal.
 const weight = 1
 
 // BuildService computes what one Service and its EndpointSlices program on
@@ -111,7 +112,7 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 		vs := VirtualServer{Service: base}
 		vs.Service.Key = ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)}
 		for _, ep := range ends.forPort(sp.Name, sp.Protocol) {
-			vs.Dests = append(vs.Dests, ipvs.Destination{Addr: ep.addr, Weight: weight, Forward: ipvs.Masquerade})
+			vs.Dests = append(vs.Dests, ipvs.Destination{Addr: ep.addr, Weight: ep.weight, Forward: ipvs.Masquerade})
 			if ep.local(cfg.NodeName) {
 				entries[loopBackEntry(cfg.Family, ep.addr, proto)] = struct{}{}
 			}

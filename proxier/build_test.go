@@ -70,13 +70,15 @@ func TestBuildService(t *testing.T) {
 			),
 		},
 		{
-			name: "not-ready endpoints are left out while one is ready",
+			name: "while one is ready, not-ready endpoints are left out and terminating ones drain at weight 0",
 			svc:  service(ns, "web"),
 			slices: []*discovery.EndpointSlice{slice(ns, "web-1", "web",
-				withEndpoints(ep("10.244.1.1"), ep("10.244.1.2", notReady), ep("10.244.1.3", terminating)))},
+				withEndpoints(ep("10.244.1.1"), ep("10.244.1.2", notReady), ep("10.244.1.3", terminating),
+					ep("10.244.1.4", terminating, func(e *discovery.Endpoint) { e.Conditions.Serving = ptr.To(false) })))},
 			want: lines(
 				"-A -t 10.96.0.10:80 -s rr",
 				"-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1",
+				"-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m -w 0",
 				"addr 10.96.0.10",
 				"add KUBE-IPVS-CLUSTER-IP 10.96.0.10,tcp:80",
 				"add KUBE-IPVS-VIP 10.96.0.10",

@@ -31,27 +31,37 @@ type portKey struct {
 // endpoints are a Service's endpoints grouped by port, deduplicated.
 type endpoints map[portKey][]endpoint
 
-// forPort returns the endpoints that take traffic for one Service port:
-// the ready ones, or, when none is ready, the serving-but-terminating ones
-// (KEP-1669), so connections drain instead of failing.
-func (es endpoints) forPort(name string, proto v1.Protocol) []endpoint {
+// forPort returns the endpoints of one Service port and their weights.
+// New connections go to the ready ones; when none is ready, to the
+// serving-but-terminating ones (KEP-1669). While ready ones exist, the
+// serving-but-terminating ones stay as real servers with weight 0, so the
+// connections they still hold drain instead of being reset.
+func (es endpoints) forPort(name string, proto v1.Protocol) []weighted {
 	if proto == "" {
 		proto = v1.ProtocolTCP
 	}
-	all := es[portKey{name, proto}]
-	var ready, terminating []endpoint
-	for _, e := range all {
+	var ready, terminating []weighted
+	for _, e := range es[portKey{name, proto}] {
 		switch {
 		case e.ready:
-			ready = append(ready, e)
+			ready = append(ready, weighted{e, weight})
 		case e.serving && e.terminating:
-			terminating = append(terminating, e)
+			terminating = append(terminating, weighted{e, weight})
 		}
 	}
-	if len(ready) > 0 {
-		return ready
+	if len(ready) == 0 {
+		return terminating
 	}
-	return terminating
+	for _, t := range terminating {
+		ready = append(ready, weighted{t.endpoint, 0})
+	}
+	return ready
+}
+
+// weighted is an endpoint with the IPVS weight it gets.
+type weighted struct {
+	endpoint
+	weight int
 }
 
 // collectEndpoints gathers the endpoints of all slices of one Service.

@@ -57,7 +57,7 @@ func checkFragment(t *testing.T, f *Fragment, family v1.IPFamily) {
 			t.Fatalf("bad virtual server %s for %s", k, family)
 		}
 		for _, d := range vs.Dests {
-			if familyOf(d.Addr.Addr()) != family || d.Addr.Port() == 0 || d.Weight <= 0 {
+			if familyOf(d.Addr.Addr()) != family || d.Addr.Port() == 0 || d.Weight < 0 || d.Weight > weight {
 				t.Fatalf("bad real server %s of %s", d.Addr, k)
 			}
 		}

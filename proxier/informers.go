@@ -42,6 +42,9 @@ type Watcher struct {
 	slices   cache.SharedIndexInformer
 	node     cache.SharedIndexInformer
 	start    func(stop <-chan struct{})
+	// synced reports whether the Service and EndpointSlice handlers have
+	// seen every object of the first list (not only the informers' caches).
+	synced []cache.InformerSynced
 }
 
 // NewWatcher sets up informers on Services and EndpointSlices (filtered by
@@ -73,13 +76,16 @@ func NewWatcher(client kubernetes.Interface, nodeName, proxyName string, p *Prox
 		{w.node, typed(p.OnNode), func(any) {}},
 	}
 	for _, h := range handlers {
-		_, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		reg, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { h.update(obj); poke() },
 			UpdateFunc: func(_, obj any) { h.update(obj); poke() },
 			DeleteFunc: func(obj any) { h.delete(unwrapTombstone(obj)); poke() },
 		})
 		if err != nil {
 			return nil, fmt.Errorf("adding event handler: %w", err)
+		}
+		if h.inf != w.node {
+			w.synced = append(w.synced, reg.HasSynced)
 		}
 	}
 	return w, nil
@@ -107,11 +113,12 @@ func unwrapTombstone(obj any) any {
 // Start starts the informers; they stop when ctx is done.
 func (w *Watcher) Start(ctx context.Context) { w.start(ctx.Done()) }
 
-// WaitForSync blocks until Services and EndpointSlices have been listed
-// once (the Node is not waited for: a missing Node must not stop service
-// traffic), or ctx is done. It reports whether they synced.
+// WaitForSync blocks until every Service and EndpointSlice of the first
+// list has reached the Proxier (the Node is not waited for: a missing Node
+// must not stop service traffic), or ctx is done. It reports whether they
+// did.
 func (w *Watcher) WaitForSync(ctx context.Context) bool {
-	return cache.WaitForCacheSync(ctx.Done(), w.services.HasSynced, w.slices.HasSynced)
+	return cache.WaitForCacheSync(ctx.Done(), w.synced...)
 }
 
 // Run starts the informers, waits until Services and EndpointSlices have

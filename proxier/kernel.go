@@ -129,8 +129,8 @@ func staleChains(ipt iptables.Interface, table string, want []iptables.Chain) ([
 
 // Apply runs ops in order and stops at the first failure, which it
 // returns. Operations whose goal already holds (adding a member that is
-// there, removing one that is gone) count as done; a real server that
-// already exists is updated instead. It returns how many ops it ran.
+// there, removing one that is gone) count as done; a virtual or real server
+// that already exists is updated instead. It returns how many ops it ran.
 func Apply(k Kernel, ops []Op) (int, error) {
 	for i, o := range ops {
 		if err := applyOne(k, o); err != nil {
@@ -151,7 +151,14 @@ func applyOne(k Kernel, o Op) error {
 	case OpUnbindAddr:
 		return tolerate(k.Addrs.DelAddr(o.Addr), netif.ErrNotFound)
 	case OpAddService:
-		return k.IPVS.AddService(o.Service)
+		// The VIP is bound by now, so a virtual server already on it is ours
+		// (left from before kipvs0 lost the address): adopt it. Real servers
+		// it has beyond the plan go at the next full sync, which sees them.
+		err := k.IPVS.AddService(o.Service)
+		if errors.Is(err, ipvs.ErrExists) {
+			return k.IPVS.UpdateService(o.Service)
+		}
+		return err
 	case OpUpdateService:
 		return k.IPVS.UpdateService(o.Service)
 	case OpDelService:

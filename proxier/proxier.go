@@ -236,6 +236,13 @@ func (p *Proxier) fullSync() error {
 	want, skips := p.want.rebuilt()
 	p.want = want
 	p.count(types.NamespacedName{}, skips)
+	if !p.opts.DryRun {
+		// Someone may have deleted or downed kipvs0; without it no VIP is
+		// ours. Like `ip link add`, it writes only when something is missing.
+		if err := p.kernel.Addrs.EnsureLink(); err != nil {
+			return fmt.Errorf("ensuring dummy interface: %w", err)
+		}
+	}
 	current, missing, err := ReadState(p.kernel, p.opts.Build.Family, p.rules.Sets)
 	if err != nil {
 		return fmt.Errorf("reading kernel state: %w", err)

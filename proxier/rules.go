@@ -62,7 +62,8 @@ type Rules struct {
 // BuildRules computes the rules for a configuration. Like Build, it is pure.
 //
 // nat: traffic to a virtual server (CLUSTER-IP set) from outside the cluster
-// CIDRs, or all of it with masqueradeAll, is marked in PREROUTING/OUTPUT and
+// CIDRs (without any cluster CIDR: only traffic the node sends from a VIP),
+// or all of it with masqueradeAll, is marked in PREROUTING/OUTPUT and
 // masqueraded in POSTROUTING after IPVS picked a real server; hairpin
 // traffic (LOOP-BACK set) is masqueraded too. filter: a new connection to a
 // VIP on a port that is not a Service port is rejected, so host services
@@ -78,8 +79,14 @@ func BuildRules(c RuleConfig) Rules {
 			}
 		}
 	}
-	if c.MasqueradeAll || len(svc) > 1 {
+	switch {
+	case c.MasqueradeAll || len(svc) > 1:
 		svc = append(svc, []string{"-j", ChainMarkMasq})
+	default:
+		// No cluster CIDR: as kube-proxy, masquerade at least what the node
+		// itself sends from a VIP (the source it picks for a local VIP),
+		// which no endpoint could answer otherwise.
+		svc = append(svc, []string{"-m", "set", "--match-set", setName(SetVIP, c.Family), "src", "-j", ChainMarkMasq})
 	}
 	icmp, reject := "icmp", "icmp-port-unreachable"
 	if c.Family == v1.IPv6Protocol {

@@ -3,6 +3,7 @@ package proxier
 import (
 	"errors"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -348,5 +349,60 @@ func TestConflictingServicesAreResolvedByName(t *testing.T) {
 	}
 	if p.Skipped()[ReasonConflictingVIPAndPort] == 0 {
 		t.Errorf("conflict not counted: %v", p.Skipped())
+	}
+}
+
+func TestFullResyncRecreatesADeletedDummyInterface(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, false)
+	if err := n.addrs.DeleteLink(); err != nil { // `ip link del kipvs0`: every VIP goes with it
+		t.Fatal(err)
+	}
+	mustSync(t, p, true)
+	checkDump(t, "ipvs", n.ipvsDump(), webAndDNSIPVS)
+}
+
+func TestServicesChainWithoutClusterCIDR(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  RuleConfig
+		want [][]string
+	}{
+		{
+			name: "cluster CIDR: traffic from outside it is masqueraded",
+			cfg:  testOptions().Rules,
+			want: [][]string{
+				{"-m", "set", "!", "--match-set", "KUBE-IPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
+				{"-s", "10.244.0.0/16", "-j", "RETURN"},
+				{"-j", "KUBE-IPVS-MARK-MASQ"},
+			},
+		},
+		{
+			name: "no cluster CIDR: what the node sends from a VIP is masqueraded",
+			cfg:  RuleConfig{Family: v1.IPv4Protocol, MasqueradeBit: 14},
+			want: [][]string{
+				{"-m", "set", "!", "--match-set", "KUBE-IPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
+				{"-m", "set", "--match-set", "KUBE-IPVS-VIP", "src", "-j", "KUBE-IPVS-MARK-MASQ"},
+			},
+		},
+		{
+			name: "masqueradeAll ignores the cluster CIDR",
+			cfg: RuleConfig{Family: v1.IPv4Protocol, MasqueradeBit: 14, MasqueradeAll: true,
+				ClusterCIDRs: testOptions().Rules.ClusterCIDRs},
+			want: [][]string{
+				{"-m", "set", "!", "--match-set", "KUBE-IPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
+				{"-j", "KUBE-IPVS-MARK-MASQ"},
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := BuildRules(tc.cfg).Chains["nat"][0]
+			if got.Name != ChainServices || !slices.EqualFunc(got.Rules, tc.want, slices.Equal) {
+				t.Errorf("%s = %q, want %q", got.Name, got.Rules, tc.want)
+			}
+		})
 	}
 }

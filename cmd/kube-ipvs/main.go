@@ -38,6 +38,10 @@ func main() {
 	for _, w := range cfg.Warnings() {
 		log.Warn("configuration", zap.String("warning", w))
 	}
+	if cfg.ClusterCIDR == "" && !cfg.MasqueradeAll {
+		log.Warn("configuration", zap.String("warning",
+			"clusterCIDR is empty: only traffic the node sends from a ClusterIP is masqueraded; set clusterCIDR (or masqueradeAll) so clients outside the pod network get answers"))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -217,6 +217,12 @@ func RSLine(rs netip.AddrPort) string {
 	return fmt.Sprintf(`^\s+-> %s\s+Masq\s+1\s`, regexp.QuoteMeta(rs.String()))
 }
 
+// DrainLine is the ipvsadm -Ln pattern of a masqueraded real server at
+// weight 0: it keeps its open connections and takes no new ones.
+func DrainLine(rs netip.AddrPort) string {
+	return fmt.Sprintf(`^\s+-> %s\s+Masq\s+0\s`, regexp.QuoteMeta(rs.String()))
+}
+
 // AnyRSLine is the ipvsadm -Ln pattern of real server rs, whatever its
 // forwarding and weight; "!"+AnyRSLine(rs) asserts it is gone.
 func AnyRSLine(rs netip.AddrPort) string {

@@ -73,7 +73,7 @@ func requests(t *testing.T, vs netip.AddrPort, n int) {
 }
 
 func showIPVS(t *testing.T) {
-	step("ipvsadm -Ln   (one virtual server for the ClusterIP, one real server per ready pod)")
+	step("ipvsadm -Ln   (one virtual server for the ClusterIP, one real server per pod; weight 0: draining)")
 	indent(IPVS(t))
 }
 
@@ -129,12 +129,18 @@ func TestDemo(t *testing.T) {
 		api.TerminatePod(t, p)
 	}
 	say("    %s", describeSlice(slices.Sync(t)))
-	WaitIPVSFor(t, 30*time.Second, &vs, servedBy(pods[:3], pods[3:]...)...)
-	say("    kube-ipvs removed the terminating pods from the real servers: new connections go to the ready ones")
+	draining := servedBy(pods[:3])
+	for _, p := range pods[3:] {
+		draining = append(draining, DrainLine(rsOf(p)))
+	}
+	WaitIPVSFor(t, 30*time.Second, &vs, draining...)
+	say("    kube-ipvs keeps the terminating pods at weight 0: their open connections drain, new ones go to the ready pods")
+	showIPVS(t)
 	for _, p := range pods[3:] {
 		api.RemovePod(t, p)
 	}
 	say("    pod4 and pod5 have stopped; %s", describeSlice(slices.Sync(t)))
+	WaitIPVSFor(t, 30*time.Second, &vs, servedBy(pods[:3], pods[3:]...)...)
 	showIPVS(t)
 	requests(t, vs, 9)
 

@@ -105,15 +105,21 @@ func TestE2EServiceLifecycle(t *testing.T) {
 	}
 	wantEven(t, CountTCP("client", vs, 90), podsOf(pods...), 30)
 
-	t.Log("scale down: pod3 terminating, then gone")
+	t.Log("scale down: pod3 terminating (its open connection drains), then gone")
+	held := connTo(t, vs, pods[2].Name)
+	defer held.Close()
 	api.TerminatePod(t, pods[2])
 	slices.Sync(t)
-	WaitIPVSFor(t, 30*time.Second, &vs, servedBy(pods[:2], pods[2])...)
+	WaitIPVSFor(t, 30*time.Second, &vs, append(servedBy(pods[:2]), DrainLine(rsOf(pods[2])))...)
 	wantEven(t, CountTCP("client", vs, 60), podsOf(pods[:2]...), 30)
+	if r, err := held.Ask(); err != nil || r.Name != pods[2].Name {
+		t.Errorf("the connection to terminating pod3 did not drain: %+v, %v", r, err)
+	}
 	api.RemovePod(t, pods[2])
 	if n := len(slices.Sync(t).Endpoints); n != 2 {
 		t.Errorf("EndpointSlice has %d endpoints after pod3 went, want 2", n)
 	}
+	WaitIPVSFor(t, 30*time.Second, &vs, servedBy(pods[:2], pods[2])...)
 
 	t.Log("scale up: pod4")
 	pod4 := api.StartPod(t, "web", 4)
@@ -202,4 +208,22 @@ func TestE2EAPIOutage(t *testing.T) {
 	if done, err := agent.Exited(); done {
 		t.Fatalf("kube-ipvs exited (%v):\n%s", err, tail(agent.Output(), 40))
 	}
+}
+
+// connTo opens connections to vs until one lands on the named pod, and
+// returns it; the others are closed.
+func connTo(t *testing.T, vs netip.AddrPort, pod string) *Conn {
+	t.Helper()
+	for range 10 {
+		c, err := DialTCP("client", vs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, err := c.Ask(); err == nil && r.Name == pod {
+			return c
+		}
+		c.Close()
+	}
+	t.Fatalf("no connection to %s landed on %s", vs, pod)
+	return nil
 }
