@@ -229,13 +229,11 @@ func (p *Proxier) count(name types.NamespacedName, skips []Skip) {
 	}
 }
 
-// fullSync re-derives the whole desired state, reads the kernel back,
-// ensures the rules and repairs every difference.
+// fullSync reads the kernel back, ensures the rules and repairs every
+// difference from the desired state.
 func (p *Proxier) fullSync() error {
 	p.applied = nil
-	want, skips := p.want.rebuilt()
-	p.want = want
-	p.count(types.NamespacedName{}, skips)
+	want := p.want
 	if !p.opts.DryRun {
 		// Someone may have deleted or downed kipvs0; without it no VIP is
 		// ours. Like `ip link add`, it writes only when something is missing.

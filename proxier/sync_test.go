@@ -337,18 +337,29 @@ func TestSliceMovingBetweenServices(t *testing.T) {
 }
 
 func TestConflictingServicesAreResolvedByName(t *testing.T) {
-	n := newFakeNode()
-	p := newTestProxier(t, n, testOptions())
 	// Two Services claim 10.96.0.10:80 (the apiserver prevents it; a
-	// proxier must still not flap between them).
-	p.OnService(service(ns, "b", withAffinity(nil)))
-	p.OnService(service(ns, "a"))
-	mustSync(t, p, true)
-	if got := n.ipvs.Dump(); got != "-A -t 10.96.0.10:80 -s rr\n" {
-		t.Errorf("the first Service by name should win:\n%s", got)
-	}
-	if p.Skipped()[ReasonConflictingVIPAndPort] == 0 {
-		t.Errorf("conflict not counted: %v", p.Skipped())
+	// proxier must still not flap between them). "a" wins by name whatever
+	// the order of events; when it goes, "b" takes over in the same sync.
+	for _, order := range [][]string{{"a", "b"}, {"b", "a"}} {
+		t.Run(strings.Join(order, " then "), func(t *testing.T) {
+			n := newFakeNode()
+			p := newTestProxier(t, n, testOptions())
+			svcs := map[string]*v1.Service{"a": service(ns, "a"), "b": service(ns, "b", withAffinity(nil))}
+			for _, name := range order {
+				p.OnService(svcs[name])
+			}
+			mustSync(t, p, false)
+			checkDump(t, "ipvs", n.ipvsDump(), "-A -t 10.96.0.10:80 -s rr\nlink kipvs0 up\n10.96.0.10/32\n")
+			if p.Skipped()[ReasonConflictingVIPAndPort] != 1 {
+				t.Errorf("conflict not counted once: %v", p.Skipped())
+			}
+			p.OnServiceDelete(svcs["a"])
+			mustSync(t, p, false)
+			checkDump(t, "ipvs", n.ipvsDump(), "-A -t 10.96.0.10:80 -s rr -p 10800\nlink kipvs0 up\n10.96.0.10/32\n")
+			p.OnServiceDelete(svcs["b"])
+			mustSync(t, p, false)
+			checkDump(t, "ipvs", n.ipvsDump(), "link kipvs0 up\n")
+		})
 	}
 }
 
