@@ -99,8 +99,10 @@ func (f *Flags) Cleanup() bool { return f.cleanup }
 // file, a node name that cannot be found, and everything Validate finds; an
 // error in a value that came from a flag names the flag too
 // (`ipvs.scheduler (--scheduler): unsupported value …`). Only a file that
-// cannot be read or is not YAML stops at once. A bad value in the file that a
-// flag overrides is not reported.
+// cannot be read or is not YAML stops at once. A value in the file that a
+// flag overrides is not validated (an unsupported scheduler there is not
+// reported), but one the file cannot even decode (a bad duration, a wrong
+// type, an unknown field) is, flag or not.
 //
 // main passes os.ReadFile, os.Getenv and os.Hostname; readFile is called only
 // if --config is set, hostname only if it is needed.
