@@ -233,7 +233,6 @@ func (p *Proxier) count(name types.NamespacedName, skips []Skip) {
 // difference from the desired state.
 func (p *Proxier) fullSync() error {
 	p.applied = nil
-	want := p.want
 	if !p.opts.DryRun {
 		// Someone may have deleted or downed kipvs0; without it no VIP is
 		// ours. Like `ip link add`, it writes only when something is missing.
@@ -248,10 +247,10 @@ func (p *Proxier) fullSync() error {
 	if err := p.ensureRules(missing); err != nil {
 		return err
 	}
-	if err := p.apply(Plan(want.state, current, nil)); err != nil {
+	if err := p.apply(Plan(p.want.state, current, nil)); err != nil {
 		return err
 	}
-	p.applied = want.state.Clone()
+	p.applied = p.want.state.Clone()
 	return nil
 }
 
