@@ -244,7 +244,7 @@ func addDest(table map[ServiceKey]*fakeService, key ServiceKey, d Destination) e
 	if _, ok := fs.dests[d.Addr]; ok {
 		return ErrExists
 	}
-	fs.dests[d.Addr] = d
+	fs.dests[d.Addr] = written(d)
 	return nil
 }
 
@@ -262,8 +262,10 @@ func (f *Fake) UpdateDestination(key ServiceKey, d Destination) error {
 		err = validateDest(key, d)
 	}
 	if err == nil {
-		if _, ok := fs.dests[d.Addr]; ok {
-			fs.dests[d.Addr] = d
+		if old, ok := fs.dests[d.Addr]; ok {
+			nd := written(d)
+			nd.ActiveConns, nd.InactiveConns = old.ActiveConns, old.InactiveConns
+			fs.dests[d.Addr] = nd
 		} else {
 			err = ErrNotFound
 		}
@@ -289,6 +291,26 @@ func (f *Fake) DeleteDestination(key ServiceKey, addr netip.AddrPort) error {
 		}
 	}
 	return opError(MethodDeleteDestination, key, addr, err)
+}
+
+// SetConns sets the connection counts the kernel would report for a real
+// server, as if clients had connected (ipvsadm -Ln's ActiveConn and
+// InActConn); ErrNotFound if there is no such real server. It is not
+// counted as a call.
+func (f *Fake) SetConns(key ServiceKey, addr netip.AddrPort, active, inactive int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fs := f.services[key]
+	if fs == nil {
+		return opError(MethodUpdateDestination, key, addr, ErrNotFound)
+	}
+	d, ok := fs.dests[addr]
+	if !ok {
+		return opError(MethodUpdateDestination, key, addr, ErrNotFound)
+	}
+	d.ActiveConns, d.InactiveConns = active, inactive
+	fs.dests[addr] = d
+	return nil
 }
 
 // Dump renders the whole table with Format, like `ipvsadm -Sn`. It is not

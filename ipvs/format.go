@@ -11,7 +11,7 @@ import (
 // Format renders virtual servers and their real servers the way
 // `ipvsadm -Sn` does, one rule per line:
 //
-//	-A -t 10.96.0.10:80 -s rr -p 10800
+//	-A -t 10.96.0.10:80 -s mh -p 10800 -b mh-port
 //	-a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1
 //
 // Virtual servers are sorted by ServiceKey.Compare, each followed by its
@@ -38,6 +38,9 @@ func writeService(b *strings.Builder, s Service) {
 	fmt.Fprintf(b, "-A %s -s %s", s.Key, s.Scheduler)
 	if s.Persistent {
 		fmt.Fprintf(b, " -p %d", s.Timeout)
+	}
+	if names := s.Flags.Names(s.Scheduler); len(names) > 0 {
+		b.WriteString(" -b " + strings.Join(names, ","))
 	}
 	b.WriteByte('\n')
 }
@@ -188,6 +191,12 @@ func (r *rule) parseValued(opt, val string) error {
 			return fmt.Errorf("persistence timeout %q: %w", val, err)
 		}
 		r.svc.Persistent, r.svc.Timeout = true, uint32(t)
+	case opt == "-b" && r.isService:
+		f, err := ParseSchedFlags(val)
+		if err != nil {
+			return err
+		}
+		r.svc.Flags = f
 	case opt == "-r" && !r.isService:
 		ap, err := netip.ParseAddrPort(val)
 		if err != nil {

@@ -274,8 +274,9 @@ func toLibService(s Service) *libipvs.Service {
 	if s.Key.Addr.Is6() {
 		ls.AddressFamily, ls.Netmask = syscall.AF_INET6, netmaskV6
 	}
+	ls.Flags = uint32(s.Flags & schedFlagsMask)
 	if s.Persistent {
-		ls.Flags, ls.Timeout = flagPersistent, s.Timeout
+		ls.Flags, ls.Timeout = ls.Flags|flagPersistent, s.Timeout
 	}
 	return ls
 }
@@ -296,6 +297,9 @@ func fromLibService(ls *libipvs.Service) (Service, bool) {
 		Scheduler:  ls.SchedName,
 		Persistent: ls.Flags&flagPersistent != 0,
 		Timeout:    ls.Timeout,
+		// The kernel also reports internal flags (IP_VS_SVC_F_HASHED);
+		// only the scheduler flags are ours to compare.
+		Flags: SchedFlags(ls.Flags) & schedFlagsMask,
 	}
 	return normalize(s), true
 }
@@ -343,9 +347,11 @@ func fromLibDest(key ServiceKey, ld *libipvs.Destination) (Destination, bool) {
 		return Destination{}, false
 	}
 	return Destination{
-		Addr:    netip.AddrPortFrom(addr, ld.Port),
-		Weight:  ld.Weight,
-		Forward: Forward(ld.ConnectionFlags & libipvs.ConnFwdMask),
+		Addr:          netip.AddrPortFrom(addr, ld.Port),
+		Weight:        ld.Weight,
+		Forward:       Forward(ld.ConnectionFlags & libipvs.ConnFwdMask),
+		ActiveConns:   ld.ActiveConnections,
+		InactiveConns: ld.InactiveConnections,
 	}, true
 }
 

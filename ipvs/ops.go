@@ -96,6 +96,9 @@ func validateService(s Service) error {
 	if s.Scheduler == "" {
 		return fmt.Errorf("empty scheduler name: %w", ErrNoScheduler)
 	}
+	if s.Flags&^schedFlagsMask != 0 {
+		return fmt.Errorf("unknown scheduler flags %#x", uint32(s.Flags&^schedFlagsMask))
+	}
 	return nil
 }
 
@@ -130,4 +133,11 @@ func normalize(s Service) Service {
 		s.Timeout = 0
 	}
 	return s
+}
+
+// written returns d as a write leaves it in the table: connection counts
+// are the kernel's, never the writer's.
+func written(d Destination) Destination {
+	d.ActiveConns, d.InactiveConns = 0, 0
+	return d
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Protocol is an IP protocol number as IPVS uses it.
@@ -74,7 +75,8 @@ func (k ServiceKey) Compare(o ServiceKey) int {
 	return int(k.Port) - int(o.Port)
 }
 
-// Service is a virtual server, like `ipvsadm -A -t VIP:PORT -s rr [-p 10800]`.
+// Service is a virtual server, like
+// `ipvsadm -A -t VIP:PORT -s mh [-p 10800] [-b mh-port]`.
 type Service struct {
 	Key       ServiceKey
 	Scheduler string // "rr", "wlc", … as the kernel names it
@@ -82,6 +84,64 @@ type Service struct {
 	// seconds (ipvsadm -p); it is how ClientIP session affinity is done.
 	Persistent bool
 	Timeout    uint32
+	// Flags are the scheduler flags (ipvsadm -b).
+	Flags SchedFlags
+}
+
+// SchedFlags are the three scheduler flags of a virtual server
+// (IP_VS_SVC_F_SCHED1..3). What each means depends on the scheduler: for
+// sh and mh, SchedFlag1 is "fallback" (skip real servers of weight 0) and
+// SchedFlag2 is "port" (hash the source port too).
+type SchedFlags uint32
+
+// The scheduler flags, as the kernel numbers them.
+const (
+	SchedFlag1 SchedFlags = 0x0008
+	SchedFlag2 SchedFlags = 0x0010
+	SchedFlag3 SchedFlags = 0x0020
+
+	schedFlagsMask = SchedFlag1 | SchedFlag2 | SchedFlag3
+)
+
+// Names returns the flags as ipvsadm names them for the scheduler, in
+// ipvsadm's order: "mh-fallback", "mh-port" for mh (likewise sh),
+// "flag-1".."flag-3" for others.
+func (f SchedFlags) Names(scheduler string) []string {
+	var names []string
+	for i, bit := range []SchedFlags{SchedFlag1, SchedFlag2, SchedFlag3} {
+		if f&bit == 0 {
+			continue
+		}
+		switch {
+		case (scheduler == "sh" || scheduler == "mh") && i == 0:
+			names = append(names, scheduler+"-fallback")
+		case (scheduler == "sh" || scheduler == "mh") && i == 1:
+			names = append(names, scheduler+"-port")
+		default:
+			names = append(names, fmt.Sprintf("flag-%d", i+1))
+		}
+	}
+	return names
+}
+
+// ParseSchedFlags reads ipvsadm's -b value ("mh-port", "sh-fallback,sh-port",
+// "flag-2"); any scheduler's prefix is accepted.
+func ParseSchedFlags(s string) (SchedFlags, error) {
+	var f SchedFlags
+	for name := range strings.SplitSeq(s, ",") {
+		_, which, _ := strings.Cut(name, "-")
+		switch which {
+		case "fallback", "1":
+			f |= SchedFlag1
+		case "port", "2":
+			f |= SchedFlag2
+		case "3":
+			f |= SchedFlag3
+		default:
+			return 0, fmt.Errorf("unknown scheduler flag %q", name)
+		}
+	}
+	return f, nil
 }
 
 // Forward is how a real server is reached. kube-ipvs uses Masquerade (NAT).
@@ -114,7 +174,21 @@ type Destination struct {
 	Addr    netip.AddrPort
 	Weight  int
 	Forward Forward
+	// ActiveConns and InactiveConns are the connection counts the kernel
+	// reported (ipvsadm -Ln's ActiveConn and InActConn) when the real
+	// server was listed. They are observations: writes ignore them, and
+	// SameConfig does not compare them.
+	ActiveConns, InactiveConns int
 }
+
+// SameConfig reports whether d and o program the same real server: same
+// address, weight and forwarding, whatever their connection counts.
+func (d Destination) SameConfig(o Destination) bool {
+	return d.Addr == o.Addr && d.Weight == o.Weight && d.Forward == o.Forward
+}
+
+// Conns is the number of connections the kernel counted, active or not.
+func (d Destination) Conns() int { return d.ActiveConns + d.InactiveConns }
 
 // Errors returned (wrapped) by every Interface implementation.
 var (

@@ -9,6 +9,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 
+	"github.com/kube-ipvs/kube-ipvs/conntrack"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 	"github.com/kube-ipvs/kube-ipvs/netif"
@@ -17,10 +18,11 @@ import (
 // Kernel bundles the kernel interfaces of one address family. Production
 // code passes the real adapters, tests the fakes.
 type Kernel struct {
-	IPVS     ipvs.Interface
-	Addrs    netif.Addrs
-	IPTables iptables.Interface
-	Sets     iptables.Sets
+	IPVS      ipvs.Interface
+	Addrs     netif.Addrs
+	IPTables  iptables.Interface
+	Sets      iptables.Sets
+	Conntrack conntrack.Interface
 }
 
 // ReadState reads back what kube-ipvs owns in the kernel, in bulk: the

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 )
@@ -24,6 +26,12 @@ type Options struct {
 	// DryRun computes and logs every plan but never writes to the kernel
 	// (it still reads it, to plan against what is there).
 	DryRun bool
+	// DrainTimeout bounds how long a TCP or SCTP real server whose endpoint
+	// left stays at weight 0 so its connections can finish; 0 deletes it at
+	// once.
+	DrainTimeout time.Duration
+	// Clock is the time source of drains and retries; nil is the real clock.
+	Clock clock.Clock
 }
 
 // Proxier holds the snapshot of the API objects and what was last applied.

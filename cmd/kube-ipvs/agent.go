@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kube-ipvs/kube-ipvs/config"
+	"github.com/kube-ipvs/kube-ipvs/conntrack"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 	"github.com/kube-ipvs/kube-ipvs/netif"
@@ -39,10 +40,11 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string) *ag
 		objectsDir: objectsDir,
 		ipvs:       k,
 		kernel: proxier.Kernel{
-			IPVS:     k,
-			Addrs:    netif.NewDummy(netif.DefaultLink),
-			IPTables: iptables.NewKernel(false),
-			Sets:     iptables.NewKernelSets(),
+			IPVS:      k,
+			Addrs:     netif.NewDummy(netif.DefaultLink),
+			IPTables:  iptables.NewKernel(false),
+			Sets:      iptables.NewKernelSets(),
+			Conntrack: conntrack.NewKernel(),
 		},
 		opts: proxier.Options{
 			Build: proxier.BuildConfig{NodeName: cfg.NodeName, Scheduler: cfg.IPVS.Scheduler, Family: v1.IPv4Protocol},
