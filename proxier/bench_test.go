@@ -41,7 +41,7 @@ func BenchmarkFullBuildAndPlan(b *testing.B) {
 			b.ReportAllocs()
 			var ops int
 			for b.Loop() {
-				d := newDesired()
+				d := newDesired(v1.IPv4Protocol)
 				sc := NewScope()
 				for i, svc := range svcs {
 					f, _ := BuildService(svc, []*discovery.EndpointSlice{slices[i]}, v4Build)

@@ -22,11 +22,23 @@ type BuildConfig struct {
 	Family    v1.IPFamily // the family this proxier serves: v1.IPv4Protocol or v1.IPv6Protocol
 }
 
-// Fragment is what one Kubernetes Service contributes to the desired State.
-// Servers are sorted by key and Entries by text, so equal inputs give
-// equal fragments.
+// Fragment is what one Kubernetes Service contributes to the desired State:
+// its virtual servers, each with the set members that exist because of it,
+// the addresses the node must accept (bound on kipvs0), and the set members
+// of the Service as a whole. Every list is sorted, so equal inputs give
+// equal fragments. Nothing is derived from the server keys later: what a
+// fragment needs bound or in a set, it says.
 type Fragment struct {
-	Servers []VirtualServer
+	Servers []ServerPart
+	Addrs   []netip.Addr
+	Entries []SetEntry
+}
+
+// ServerPart is one virtual server of a Fragment and the set members that
+// come with it. When two Services claim one virtual server, only the owner's
+// members are programmed.
+type ServerPart struct {
+	VirtualServer
 	Entries []SetEntry
 }
 
@@ -35,9 +47,14 @@ func (f *Fragment) Equal(o *Fragment) bool {
 	if f == nil || o == nil {
 		return f == o
 	}
-	return slices.EqualFunc(f.Servers, o.Servers, func(a, b VirtualServer) bool {
-		return a.Service == b.Service && slices.Equal(a.Dests, b.Dests)
-	}) && slices.Equal(f.Entries, o.Entries)
+	return slices.EqualFunc(f.Servers, o.Servers, func(a, b ServerPart) bool {
+		return a.Service == b.Service && slices.Equal(a.Dests, b.Dests) && slices.Equal(a.Entries, b.Entries)
+	}) && slices.Equal(f.Addrs, o.Addrs) && slices.Equal(f.Entries, o.Entries)
+}
+
+// empty reports whether the fragment programs nothing.
+func (f *Fragment) empty() bool {
+	return f == nil || (len(f.Servers) == 0 && len(f.Addrs) == 0 && len(f.Entries) == 0)
 }
 
 // Reason says why part of an API object was not programmed.
@@ -51,15 +68,26 @@ const (
 	ReasonUnknownProtocol       Reason = "unsupported protocol"
 	ReasonZeroServicePort       Reason = "service port 0"
 	ReasonFQDNSlice             Reason = "FQDN EndpointSlice"
-	ReasonOtherFamilySlice      Reason = "EndpointSlice of the other family"
 	ReasonNilSlicePort          Reason = "nil EndpointSlice port"
 	ReasonZeroSlicePort         Reason = "EndpointSlice port 0 or out of range"
 	ReasonBadEndpointAddress    Reason = "unparseable endpoint address"
 	ReasonOtherFamilyEndpoint   Reason = "endpoint address of the other family"
-	ReasonDuplicateEndpoint     Reason = "same endpoint in two slices"
+	ReasonDuplicateInSlice      Reason = "same endpoint twice in one slice"
 	ReasonSliceWithoutService   Reason = "EndpointSlice without kubernetes.io/service-name label"
 	ReasonConflictingVIPAndPort Reason = "virtual server claimed by another Service"
 )
+
+// Input that is normal, not bad: a dual-stack Service's slice of the other
+// family, and an endpoint in two slices while the EndpointSlice controller
+// moves it (or a reused pod IP). It is reported for debugging only: never
+// counted as skipped, never logged above debug.
+const (
+	NoteOtherFamilySlice  Reason = "EndpointSlice of the other family"
+	NoteDuplicateEndpoint Reason = "same endpoint in two slices"
+)
+
+// Normal reports whether r is normal input (a Note…), not bad input.
+func (r Reason) Normal() bool { return r == NoteOtherFamilySlice || r == NoteDuplicateEndpoint }
 
 // Skip is one piece of input that was not programmed, and why.
 type Skip struct {
@@ -93,12 +121,11 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 	if !ok {
 		return f, skips
 	}
-	base := ipvs.Service{Scheduler: cfg.Scheduler}
+	base := ipvs.Service{Scheduler: cfg.Scheduler, Flags: schedFlags(cfg.Scheduler)}
 	if svc.Spec.SessionAffinity == v1.ServiceAffinityClientIP {
 		base.Persistent, base.Timeout = true, affinityTimeout(svc, skip)
 	}
 	ends := collectEndpoints(eps, cfg.Family, skip)
-	entries := map[SetEntry]struct{}{}
 	for _, sp := range svc.Spec.Ports {
 		proto, ok := protocol(sp.Protocol)
 		if !ok {
@@ -109,26 +136,38 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 			skip(ReasonZeroServicePort, "port %q is %d", sp.Name, sp.Port)
 			continue
 		}
-		vs := VirtualServer{Service: base}
-		vs.Service.Key = ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)}
+		part := ServerPart{VirtualServer: VirtualServer{Service: base}}
+		part.Service.Key = ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)}
+		part.Entries = append(part.Entries, clusterIPEntry(cfg.Family, part.Service.Key))
 		for _, ep := range ends.forPort(sp.Name, sp.Protocol) {
-			vs.Dests = append(vs.Dests, ipvs.Destination{Addr: ep.addr, Weight: ep.weight, Forward: ipvs.Masquerade})
+			part.Dests = append(part.Dests, ipvs.Destination{Addr: ep.addr, Weight: ep.weight, Forward: ipvs.Masquerade})
 			if ep.local(cfg.NodeName) {
-				entries[loopBackEntry(cfg.Family, ep.addr, proto)] = struct{}{}
+				part.Entries = append(part.Entries, loopBackEntry(cfg.Family, ep.addr, proto))
 			}
 		}
-		slices.SortFunc(vs.Dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
-		f.Servers = append(f.Servers, vs)
-		entries[clusterIPEntry(cfg.Family, vs.Service.Key)] = struct{}{}
-		entries[vipEntry(cfg.Family, vip)] = struct{}{}
+		slices.SortFunc(part.Dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
+		slices.SortFunc(part.Entries, compareEntries)
+		part.Entries = slices.Compact(part.Entries)
+		f.Servers = append(f.Servers, part)
 	}
-	slices.SortFunc(f.Servers, func(a, b VirtualServer) int { return a.Service.Key.Compare(b.Service.Key) })
-	f.Servers = slices.CompactFunc(f.Servers, func(a, b VirtualServer) bool { return a.Service.Key == b.Service.Key })
-	for e := range entries {
-		f.Entries = append(f.Entries, e)
+	slices.SortFunc(f.Servers, func(a, b ServerPart) int { return a.Service.Key.Compare(b.Service.Key) })
+	f.Servers = slices.CompactFunc(f.Servers, func(a, b ServerPart) bool { return a.Service.Key == b.Service.Key })
+	if len(f.Servers) > 0 {
+		// A ClusterIP is accepted on the node by binding it on kipvs0.
+		f.Addrs = []netip.Addr{vip}
+		f.Entries = []SetEntry{vipEntry(cfg.Family, vip)}
 	}
-	slices.SortFunc(f.Entries, compareEntries)
 	return f, skips
+}
+
+// schedFlags are the scheduler flags kube-ipvs sets, as kube-proxy does:
+// mh hashes the source port too (mh-port), so that the connections of one
+// client spread over the real servers.
+func schedFlags(scheduler string) ipvs.SchedFlags {
+	if scheduler == "mh" {
+		return ipvs.SchedFlag2
+	}
+	return 0
 }
 
 // clusterIP returns the Service's ClusterIP of the given family. Headless

@@ -116,10 +116,23 @@ func onNode(n string) func(*discovery.Endpoint) {
 }
 
 // fragmentDump renders a fragment the way State.Dump renders a state.
+// fragmentDump renders what a fragment asks for as a State dump: its
+// virtual servers, addresses and every set member, the servers' included.
 func fragmentDump(f *Fragment) string {
-	d := newDesired()
-	d.add(nameOf("f", "f"), f)
-	return d.state.Dump()
+	s := NewState()
+	for _, p := range f.Servers {
+		s.Servers[p.Service.Key] = p.VirtualServer
+		for _, e := range p.Entries {
+			s.Entries[e] = struct{}{}
+		}
+	}
+	for _, a := range f.Addrs {
+		s.Addrs[a] = struct{}{}
+	}
+	for _, e := range f.Entries {
+		s.Entries[e] = struct{}{}
+	}
+	return s.Dump()
 }
 
 // lines joins lines with a trailing newline, for expected dumps.

@@ -2,9 +2,11 @@ package proxier
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
@@ -12,32 +14,49 @@ import (
 
 // desired is the desired State kept as the union of per-Service fragments,
 // so that replacing one Service's fragment costs work proportional to that
-// fragment, not to the cluster.
+// fragment, not to the cluster. On top of the fragments it holds the
+// draining real servers (weight 0, kept for their open connections) and
+// kube-ipvs' ownership record of every virtual server it wants (SetOwned).
 //
 // When several Services claim one virtual server (the apiserver prevents
 // it for ClusterIPs, but a proxy must not flap), the Service first by
-// namespace/name owns it, whatever order the events came in; when the owner
+// namespace/name owns it, whatever order the events came in: only the
+// owner's virtual server and set members are programmed. When the owner
 // lets go, the next claimant takes over at once.
 type desired struct {
+	family    v1.IPFamily
 	frags     map[types.NamespacedName]*Fragment
 	claims    map[ipvs.ServiceKey][]types.NamespacedName // sorted; [0] owns the key
 	addrRefs  map[netip.Addr]int
 	entryRefs map[SetEntry]int
-	state     *State
+	// drains are the weight-0 real servers of a virtual server that its
+	// owner's fragment no longer has, sorted by address.
+	drains map[ipvs.ServiceKey][]ipvs.Destination
+	state  *State
 }
 
-func newDesired() *desired {
+func newDesired(family v1.IPFamily) *desired {
 	return &desired{
+		family:    family,
 		frags:     map[types.NamespacedName]*Fragment{},
 		claims:    map[ipvs.ServiceKey][]types.NamespacedName{},
 		addrRefs:  map[netip.Addr]int{},
 		entryRefs: map[SetEntry]int{},
+		drains:    map[ipvs.ServiceKey][]ipvs.Destination{},
 		state:     NewState(),
 	}
 }
 
 func compareNames(a, b types.NamespacedName) int {
 	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
+// ownedEntry is the SetOwned member that records virtual server k as
+// kube-ipvs'.
+func ownedEntry(f v1.IPFamily, k ipvs.ServiceKey) SetEntry {
+	e := clusterIPEntry(f, k)
+	e.Set = setName(SetOwned, f)
+	return e
 }
 
 // replace swaps a Service's fragment (nil removes it) and adds to sc every
@@ -48,10 +67,16 @@ func (d *desired) replace(name types.NamespacedName, f *Fragment, sc *Scope) []S
 	if old.Equal(f) {
 		return nil
 	}
-	sc.AddFragment(old)
-	sc.AddFragment(f)
+	for _, fr := range []*Fragment{old, f} {
+		sc.AddFragment(name, fr)
+		if fr != nil {
+			for _, p := range fr.Servers {
+				addOnce(sc.Entries, ownedEntry(d.family, p.Service.Key), name)
+			}
+		}
+	}
 	d.remove(name, old)
-	if f == nil || (len(f.Servers) == 0 && len(f.Entries) == 0) {
+	if f.empty() {
 		delete(d.frags, name)
 		return nil
 	}
@@ -63,44 +88,50 @@ func (d *desired) remove(name types.NamespacedName, f *Fragment) {
 	if f == nil {
 		return
 	}
-	for _, vs := range f.Servers {
-		k := vs.Service.Key
+	for _, p := range f.Servers {
+		k := p.Service.Key
 		i, found := slices.BinarySearchFunc(d.claims[k], name, compareNames)
 		if !found {
 			continue
 		}
 		d.claims[k] = slices.Delete(d.claims[k], i, i+1)
-		if len(d.claims[k]) > 0 {
-			if i == 0 { // the owner let go: the next claimant takes over
-				d.state.Servers[k] = d.serverOf(d.claims[k][0], k)
-			}
+		if i != 0 {
+			continue // a claimant that did not own it: nothing of it was programmed
+		}
+		d.unref(p.Entries)
+		if len(d.claims[k]) > 0 { // the owner let go: the next claimant takes over
+			next := d.part(d.claims[k][0], k)
+			d.ref(next.Entries)
+			d.state.Servers[k] = d.withDrains(next.VirtualServer)
 			continue
 		}
 		delete(d.claims, k)
 		delete(d.state.Servers, k)
-		if d.addrRefs[k.Addr]--; d.addrRefs[k.Addr] == 0 {
-			delete(d.addrRefs, k.Addr)
-			delete(d.state.Addrs, k.Addr)
+		delete(d.drains, k)
+		d.unref([]SetEntry{ownedEntry(d.family, k)})
+	}
+	for _, a := range f.Addrs {
+		if d.addrRefs[a]--; d.addrRefs[a] == 0 {
+			delete(d.addrRefs, a)
+			delete(d.state.Addrs, a)
 		}
 	}
-	for _, e := range f.Entries {
-		if d.entryRefs[e]--; d.entryRefs[e] == 0 {
-			delete(d.entryRefs, e)
-			delete(d.state.Entries, e)
-		}
-	}
+	d.unref(f.Entries)
 }
 
 func (d *desired) add(name types.NamespacedName, f *Fragment) []Skip {
 	var skips []Skip
-	for _, vs := range f.Servers {
-		k := vs.Service.Key
+	for _, p := range f.Servers {
+		k := p.Service.Key
 		i, _ := slices.BinarySearchFunc(d.claims[k], name, compareNames)
 		d.claims[k] = slices.Insert(d.claims[k], i, name)
-		if len(d.claims[k]) == 1 {
-			d.addrRefs[k.Addr]++
-			d.state.Addrs[k.Addr] = struct{}{}
-		} else {
+		switch {
+		case len(d.claims[k]) == 1:
+			d.ref([]SetEntry{ownedEntry(d.family, k)})
+		case i == 0: // takes the key over from the previous owner
+			d.unref(d.part(d.claims[k][1], k).Entries)
+		}
+		if len(d.claims[k]) > 1 {
 			owner, loser := d.claims[k][0], name
 			if i == 0 {
 				loser = d.claims[k][1]
@@ -109,21 +140,129 @@ func (d *desired) add(name types.NamespacedName, f *Fragment) []Skip {
 				Detail: k.String() + " is claimed by " + owner.String() + " and " + loser.String() + "; " + owner.String() + " wins"})
 		}
 		if i == 0 {
-			d.state.Servers[k] = vs
+			d.ref(p.Entries)
+			d.state.Servers[k] = d.withDrains(p.VirtualServer)
 		}
 	}
-	for _, e := range f.Entries {
-		d.entryRefs[e]++
-		d.state.Entries[e] = struct{}{}
+	for _, a := range f.Addrs {
+		d.addrRefs[a]++
+		d.state.Addrs[a] = struct{}{}
 	}
+	d.ref(f.Entries)
 	return skips
 }
 
-// serverOf returns the virtual server k of a Service's fragment.
-func (d *desired) serverOf(name types.NamespacedName, k ipvs.ServiceKey) VirtualServer {
+func (d *desired) ref(entries []SetEntry) {
+	for _, e := range entries {
+		d.entryRefs[e]++
+		d.state.Entries[e] = struct{}{}
+	}
+}
+
+func (d *desired) unref(entries []SetEntry) {
+	for _, e := range entries {
+		if d.entryRefs[e]--; d.entryRefs[e] <= 0 {
+			delete(d.entryRefs, e)
+			delete(d.state.Entries, e)
+		}
+	}
+}
+
+// part returns the part for virtual server k of a Service's fragment.
+func (d *desired) part(name types.NamespacedName, k ipvs.ServiceKey) ServerPart {
 	servers := d.frags[name].Servers
-	i, _ := slices.BinarySearchFunc(servers, k, func(vs VirtualServer, k ipvs.ServiceKey) int {
-		return vs.Service.Key.Compare(k)
+	i, _ := slices.BinarySearchFunc(servers, k, func(p ServerPart, k ipvs.ServiceKey) int {
+		return p.Service.Key.Compare(k)
 	})
 	return servers[i]
+}
+
+// wanted returns virtual server k as its owner's fragment has it, without
+// draining real servers; false when no Service claims k.
+func (d *desired) wanted(k ipvs.ServiceKey) (VirtualServer, bool) {
+	c := d.claims[k]
+	if len(c) == 0 {
+		return VirtualServer{}, false
+	}
+	return d.part(c[0], k).VirtualServer, true
+}
+
+// owner returns the Service that owns virtual server k, if any.
+func (d *desired) owner(k ipvs.ServiceKey) (types.NamespacedName, bool) {
+	c := d.claims[k]
+	if len(c) == 0 {
+		return types.NamespacedName{}, false
+	}
+	return c[0], true
+}
+
+// setDrains makes dests (real servers the owner's fragment lacks, any
+// order) the draining real servers of k, kept at weight 0, and puts k into
+// sc. Without a claimant nothing is kept: the virtual server goes.
+func (d *desired) setDrains(k ipvs.ServiceKey, dests []ipvs.Destination, sc *Scope) {
+	vs, ok := d.wanted(k)
+	if !ok {
+		delete(d.drains, k)
+		return
+	}
+	if len(dests) == 0 {
+		delete(d.drains, k)
+	} else {
+		sorted := make([]ipvs.Destination, len(dests))
+		for i, dst := range dests {
+			sorted[i] = ipvs.Destination{Addr: dst.Addr, Weight: 0, Forward: dst.Forward}
+		}
+		slices.SortFunc(sorted, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
+		d.drains[k] = sorted
+	}
+	d.state.Servers[k] = d.withDrains(vs)
+	owner, _ := d.owner(k)
+	addOnce(sc.Servers, k, owner)
+}
+
+// withDrains returns vs with k's draining real servers merged in; vs
+// itself (its slice shared) when there are none.
+func (d *desired) withDrains(vs VirtualServer) VirtualServer {
+	drains := d.drains[vs.Service.Key]
+	if len(drains) == 0 {
+		return vs
+	}
+	dests := slices.Clone(vs.Dests)
+	for _, dr := range drains {
+		if !slices.ContainsFunc(vs.Dests, func(x ipvs.Destination) bool { return x.Addr == dr.Addr }) {
+			dests = append(dests, dr)
+		}
+	}
+	slices.SortFunc(dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
+	vs.Dests = dests
+	return vs
+}
+
+// fullScope names every key of the desired state and of current, each
+// attributed to the Service that owns it (for a member two Services share,
+// the first by name); what only current holds is attributed to no Service.
+func (d *desired) fullScope(current *State) *Scope {
+	sc := NewScope()
+	for _, name := range slices.SortedFunc(maps.Keys(d.frags), compareNames) {
+		f := d.frags[name]
+		for _, p := range f.Servers {
+			k := p.Service.Key
+			if d.claims[k][0] != name {
+				continue
+			}
+			addOnce(sc.Servers, k, name)
+			addOnce(sc.Entries, ownedEntry(d.family, k), name)
+			for _, e := range p.Entries {
+				addOnce(sc.Entries, e, name)
+			}
+		}
+		for _, a := range f.Addrs {
+			addOnce(sc.Addrs, a, name)
+		}
+		for _, e := range f.Entries {
+			addOnce(sc.Entries, e, name)
+		}
+	}
+	sc.addState(current)
+	return sc
 }

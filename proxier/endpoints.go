@@ -65,15 +65,20 @@ type weighted struct {
 }
 
 // collectEndpoints gathers the endpoints of all slices of one Service.
-// Slices are read in name order so that which duplicate wins is
-// deterministic.
+//
+// The same address:port may be in two slices: while the EndpointSlice
+// controller moves an endpoint between slices, or when the pod network
+// reuses a terminating pod's IP for a new pod. As kube-proxy does, a
+// non-terminating endpoint wins over a terminating one, so a reused IP does
+// not drop the new ready pod. Between two of the same kind the first slice
+// by name wins, so the result never depends on event order.
 func collectEndpoints(eps []*discovery.EndpointSlice, family v1.IPFamily, skip func(Reason, string, ...any)) endpoints {
 	sorted := slices.Clone(eps)
 	slices.SortFunc(sorted, func(a, b *discovery.EndpointSlice) int {
 		return cmp.Compare(sliceName(a), sliceName(b))
 	})
 	es := endpoints{}
-	seen := map[portKey]map[netip.AddrPort]bool{}
+	at := map[portKey]map[netip.AddrPort]int{} // index in es[key]
 	for _, s := range sorted {
 		if !sliceUsable(s, family, skip) {
 			continue
@@ -83,20 +88,30 @@ func collectEndpoints(eps []*discovery.EndpointSlice, family v1.IPFamily, skip f
 			if !ok {
 				continue
 			}
-			if seen[key] == nil {
-				seen[key] = map[netip.AddrPort]bool{}
+			if at[key] == nil {
+				at[key] = map[netip.AddrPort]int{}
 			}
+			inSlice := map[netip.AddrPort]bool{}
 			for _, ep := range s.Endpoints {
 				e, ok := toEndpoint(s, ep, port, family, skip)
 				if !ok {
 					continue
 				}
-				if seen[key][e.addr] {
-					skip(ReasonDuplicateEndpoint, "slice %s: %s", s.Name, e.addr)
+				if inSlice[e.addr] {
+					skip(ReasonDuplicateInSlice, "slice %s: %s", s.Name, e.addr)
 					continue
 				}
-				seen[key][e.addr] = true
-				es[key] = append(es[key], e)
+				inSlice[e.addr] = true
+				i, seen := at[key][e.addr]
+				if !seen {
+					at[key][e.addr] = len(es[key])
+					es[key] = append(es[key], e)
+					continue
+				}
+				skip(NoteDuplicateEndpoint, "slice %s: %s", s.Name, e.addr)
+				if es[key][i].terminating && !e.terminating {
+					es[key][i] = e
+				}
 			}
 		}
 	}
@@ -122,7 +137,7 @@ func sliceUsable(s *discovery.EndpointSlice, family v1.IPFamily, skip func(Reaso
 	case discovery.AddressType(family):
 		return true
 	}
-	skip(ReasonOtherFamilySlice, "slice %s has %s", s.Name, s.AddressType)
+	skip(NoteOtherFamilySlice, "slice %s has %s", s.Name, s.AddressType)
 	return false
 }
 

@@ -129,7 +129,7 @@ func TestRunWritesNothingBeforeTheCachesSynced(t *testing.T) {
 	n := newFakeNode()
 	p := newTestProxier(t, n, testOptions())
 	n.resetCalls()
-	r := NewRunner(zap.NewNop(), clock.RealClock{}, RunnerConfig{MinInterval: time.Millisecond, FullInterval: time.Minute}, p.Sync)
+	r := NewRunner(zap.NewNop(), clock.RealClock{}, RunnerConfig{MinInterval: time.Millisecond, FullInterval: time.Minute}, p)
 	w, err := NewWatcher(client, testNode, "", p, r.Request)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kube-ipvs/kube-ipvs/conntrack"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
@@ -26,33 +27,22 @@ type Kernel struct {
 }
 
 // ReadState reads back what kube-ipvs owns in the kernel, in bulk: the
-// VIPs on the dummy interface, one dump of the virtual servers (keeping
-// those on our VIPs; others belong to someone else and are never
-// returned), the real servers of each of ours, and the members of the
-// given sets. It also returns which of those sets do not exist.
-func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set) (*State, []iptables.Set, error) {
+// VIPs on the dummy interface, the members of the given sets (SetOwned, the
+// ownership record, among them), one dump of the virtual servers, and the
+// real servers of each of ours. A virtual server is ours when SetOwned
+// records it; one that is not recorded is adopted only when adopt says it
+// is wanted and its address is bound on kube-ipvs' own dummy interface
+// (a record lost with its set). Every other virtual server belongs to
+// someone else and is never returned. It also returns which of the sets do
+// not exist.
+func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(ipvs.ServiceKey) bool) (*State, []iptables.Set, error) {
 	s := NewState()
 	addrs, err := k.Addrs.ListAddrs()
 	if err != nil {
-		return nil, nil, fmt.Errorf("listing VIPs: %w", err)
+		return nil, nil, err
 	}
 	for _, a := range addrsOf(addrs, family) {
 		s.Addrs[a] = struct{}{}
-	}
-	svcs, err := k.IPVS.ListServices()
-	if err != nil {
-		return nil, nil, fmt.Errorf("listing virtual servers: %w", err)
-	}
-	for _, svc := range svcs {
-		if _, ours := s.Addrs[svc.Key.Addr]; !ours {
-			continue
-		}
-		dests, err := k.IPVS.ListDestinations(svc.Key)
-		if err != nil {
-			return nil, nil, fmt.Errorf("listing real servers of %s: %w", svc.Key, err)
-		}
-		slices.SortFunc(dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
-		s.Servers[svc.Key] = VirtualServer{Service: svc, Dests: dests}
 	}
 	var missing []iptables.Set
 	for _, set := range sets {
@@ -62,11 +52,32 @@ func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set) (*State, []ipt
 			continue
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("listing ipset %s: %w", set.Name, err)
+			return nil, nil, err
 		}
 		for _, e := range entries {
 			s.Entries[SetEntry{Set: set.Name, Entry: e}] = struct{}{}
 		}
+	}
+	svcs, err := k.IPVS.ListServices()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, svc := range svcs {
+		key := svc.Key
+		if familyOf(key.Addr) != family {
+			continue
+		}
+		_, recorded := s.Entries[ownedEntry(family, key)]
+		_, bound := s.Addrs[key.Addr]
+		if !recorded && !(bound && adopt != nil && adopt(key)) {
+			continue
+		}
+		dests, err := k.IPVS.ListDestinations(key)
+		if err != nil {
+			return nil, nil, err
+		}
+		slices.SortFunc(dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
+		s.Servers[key] = VirtualServer{Service: svc, Dests: dests}
 	}
 	return s, missing, nil
 }
@@ -129,18 +140,59 @@ func staleChains(ipt iptables.Interface, table string, want []iptables.Chain) ([
 	return stale, nil
 }
 
-// Apply runs ops in order and stops at the first failure, which it
-// returns. Operations whose goal already holds (adding a member that is
-// there, removing one that is gone) count as done; a virtual or real server
-// that already exists is updated instead. It returns how many ops it ran.
-func Apply(k Kernel, ops []Op) (int, error) {
-	for i, o := range ops {
-		if err := applyOne(k, o); err != nil {
-			return i, fmt.Errorf("%s: %w", o, err)
-		}
-	}
-	return len(ops), nil
+// ApplyResult is what Apply did.
+type ApplyResult struct {
+	// Done lists the operations that took effect, in order (a compensating
+	// one included), for the caller's mirror of the kernel.
+	Done []Op
+	// Failed holds, per Service, the first failure and every operation of
+	// that Service that failed or was not run after it.
+	Failed map[types.NamespacedName]*Failure
 }
+
+// Failure is one Service's failed part of an Apply.
+type Failure struct {
+	Err error
+	Ops []Op
+}
+
+// Apply runs ops in order. A failure is confined to the Service it belongs
+// to (Op.Owner): that Service's later operations are not run (they depend
+// on the failed one: a real server on its virtual server, a virtual server
+// on its masquerade set members), and every other Service's operations go
+// ahead. Operations whose goal already holds (adding a member that is
+// there, removing one that is gone) count as done; a real server that
+// already exists is updated instead. A virtual server that exists but is
+// not recorded as kube-ipvs' is someone else's: adding it fails, and the
+// ownership record written just before is taken back.
+func Apply(k Kernel, ops []Op) ApplyResult {
+	res := ApplyResult{Done: make([]Op, 0, len(ops)), Failed: map[types.NamespacedName]*Failure{}}
+	for _, o := range ops {
+		if f := res.Failed[o.Owner]; f != nil {
+			f.Ops = append(f.Ops, o)
+			continue
+		}
+		err := applyOne(k, o)
+		if errors.Is(err, errForeign) {
+			undo := Op{Kind: OpDelEntry, Entry: ownedEntry(familyOf(o.Service.Key.Addr), o.Service.Key), Owner: o.Owner}
+			if uerr := applyOne(k, undo); uerr != nil {
+				err = errors.Join(err, uerr)
+			} else {
+				res.Done = append(res.Done, undo)
+			}
+		}
+		if err != nil {
+			res.Failed[o.Owner] = &Failure{Err: fmt.Errorf("%s: %w", o, err), Ops: []Op{o}}
+			continue
+		}
+		res.Done = append(res.Done, o)
+	}
+	return res
+}
+
+// errForeign marks adding a virtual server that exists without kube-ipvs'
+// record: someone else made it.
+var errForeign = errors.New("a virtual server not made by kube-ipvs holds this address and port; kube-ipvs leaves it alone")
 
 func applyOne(k Kernel, o Op) error {
 	switch o.Kind {
@@ -153,12 +205,9 @@ func applyOne(k Kernel, o Op) error {
 	case OpUnbindAddr:
 		return tolerate(k.Addrs.DelAddr(o.Addr), netif.ErrNotFound)
 	case OpAddService:
-		// The VIP is bound by now, so a virtual server already on it is ours
-		// (left from before kipvs0 lost the address): adopt it. Real servers
-		// it has beyond the plan go at the next full sync, which sees them.
 		err := k.IPVS.AddService(o.Service)
 		if errors.Is(err, ipvs.ErrExists) {
-			return k.IPVS.UpdateService(o.Service)
+			return fmt.Errorf("%w (%w)", errForeign, err)
 		}
 		return err
 	case OpUpdateService:

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	v1 "k8s.io/api/core/v1"
 
+	"github.com/kube-ipvs/kube-ipvs/conntrack"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 	"github.com/kube-ipvs/kube-ipvs/netif"
@@ -20,21 +21,22 @@ type fakeNode struct {
 	addrs  *netif.FakeAddrs
 	ipt    *iptables.Fake
 	sets   *iptables.FakeSets
+	ct     *conntrack.Fake
 	sysctl *netif.FakeSysctl
 }
 
 func newFakeNode() *fakeNode {
 	ipt, sets := iptables.NewFakeKernel()
-	seed := map[string]string{}
+	seed := map[string]string{sysctlOSRelease: "6.1.0-57-cloud-amd64", sysctlConnReuseMode: "1", sysctlBridgeNF: "1"}
 	for _, s := range Sysctls {
 		seed[s.Key] = "0"
 	}
 	return &fakeNode{ipvs: ipvs.NewFake(), addrs: netif.NewFakeAddrs(netif.DefaultLink), ipt: ipt, sets: sets,
-		sysctl: netif.NewFakeSysctl(seed)}
+		ct: conntrack.NewFake(), sysctl: netif.NewFakeSysctl(seed)}
 }
 
 func (n *fakeNode) kernel() Kernel {
-	return Kernel{IPVS: n.ipvs, Addrs: n.addrs, IPTables: n.ipt, Sets: n.sets}
+	return Kernel{IPVS: n.ipvs, Addrs: n.addrs, IPTables: n.ipt, Sets: n.sets, Conntrack: n.ct}
 }
 
 func (n *fakeNode) resetCalls() {
@@ -78,7 +80,7 @@ func testOptions() Options {
 // newTestProxier sets the fake node up and returns a proxier on it.
 func newTestProxier(t testing.TB, n *fakeNode, opts Options) *Proxier {
 	t.Helper()
-	if err := Setup(n.kernel(), n.sysctl); err != nil {
+	if err := Setup(zap.NewNop(), n.kernel(), n.sysctl); err != nil {
 		t.Fatalf("setup: %v", err)
 	}
 	return New(zap.NewNop(), n.kernel(), opts)

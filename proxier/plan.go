@@ -6,6 +6,9 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
@@ -37,6 +40,10 @@ type Op struct {
 	Dest    ipvs.Destination
 	Addr    netip.Addr
 	Entry   SetEntry
+	// Owner is the Service the operation is done for (from the Scope);
+	// when it fails, that Service's remaining operations wait for a retry
+	// and every other Service's go ahead.
+	Owner types.NamespacedName
 }
 
 // String renders the op as the command an operator would type.
@@ -49,6 +56,9 @@ func (o Op) String() string {
 		s := fmt.Sprintf("ipvsadm %s %s -s %s", flag, k, o.Service.Scheduler)
 		if o.Service.Persistent {
 			s += fmt.Sprintf(" -p %d", o.Service.Timeout)
+		}
+		if names := o.Service.Flags.Names(o.Service.Scheduler); len(names) > 0 {
+			s += " -b " + strings.Join(names, ",")
 		}
 		return s
 	}
@@ -78,26 +88,31 @@ func (o Op) String() string {
 }
 
 // Plan returns the operations that turn current into desired on the keys
-// the scope names (all keys when scope is nil), in apply order. It is a
-// pure diff: equal states give no operations, and the same inputs always
-// give the same list.
+// the scope names (all keys, attributed to no Service, when scope is nil),
+// in apply order, each with the Service the scope attributes its key to. It
+// is a pure diff: equal states give no operations, and the same inputs
+// always give the same list. Real servers are compared by configuration
+// (SameConfig), never by the connection counts the kernel reported.
 func Plan(desired, current *State, scope *Scope) []Op {
 	if scope == nil {
-		scope = fullScope(desired, current)
+		scope = NewScope()
+		scope.addState(desired)
+		scope.addState(current)
 	}
 	var byKind [OpDelEntry + 1][]Op
 	add := func(o Op) { byKind[o.Kind] = append(byKind[o.Kind], o) }
 	for _, k := range slices.SortedFunc(maps.Keys(scope.Servers), ipvs.ServiceKey.Compare) {
-		planServer(add, k, desired.Servers, current.Servers)
+		owner := scope.Servers[k]
+		planServer(func(o Op) { o.Owner = owner; add(o) }, k, desired.Servers, current.Servers)
 	}
 	for _, a := range slices.SortedFunc(maps.Keys(scope.Addrs), netip.Addr.Compare) {
 		_, want := desired.Addrs[a]
 		_, have := current.Addrs[a]
 		switch {
 		case want && !have:
-			add(Op{Kind: OpBindAddr, Addr: a})
+			add(Op{Kind: OpBindAddr, Addr: a, Owner: scope.Addrs[a]})
 		case have && !want:
-			add(Op{Kind: OpUnbindAddr, Addr: a})
+			add(Op{Kind: OpUnbindAddr, Addr: a, Owner: scope.Addrs[a]})
 		}
 	}
 	for _, e := range slices.SortedFunc(maps.Keys(scope.Entries), compareEntries) {
@@ -105,9 +120,9 @@ func Plan(desired, current *State, scope *Scope) []Op {
 		_, have := current.Entries[e]
 		switch {
 		case want && !have:
-			add(Op{Kind: OpAddEntry, Entry: e})
+			add(Op{Kind: OpAddEntry, Entry: e, Owner: scope.Entries[e]})
 		case have && !want:
-			add(Op{Kind: OpDelEntry, Entry: e})
+			add(Op{Kind: OpDelEntry, Entry: e, Owner: scope.Entries[e]})
 		}
 	}
 	n := 0
@@ -119,19 +134,6 @@ func Plan(desired, current *State, scope *Scope) []Op {
 		out = append(out, ops...)
 	}
 	return out
-}
-
-// fullScope names every key of either state.
-func fullScope(a, b *State) *Scope {
-	sc := NewScope()
-	for _, s := range []*State{a, b} {
-		for k := range s.Servers {
-			sc.Servers[k] = struct{}{}
-		}
-		maps.Copy(sc.Addrs, s.Addrs)
-		maps.Copy(sc.Entries, s.Entries)
-	}
-	return sc
 }
 
 // planServer diffs one virtual server and its real servers. Both lists of
@@ -171,7 +173,7 @@ func planServer(add func(Op), k ipvs.ServiceKey, desired, current map[ipvs.Servi
 			add(Op{Kind: OpDelDest, Service: ref, Dest: h[0]})
 			h = h[1:]
 		default:
-			if w[0] != h[0] {
+			if !w[0].SameConfig(h[0]) {
 				add(Op{Kind: OpUpdateDest, Service: ref, Dest: w[0]})
 			}
 			w, h = w[1:], h[1:]

@@ -7,6 +7,8 @@ package proxier
 import (
 	"fmt"
 	"maps"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,7 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 
+	"github.com/kube-ipvs/kube-ipvs/conntrack"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
+	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
 
 // Options is what the proxier is told at start.
@@ -30,29 +34,39 @@ type Options struct {
 	// left stays at weight 0 so its connections can finish; 0 deletes it at
 	// once.
 	DrainTimeout time.Duration
+	// RetryMin and RetryMax bound the per-Service retry delay after a
+	// failed operation, doubled at each failure; zero values are 1s and
+	// 30s.
+	RetryMin, RetryMax time.Duration
 	// Clock is the time source of drains and retries; nil is the real clock.
 	Clock clock.Clock
 }
 
 // Proxier holds the snapshot of the API objects and what was last applied.
-// Record methods may be called from any goroutine; Sync from one at a time.
+// Record methods may be called from any goroutine; Sync and the other
+// methods from one at a time.
 type Proxier struct {
 	log    *zap.Logger
 	kernel Kernel
 	opts   Options
 	rules  Rules
+	clock  clock.Clock
 
 	mu      sync.Mutex // guards pending and skipped
 	pending changes
 	skipped map[Reason]int
 
 	// Owned by Sync.
-	services map[types.NamespacedName]*v1.Service
-	bySvc    map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice
-	sliceSvc map[types.NamespacedName]types.NamespacedName
-	node     *v1.Node // this node; Build does not use it yet (topology, NodePort addresses will)
-	want     *desired
-	applied  *State // what the kernel holds, as far as we know; nil: read it back
+	services   map[types.NamespacedName]*v1.Service
+	bySvc      map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice
+	sliceSvc   map[types.NamespacedName]types.NamespacedName
+	node       *v1.Node // this node; Build does not use it yet (topology, NodePort addresses will)
+	want       *desired
+	applied    *State // what the kernel holds, as far as we know; nil: read it back
+	drainSince map[ipvs.ServiceKey]map[netip.AddrPort]time.Time
+	failures   map[types.NamespacedName]*retry
+	staleFlows []conntrack.Flow // UDP conntrack entries still to delete
+	flowErr    string           // the last conntrack error logged
 }
 
 // changes is what the event handlers recorded since the last sync. A nil
@@ -65,16 +79,29 @@ type changes struct {
 
 // New returns a proxier. It does nothing to the kernel.
 func New(log *zap.Logger, k Kernel, opts Options) *Proxier {
+	if opts.RetryMin <= 0 {
+		opts.RetryMin = time.Second
+	}
+	if opts.RetryMax < opts.RetryMin {
+		opts.RetryMax = max(30*time.Second, opts.RetryMin)
+	}
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
 	p := &Proxier{
-		log:      log,
-		kernel:   k,
-		opts:     opts,
-		rules:    BuildRules(opts.Rules),
-		skipped:  map[Reason]int{},
-		services: map[types.NamespacedName]*v1.Service{},
-		bySvc:    map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice{},
-		sliceSvc: map[types.NamespacedName]types.NamespacedName{},
-		want:     newDesired(),
+		log:        log,
+		kernel:     k,
+		opts:       opts,
+		rules:      BuildRules(opts.Rules),
+		clock:      clk,
+		skipped:    map[Reason]int{},
+		services:   map[types.NamespacedName]*v1.Service{},
+		bySvc:      map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice{},
+		sliceSvc:   map[types.NamespacedName]types.NamespacedName{},
+		want:       newDesired(opts.Build.Family),
+		drainSince: map[ipvs.ServiceKey]map[netip.AddrPort]time.Time{},
+		failures:   map[types.NamespacedName]*retry{},
 	}
 	p.pending = newChanges()
 	return p
@@ -128,21 +155,24 @@ func (p *Proxier) Skipped() map[Reason]int {
 // Sync brings the kernel in line with the recorded changes. A full sync
 // reads the kernel back, re-checks the rules and repairs any drift; an
 // incremental one works from what was last applied and touches only the
-// Services that changed, so with nothing changed it neither reads nor
-// writes the kernel. After a failure the next sync is full.
+// Services that changed (and those whose retry is due), so with nothing
+// changed it neither reads nor writes the kernel. A failed operation is
+// confined to its Service, which is retried with backoff (see RetryAt);
+// Sync returns an error only when the node as a whole could not be synced
+// (the kernel could not be read, the rules not written), and then the next
+// sync is full.
 func (p *Proxier) Sync(full bool) error {
 	sc := p.absorb(p.takeChanges())
 	if full || p.applied == nil {
 		return p.fullSync()
 	}
-	if sc.Empty() {
-		return nil
+	p.addRetries(sc, false)
+	if !sc.Empty() {
+		keys := slices.SortedFunc(maps.Keys(sc.Servers), ipvs.ServiceKey.Compare)
+		p.updateDrains(p.applied, keys, false, sc)
+		p.apply(Plan(p.want.state, p.applied, sc))
 	}
-	ops := Plan(p.want.state, p.applied, sc)
-	if err := p.apply(ops); err != nil {
-		return err
-	}
-	copyScoped(p.applied, p.want.state, sc)
+	p.deleteStaleFlows()
 	return nil
 }
 
@@ -223,7 +253,8 @@ func (p *Proxier) rebuild(name types.NamespacedName, sc *Scope) {
 	p.count(name, p.want.replace(name, f, sc))
 }
 
-// count logs and counts skipped input.
+// count counts and logs skipped input; normal input (Reason.Normal) is
+// only logged, at debug.
 func (p *Proxier) count(name types.NamespacedName, skips []Skip) {
 	if len(skips) == 0 {
 		return
@@ -231,9 +262,13 @@ func (p *Proxier) count(name types.NamespacedName, skips []Skip) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range skips {
+		fields := []zap.Field{zap.Stringer("service", name), zap.String("reason", string(s.Reason)), zap.String("detail", s.Detail)}
+		if s.Reason.Normal() {
+			p.log.Debug("not programmed", fields...)
+			continue
+		}
 		p.skipped[s.Reason]++
-		p.log.Warn("skipping bad input", zap.Stringer("service", name),
-			zap.String("reason", string(s.Reason)), zap.String("detail", s.Detail))
+		p.log.Warn("skipping bad input", fields...)
 	}
 }
 
@@ -243,22 +278,33 @@ func (p *Proxier) fullSync() error {
 	p.applied = nil
 	if !p.opts.DryRun {
 		// Someone may have deleted or downed kipvs0; without it no VIP is
-		// ours. Like `ip link add`, it writes only when something is missing.
+		// accepted. Like `ip link add`, it writes only when something is
+		// missing.
 		if err := p.kernel.Addrs.EnsureLink(); err != nil {
 			return fmt.Errorf("ensuring dummy interface: %w", err)
 		}
 	}
-	current, missing, err := ReadState(p.kernel, p.opts.Build.Family, p.rules.Sets)
+	adopt := func(k ipvs.ServiceKey) bool { _, ok := p.want.state.Servers[k]; return ok }
+	current, missing, err := ReadState(p.kernel, p.opts.Build.Family, p.rules.Sets, adopt)
 	if err != nil {
 		return fmt.Errorf("reading kernel state: %w", err)
 	}
 	if err := p.ensureRules(missing); err != nil {
 		return err
 	}
-	if err := p.apply(Plan(p.want.state, current, nil)); err != nil {
-		return err
+	keys := slices.Collect(maps.Keys(current.Servers))
+	for k := range p.drainSince {
+		if _, ok := current.Servers[k]; !ok {
+			keys = append(keys, k)
+		}
 	}
-	p.applied = p.want.state.Clone()
+	slices.SortFunc(keys, ipvs.ServiceKey.Compare)
+	p.updateDrains(current, keys, true, NewScope()) // every key is planned below
+	sc := p.want.fullScope(current)
+	p.addRetries(sc, true)
+	p.applied = current
+	p.apply(Plan(p.want.state, current, sc))
+	p.deleteStaleFlows()
 	return nil
 }
 
@@ -276,28 +322,69 @@ func (p *Proxier) ensureRules(missingSets []iptables.Set) error {
 	return nil
 }
 
-// apply runs or, in dry-run mode, logs the plan. On failure what was last
-// applied is forgotten, so the next sync reads the kernel back instead of
-// trusting a mirror that may be wrong.
-func (p *Proxier) apply(ops []Op) error {
+// apply runs or, in dry-run mode, logs the plan, and brings the mirror of
+// the kernel (p.applied) up to date with what took effect. Failures are
+// recorded per Service for retry (see retries.go).
+func (p *Proxier) apply(ops []Op) {
 	if p.opts.DryRun {
 		for _, o := range ops {
 			p.log.Info("dry-run", zap.Stringer("op", o))
 		}
-		return nil
+		p.applied.applyAll(ops)
+		p.settle(nil)
+		return
 	}
 	if p.log.Core().Enabled(zap.DebugLevel) {
 		for _, o := range ops {
 			p.log.Debug("apply", zap.Stringer("op", o))
 		}
 	}
-	n, err := Apply(p.kernel, ops)
-	if n > 0 {
-		p.log.Info("applied", zap.Int("ops", n))
+	res := Apply(p.kernel, ops)
+	if len(res.Done) > 0 {
+		p.log.Info("applied", zap.Int("ops", len(res.Done)))
 	}
+	p.applied.applyAll(res.Done)
+	p.staleFlows = append(p.staleFlows, conntrackFlows(res.Done)...)
+	p.settle(res.Failed)
+}
+
+// conntrackFlows are the UDP conntrack entries to delete after ops: those
+// of each removed UDP real server, and every entry of a removed UDP
+// virtual server.
+func conntrackFlows(done []Op) []conntrack.Flow {
+	var flows []conntrack.Flow
+	for _, o := range done {
+		k := o.Service.Key
+		if k.Proto != ipvs.UDP {
+			continue
+		}
+		switch o.Kind {
+		case OpDelDest:
+			flows = append(flows, conntrack.Flow{Service: k.AddrPort(), Endpoint: o.Dest.Addr})
+		case OpDelService:
+			flows = append(flows, conntrack.Flow{Service: k.AddrPort()})
+		}
+	}
+	return flows
+}
+
+// deleteStaleFlows deletes the UDP conntrack entries of removed real
+// servers, so a UDP client that keeps its source port is rescheduled at
+// its next packet instead of staying with a dead pod. On failure they are
+// kept and tried again at the next sync.
+func (p *Proxier) deleteStaleFlows() {
+	if len(p.staleFlows) == 0 || p.opts.DryRun || p.kernel.Conntrack == nil {
+		p.staleFlows = nil
+		return
+	}
+	n, err := p.kernel.Conntrack.DeleteUDP(p.staleFlows)
 	if err != nil {
-		p.applied = nil
-		return fmt.Errorf("applying plan: %w", err)
+		if err.Error() != p.flowErr {
+			p.log.Error("deleting stale UDP conntrack entries; will retry", zap.Int("flows", len(p.staleFlows)), zap.Error(err))
+			p.flowErr = err.Error()
+		}
+		return
 	}
-	return nil
+	p.log.Debug("deleted stale UDP conntrack entries", zap.Int("flows", len(p.staleFlows)), zap.Int("entries", n))
+	p.staleFlows, p.flowErr = nil, ""
 }

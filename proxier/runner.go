@@ -16,31 +16,55 @@ type RunnerConfig struct {
 	// FullInterval is the time between full syncs that read the kernel
 	// back and repair drift.
 	FullInterval time.Duration
-	// BackoffMin and BackoffMax bound the retry delay after a failure,
+	// BackoffMin and BackoffMax bound the retry delay after a failed sync,
 	// which doubles with each consecutive failure.
 	BackoffMin, BackoffMax time.Duration
 }
 
-// Runner calls a sync function when asked, never more often than
-// MinInterval, fully every FullInterval, and again with backoff after a
-// failure (that retry is always a full sync).
+// Syncer is what a Runner drives; *Proxier is one.
+type Syncer interface {
+	// Sync syncs fully or incrementally; an error means the node as a
+	// whole is not synced.
+	Sync(full bool) error
+	// RetryAt is when the syncer wants another sync although nothing
+	// changed (a Service's retry is due); zero for never.
+	RetryAt() time.Time
+}
+
+// SyncFunc adapts a function to a Syncer that never asks for a retry.
+type SyncFunc func(full bool) error
+
+// Sync calls f.
+func (f SyncFunc) Sync(full bool) error { return f(full) }
+
+// RetryAt is always zero.
+func (SyncFunc) RetryAt() time.Time { return time.Time{} }
+
+// Runner calls a Syncer when asked, never more often than MinInterval,
+// fully every FullInterval, when the Syncer's RetryAt comes, and again with
+// backoff after a failed sync (that retry is always a full sync, and
+// requests wait for it).
 type Runner struct {
 	log      *zap.Logger
 	clock    clock.Clock
 	cfg      RunnerConfig
-	sync     func(full bool) error
+	syncer   Syncer
 	requests chan struct{}
+	// idle, when set (by tests), is called each time Run has armed its
+	// timers and is about to wait, with the earliest time it waits for, so
+	// a test can move a fake clock exactly there without racing it.
+	idle func(next time.Time)
 }
 
 // NewRunner returns a runner; nothing runs until Run.
-func NewRunner(log *zap.Logger, clk clock.Clock, cfg RunnerConfig, sync func(full bool) error) *Runner {
+func NewRunner(log *zap.Logger, clk clock.Clock, cfg RunnerConfig, s Syncer) *Runner {
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = time.Second
 	}
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = cfg.BackoffMin
 	}
-	return &Runner{log: log, clock: clk, cfg: cfg, sync: sync, requests: make(chan struct{}, 1)}
+	return &Runner{log: log, clock: clk, cfg: cfg, syncer: s, requests: make(chan struct{}, 1)}
 }
 
 // Request asks for a sync soon. It never blocks; many requests before the
@@ -59,7 +83,9 @@ func (r *Runner) Run(ctx context.Context) {
 	var last time.Time
 	fullTimer := r.clock.NewTimer(r.cfg.FullInterval)
 	defer fullTimer.Stop()
-	var retry <-chan time.Time
+	fullAt := r.clock.Now().Add(r.cfg.FullInterval)
+	var retry, wake <-chan time.Time
+	var retryAt, wakeAt time.Time
 	for {
 		if due {
 			if !r.waitUntil(ctx, last.Add(r.cfg.MinInterval)) {
@@ -67,22 +93,27 @@ func (r *Runner) Run(ctx context.Context) {
 			}
 			r.drainRequests()
 			last = r.clock.Now()
-			err := r.sync(full)
+			err := r.syncer.Sync(full)
 			r.log.Debug("synced", zap.Bool("full", full), zap.Duration("took", r.clock.Since(last)), zap.Error(err))
-			due = false
+			due, wake, wakeAt = false, nil, time.Time{}
 			if err != nil {
 				failures++
 				delay := r.backoff(failures)
 				r.log.Error("sync failed, retrying with a full sync", zap.Error(err),
 					zap.Int("failures", failures), zap.Duration("retryIn", delay))
-				full, retry = true, r.clock.After(delay)
+				full, retry, retryAt = true, r.clock.After(delay), r.clock.Now().Add(delay)
 			} else {
 				if full {
 					fullTimer.Reset(r.cfg.FullInterval)
+					fullAt = r.clock.Now().Add(r.cfg.FullInterval)
 				}
-				failures, full, retry = 0, false, nil
+				failures, full, retry, retryAt = 0, false, nil, time.Time{}
+				if at := r.syncer.RetryAt(); !at.IsZero() {
+					wake, wakeAt = r.clock.After(max(at.Sub(r.clock.Now()), 0)), at
+				}
 			}
 		}
+		r.waiting(fullAt, retryAt, wakeAt)
 		select {
 		case <-ctx.Done():
 			return
@@ -91,10 +122,27 @@ func (r *Runner) Run(ctx context.Context) {
 			due = retry == nil
 		case <-retry:
 			due = true
+		case <-wake:
+			due = true
 		case <-fullTimer.C():
 			full, due = true, true
 		}
 	}
+}
+
+// waiting tells the test hook, if any, that Run is about to wait, and the
+// earliest of the deadlines it waits for (zero ones are not set).
+func (r *Runner) waiting(deadlines ...time.Time) {
+	if r.idle == nil {
+		return
+	}
+	var next time.Time
+	for _, d := range deadlines {
+		if !d.IsZero() && (next.IsZero() || d.Before(next)) {
+			next = d
+		}
+	}
+	r.idle(next)
 }
 
 // waitUntil sleeps until t or ctx is done; it reports whether to go on.
@@ -103,10 +151,12 @@ func (r *Runner) waitUntil(ctx context.Context, t time.Time) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
+	after := r.clock.After(d)
+	r.waiting(t)
 	select {
 	case <-ctx.Done():
 		return false
-	case <-r.clock.After(d):
+	case <-after:
 		return true
 	}
 }

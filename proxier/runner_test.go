@@ -3,6 +3,7 @@ package proxier
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,13 +12,24 @@ import (
 	testingclock "k8s.io/utils/clock/testing"
 )
 
-// runnerHarness runs a Runner on a fake clock and records its syncs.
+// runnerHarness runs a Runner on a fake clock and records its syncs. It
+// moves the clock only while the runner waits (its idle signal), so no
+// test depends on wall-clock timing.
 type runnerHarness struct {
 	clock *testingclock.FakeClock
 	start time.Time
 	r     *Runner
 	syncs chan syncCall
+	idle  chan time.Time // the runner waits, until this time
 	fail  atomic.Bool
+
+	mu      sync.Mutex
+	retryAt time.Time // what the syncer's RetryAt returns
+
+	// The runner is known to be waiting (its idle signal was read and
+	// nothing woke it since), until waitingUntil.
+	isWaiting    bool
+	waitingUntil time.Time
 }
 
 type syncCall struct {
@@ -25,41 +37,62 @@ type syncCall struct {
 	at   time.Duration // fake time since start
 }
 
+// harnessSyncer is the Syncer the harness drives the runner with.
+type harnessSyncer struct{ h *runnerHarness }
+
+func (s harnessSyncer) Sync(full bool) error {
+	s.h.syncs <- syncCall{full: full, at: s.h.clock.Since(s.h.start)}
+	if s.h.fail.Load() {
+		return errors.New("injected failure")
+	}
+	return nil
+}
+
+func (s harnessSyncer) RetryAt() time.Time {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	return s.h.retryAt
+}
+
 func newRunnerHarness(t *testing.T) *runnerHarness {
-	h := &runnerHarness{start: time.Unix(1_000_000, 0), syncs: make(chan syncCall, 100)}
+	h := &runnerHarness{start: time.Unix(1_000_000, 0), syncs: make(chan syncCall, 100), idle: make(chan time.Time)}
 	h.clock = testingclock.NewFakeClock(h.start)
 	cfg := RunnerConfig{MinInterval: time.Second, FullInterval: time.Minute, BackoffMin: 2 * time.Second, BackoffMax: 8 * time.Second}
-	h.r = NewRunner(zap.NewNop(), h.clock, cfg, func(full bool) error {
-		h.syncs <- syncCall{full: full, at: h.clock.Since(h.start)}
-		if h.fail.Load() {
-			return errors.New("injected failure")
-		}
-		return nil
-	})
+	h.r = NewRunner(zap.NewNop(), h.clock, cfg, harnessSyncer{h})
 	ctx, cancel := context.WithCancel(context.Background())
+	h.r.idle = func(next time.Time) {
+		select {
+		case h.idle <- next:
+		case <-ctx.Done():
+		}
+	}
 	done := make(chan struct{})
 	go func() { h.r.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return h
 }
 
-// next advances fake time in small steps until the runner syncs, for at
-// most limit of fake time; ok is false if it did not.
+// next waits until the runner waits, and returns the sync it made before,
+// if any; otherwise it moves fake time to what the runner waits for, as
+// long as that is at most limit of fake time ahead of now.
 func (h *runnerHarness) next(limit time.Duration) (syncCall, bool) {
-	const step = 100 * time.Millisecond
-	// The first wait is longer: it lets the runner, which may just have
-	// finished a sync, arm its timers before fake time moves.
-	wait := 50 * time.Millisecond
-	for elapsed := time.Duration(0); elapsed <= limit; elapsed += step {
+	end := h.clock.Now().Add(limit)
+	for {
+		if !h.isWaiting {
+			h.waitingUntil, h.isWaiting = <-h.idle, true
+		}
 		select {
 		case c := <-h.syncs:
 			return c, true
-		case <-time.After(wait):
+		default:
 		}
-		wait = 5 * time.Millisecond
-		h.clock.Step(step)
+		at := h.waitingUntil
+		if at.IsZero() || at.After(end) {
+			return syncCall{}, false
+		}
+		h.isWaiting = false
+		h.clock.SetTime(at)
 	}
-	return syncCall{}, false
 }
 
 func (h *runnerHarness) mustNext(t *testing.T, limit time.Duration) syncCall {
@@ -69,6 +102,24 @@ func (h *runnerHarness) mustNext(t *testing.T, limit time.Duration) syncCall {
 		t.Fatalf("no sync within %s of fake time", limit)
 	}
 	return c
+}
+
+func (h *runnerHarness) setRetryAt(after time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.retryAt = time.Time{}
+	if after > 0 {
+		h.retryAt = h.clock.Now().Add(after)
+	}
+}
+
+// request asks for a sync, which wakes the runner.
+func (h *runnerHarness) request() {
+	if !h.isWaiting {
+		h.waitingUntil, h.isWaiting = <-h.idle, true
+	}
+	h.isWaiting = false
+	h.r.Request()
 }
 
 func TestRunnerFirstSyncIsFullAndImmediate(t *testing.T) {
@@ -81,6 +132,7 @@ func TestRunnerFirstSyncIsFullAndImmediate(t *testing.T) {
 func TestRunnerCoalescesBurstsAndKeepsMinInterval(t *testing.T) {
 	h := newRunnerHarness(t)
 	first := h.mustNext(t, 0)
+	h.request()
 	for range 50 {
 		h.r.Request()
 	}
@@ -89,7 +141,7 @@ func TestRunnerCoalescesBurstsAndKeepsMinInterval(t *testing.T) {
 		t.Errorf("sync after burst = %+v, want incremental at least 1s after %+v", c, first)
 	}
 	if extra, ok := h.next(10 * time.Second); ok {
-		t.Errorf("50 requests made more than one sync: extra %+v", extra)
+		t.Errorf("51 requests made more than one sync: extra %+v", extra)
 	}
 }
 
@@ -110,15 +162,40 @@ func TestRunnerRetriesFailuresWithBackoffAsFullSyncs(t *testing.T) {
 		if i == 0 {
 			continue
 		}
-		gap := c.at - calls[i-1].at
-		if gap < wantGaps[i-1] || gap > wantGaps[i-1]+time.Second {
-			t.Errorf("retry %d came %s after the previous sync, want about %s", i, gap, wantGaps[i-1])
+		if gap := c.at - calls[i-1].at; gap != wantGaps[i-1] {
+			t.Errorf("retry %d came %s after the previous sync, want %s", i, gap, wantGaps[i-1])
 		}
 	}
-	// Requests during backoff do not bypass it; after success the pace is normal.
-	h.r.Request()
+	// After success the pace is normal.
+	h.request()
 	if c := h.mustNext(t, 5*time.Second); c.full {
 		t.Errorf("sync after recovery = %+v, want incremental", c)
+	}
+}
+
+func TestRunnerRequestsDuringBackoffWaitForTheRetry(t *testing.T) {
+	h := newRunnerHarness(t)
+	h.fail.Store(true)
+	failed := h.mustNext(t, 0)
+	h.fail.Store(false)
+	h.request()
+	c := h.mustNext(t, 20*time.Second)
+	if !c.full || c.at-failed.at != 2*time.Second {
+		t.Errorf("sync after a request during backoff = %+v, want the full retry 2s after %+v", c, failed)
+	}
+}
+
+func TestRunnerWakesWhenTheSyncerAsks(t *testing.T) {
+	h := newRunnerHarness(t)
+	h.setRetryAt(5 * time.Second)
+	first := h.mustNext(t, 0)
+	h.setRetryAt(0)
+	c := h.mustNext(t, 10*time.Second)
+	if c.full || c.at-first.at != 5*time.Second {
+		t.Errorf("sync the syncer asked for = %+v, want incremental 5s after %+v", c, first)
+	}
+	if extra, ok := h.next(20 * time.Second); ok {
+		t.Errorf("the runner woke again unasked: %+v", extra)
 	}
 }
 
@@ -126,7 +203,7 @@ func TestRunnerResyncsFullyEveryFullInterval(t *testing.T) {
 	h := newRunnerHarness(t)
 	h.mustNext(t, 0)
 	c := h.mustNext(t, 2*time.Minute)
-	if !c.full || c.at < time.Minute {
+	if !c.full || c.at != time.Minute {
 		t.Errorf("periodic sync = %+v, want full after 1m", c)
 	}
 }

@@ -3,7 +3,10 @@ package proxier
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
+	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/kube-ipvs/kube-ipvs/iptables"
@@ -26,41 +29,114 @@ var Sysctls = []Sysctl{
 	{"net/ipv4/ip_forward", "1", "the node forwards traffic to pods"},
 }
 
+// Keys Setup reads or writes besides Sysctls.
+const (
+	sysctlOSRelease     = "kernel/osrelease"
+	sysctlConnReuseMode = "net/ipv4/vs/conn_reuse_mode"
+	sysctlBridgeNF      = "net/bridge/bridge-nf-call-iptables"
+)
+
 // Setup prepares the node: the dummy interface exists and is up, and the
-// sysctls are set (written only where they differ). It is the explicit step
-// constructors leave out.
-func Setup(k Kernel, sc netif.Sysctl) error {
+// sysctls are set (written only where they differ). On kernels from 4.1 to
+// 5.8 it also sets net.ipv4.vs.conn_reuse_mode=0, as kube-proxy does: there
+// a client reusing a source port of a closed connection waits a second per
+// SYN (kubernetes#81775); 5.9 fixed that, and the value is left as it is.
+// It warns when bridged traffic bypasses iptables (br_netfilter). It is
+// the explicit step constructors leave out.
+func Setup(log *zap.Logger, k Kernel, sc netif.Sysctl) error {
 	if err := k.Addrs.EnsureLink(); err != nil {
 		return fmt.Errorf("creating dummy interface: %w", err)
 	}
 	for _, s := range Sysctls {
-		v, err := sc.Get(s.Key)
-		if err == nil && v == s.Value {
-			continue
+		if err := ensureSysctl(sc, s); err != nil {
+			return err
 		}
-		if err := sc.Set(s.Key, s.Value); err != nil {
-			return fmt.Errorf("setting sysctl %s=%s (%s): %w", s.Key, s.Value, s.Why, err)
-		}
+	}
+	if err := setConnReuseMode(log, sc); err != nil {
+		return err
+	}
+	if v, err := sc.Get(sysctlBridgeNF); err != nil || v != "1" {
+		log.Warn("net.bridge.bridge-nf-call-iptables is not 1 (or br_netfilter is not loaded): with a bridge CNI, "+
+			"a pod's reply to a pod on the same bridge skips netfilter and IPVS, and Service connections between "+
+			"pods of one node fail; `modprobe br_netfilter; sysctl -w net.bridge.bridge-nf-call-iptables=1` "+
+			"(not needed with a routed CNI)", zap.String("value", v), zap.NamedError("reading", err))
 	}
 	return nil
 }
 
-// Cleanup removes everything kube-ipvs made and nothing else: its virtual
-// servers (those on its VIPs), the dummy interface with the VIPs, its jump
-// rules, chains and ipsets. Missing pieces are fine; every other error is
-// returned, all of them at once, after trying the rest.
+func ensureSysctl(sc netif.Sysctl, s Sysctl) error {
+	v, err := sc.Get(s.Key)
+	if err == nil && v == s.Value {
+		return nil
+	}
+	if err := sc.Set(s.Key, s.Value); err != nil {
+		return fmt.Errorf("setting sysctl %s=%s (%s): %w", s.Key, s.Value, s.Why, err)
+	}
+	return nil
+}
+
+// setConnReuseMode handles net.ipv4.vs.conn_reuse_mode by kernel version,
+// logging what it did either way.
+func setConnReuseMode(log *zap.Logger, sc netif.Sysctl) error {
+	release, err := sc.Get(sysctlOSRelease)
+	major, minor, ok := kernelVersion(release)
+	switch {
+	case err != nil || !ok:
+		log.Warn("cannot read the kernel version; net.ipv4.vs.conn_reuse_mode left as it is",
+			zap.String("release", release), zap.NamedError("reading", err))
+	case major < 4 || (major == 4 && minor < 1):
+		log.Error("net.ipv4.vs.conn_reuse_mode needs Linux 4.1 or later; left as it is: "+
+			"a client reusing a port may wait a second per connection", zap.String("kernel", release))
+	case major > 5 || (major == 5 && minor >= 9):
+		log.Info("net.ipv4.vs.conn_reuse_mode left as it is: this kernel (5.9 or later) reuses ports without delay",
+			zap.String("kernel", release))
+	default:
+		s := Sysctl{sysctlConnReuseMode, "0", "kernels before 5.9 delay a reused client port by a second (kubernetes#81775)"}
+		if err := ensureSysctl(sc, s); err != nil {
+			return err
+		}
+		log.Info("net.ipv4.vs.conn_reuse_mode set to 0: kernels before 5.9 delay a reused client port by a second",
+			zap.String("kernel", release))
+	}
+	return nil
+}
+
+// kernelVersion reads major and minor from a release such as
+// "6.1.0-57-cloud-amd64" or "5.4.17".
+func kernelVersion(release string) (major, minor int, ok bool) {
+	parts := strings.SplitN(strings.TrimSpace(release), ".", 3)
+	if len(parts) < 2 {
+		return 0, 0, false
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minorDigits := strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' })
+	minor, err2 := strconv.Atoi(minorDigits)
+	return major, minor, err1 == nil && err2 == nil
+}
+
+// Cleanup removes everything kube-ipvs made and nothing else: the virtual
+// servers its SetOwned record names, the dummy interface with the VIPs,
+// its jump rules, chains and ipsets. A virtual server made by anyone else,
+// on any address, stays. Missing pieces are fine; every other error is
+// returned, all of them at once, after trying the rest. When a virtual
+// server cannot be deleted the record is kept, so a later cleanup still
+// knows it.
 func Cleanup(k Kernel, r Rules, family v1.IPFamily) error {
 	var errs []error
-	keep := func(err error, notFound error) {
+	keep := func(err error, notFound error) bool {
 		if err != nil && !errors.Is(err, notFound) {
 			errs = append(errs, err)
+			return false
 		}
+		return true
 	}
-	if cur, _, err := ReadState(k, family, nil); err != nil {
+	recordDone := true
+	if cur, _, err := ReadState(k, family, r.Sets, nil); err != nil {
 		errs = append(errs, err)
+		recordDone = false
 	} else {
 		for key := range cur.Servers {
-			keep(k.IPVS.DeleteService(key), ipvs.ErrNotFound)
+			recordDone = keep(k.IPVS.DeleteService(key), ipvs.ErrNotFound) && recordDone
 		}
 	}
 	keep(k.Addrs.DeleteLink(), netif.ErrNotFound)
@@ -73,6 +149,9 @@ func Cleanup(k Kernel, r Rules, family v1.IPFamily) error {
 		}
 	}
 	for _, s := range r.Sets {
+		if s.Name == setName(SetOwned, family) && !recordDone {
+			continue
+		}
 		keep(k.Sets.DestroySet(s.Name), iptables.ErrNotFound)
 	}
 	return errors.Join(errs...)

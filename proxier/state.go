@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
@@ -27,8 +29,9 @@ type SetEntry struct {
 func (e SetEntry) String() string { return e.Set + " " + e.Entry.String() }
 
 // State is what kube-ipvs wants the kernel to hold, or what it found there,
-// restricted to what kube-ipvs owns: virtual servers on bound VIPs, the VIPs
-// bound on its dummy interface, and the members of its ipsets.
+// restricted to what kube-ipvs owns: the virtual servers recorded in its
+// SetOwned ipset, the VIPs bound on its dummy interface, and the members of
+// its ipsets (SetOwned's included).
 type State struct {
 	Servers map[ipvs.ServiceKey]VirtualServer
 	Addrs   map[netip.Addr]struct{}
@@ -81,19 +84,23 @@ func (s *State) Dump() string {
 	return b.String()
 }
 
-// Scope names the parts of a State a plan looks at. A nil *Scope means all.
+// Scope names the parts of a State a plan looks at, each with the Service
+// it is attributed to: the one whose change brought it in, or the one that
+// owns it. Failures of the operations on a key are that Service's. The
+// zero name means no Service (something left in the kernel that nothing
+// claims).
 type Scope struct {
-	Servers map[ipvs.ServiceKey]struct{}
-	Addrs   map[netip.Addr]struct{}
-	Entries map[SetEntry]struct{}
+	Servers map[ipvs.ServiceKey]types.NamespacedName
+	Addrs   map[netip.Addr]types.NamespacedName
+	Entries map[SetEntry]types.NamespacedName
 }
 
 // NewScope returns an empty scope.
 func NewScope() *Scope {
 	return &Scope{
-		Servers: map[ipvs.ServiceKey]struct{}{},
-		Addrs:   map[netip.Addr]struct{}{},
-		Entries: map[SetEntry]struct{}{},
+		Servers: map[ipvs.ServiceKey]types.NamespacedName{},
+		Addrs:   map[netip.Addr]types.NamespacedName{},
+		Entries: map[SetEntry]types.NamespacedName{},
 	}
 }
 
@@ -102,41 +109,112 @@ func (sc *Scope) Empty() bool {
 	return len(sc.Servers) == 0 && len(sc.Addrs) == 0 && len(sc.Entries) == 0
 }
 
-// AddFragment puts everything a fragment touches into the scope.
-func (sc *Scope) AddFragment(f *Fragment) {
+// AddFragment puts everything a fragment touches into the scope, for name
+// (keys already in the scope keep their Service).
+func (sc *Scope) AddFragment(name types.NamespacedName, f *Fragment) {
 	if f == nil {
 		return
 	}
-	for _, vs := range f.Servers {
-		sc.Servers[vs.Service.Key] = struct{}{}
-		sc.Addrs[vs.Service.Key.Addr] = struct{}{}
+	for _, p := range f.Servers {
+		addOnce(sc.Servers, p.Service.Key, name)
+		for _, e := range p.Entries {
+			addOnce(sc.Entries, e, name)
+		}
+	}
+	for _, a := range f.Addrs {
+		addOnce(sc.Addrs, a, name)
 	}
 	for _, e := range f.Entries {
-		sc.Entries[e] = struct{}{}
+		addOnce(sc.Entries, e, name)
 	}
 }
 
-// copyScoped makes dst equal to src on the keys the scope names.
-func copyScoped(dst, src *State, sc *Scope) {
-	for k := range sc.Servers {
-		if vs, ok := src.Servers[k]; ok {
-			dst.Servers[k] = vs
-		} else {
-			delete(dst.Servers, k)
+// Merge adds o's keys to sc (keys already in sc keep their Service).
+func (sc *Scope) Merge(o *Scope) {
+	for k, n := range o.Servers {
+		addOnce(sc.Servers, k, n)
+	}
+	for a, n := range o.Addrs {
+		addOnce(sc.Addrs, a, n)
+	}
+	for e, n := range o.Entries {
+		addOnce(sc.Entries, e, n)
+	}
+}
+
+func addOnce[K comparable](m map[K]types.NamespacedName, k K, name types.NamespacedName) {
+	if _, ok := m[k]; !ok {
+		m[k] = name
+	}
+}
+
+// addState puts every key of s into the scope with no Service, unless it
+// is there already.
+func (sc *Scope) addState(s *State) {
+	var none types.NamespacedName
+	for k := range s.Servers {
+		addOnce(sc.Servers, k, none)
+	}
+	for a := range s.Addrs {
+		addOnce(sc.Addrs, a, none)
+	}
+	for e := range s.Entries {
+		addOnce(sc.Entries, e, none)
+	}
+}
+
+// applyAll changes s as ops (in apply order) change the kernel, so that s
+// stays an exact mirror of what the kernel holds when it is fed every
+// operation that succeeded. Real-server operations are merged once per
+// virtual server. Dest slices are never modified in place (a State shares
+// them with others): a changed virtual server gets a new slice.
+func (s *State) applyAll(ops []Op) {
+	dests := map[ipvs.ServiceKey][]Op{}
+	for _, o := range ops {
+		k := o.Service.Key
+		switch o.Kind {
+		case OpAddEntry:
+			s.Entries[o.Entry] = struct{}{}
+		case OpDelEntry:
+			delete(s.Entries, o.Entry)
+		case OpBindAddr:
+			s.Addrs[o.Addr] = struct{}{}
+		case OpUnbindAddr:
+			delete(s.Addrs, o.Addr)
+		case OpAddService, OpUpdateService:
+			vs := s.Servers[k]
+			vs.Service = o.Service
+			s.Servers[k] = vs
+		case OpDelService:
+			delete(s.Servers, k)
+			delete(dests, k)
+		case OpAddDest, OpUpdateDest, OpDelDest:
+			dests[k] = append(dests[k], o)
 		}
 	}
-	for a := range sc.Addrs {
-		if _, ok := src.Addrs[a]; ok {
-			dst.Addrs[a] = struct{}{}
-		} else {
-			delete(dst.Addrs, a)
+	for k, ops := range dests {
+		if vs, ok := s.Servers[k]; ok {
+			vs.Dests = mergeDests(vs.Dests, ops)
+			s.Servers[k] = vs
 		}
 	}
-	for e := range sc.Entries {
-		if _, ok := src.Entries[e]; ok {
-			dst.Entries[e] = struct{}{}
+}
+
+// mergeDests returns a new sorted list: dests with ops' real servers added,
+// updated or removed.
+func mergeDests(dests []ipvs.Destination, ops []Op) []ipvs.Destination {
+	byAddr := make(map[netip.AddrPort]ipvs.Destination, len(dests)+len(ops))
+	for _, d := range dests {
+		byAddr[d.Addr] = d
+	}
+	for _, o := range ops {
+		if o.Kind == OpDelDest {
+			delete(byAddr, o.Dest.Addr)
 		} else {
-			delete(dst.Entries, e)
+			byAddr[o.Dest.Addr] = o.Dest
 		}
 	}
+	out := slices.Collect(maps.Values(byAddr))
+	slices.SortFunc(out, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
+	return out
 }

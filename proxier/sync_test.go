@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
@@ -45,43 +46,54 @@ func TestFirstSyncProgramsEverything(t *testing.T) {
 :INPUT ACCEPT
 :FORWARD ACCEPT
 :OUTPUT ACCEPT
-:KUBE-IPVS-FILTER -
--A INPUT -m comment --comment "kube-ipvs VIP filter" -j KUBE-IPVS-FILTER
--A KUBE-IPVS-FILTER -m set --match-set KUBE-IPVS-CLUSTER-IP dst,dst -j RETURN
--A KUBE-IPVS-FILTER -p icmp -j RETURN
--A KUBE-IPVS-FILTER -m set --match-set KUBE-IPVS-VIP dst -m conntrack --ctstate NEW -j REJECT --reject-with icmp-port-unreachable
+:KIPVS-FILTER -
+:KIPVS-FORWARD -
+-A INPUT -m comment --comment "kube-ipvs VIP filter" -j KIPVS-FILTER
+-A FORWARD -m comment --comment "kube-ipvs forwarding" -j KIPVS-FORWARD
+-A KIPVS-FILTER -m set --match-set KIPVS-CLUSTER-IP dst,dst -j RETURN
+-A KIPVS-FILTER -p icmp -j RETURN
+-A KIPVS-FILTER -m set --match-set KIPVS-VIP dst -m conntrack --ctstate NEW -j REJECT --reject-with icmp-port-unreachable
+-A KIPVS-FORWARD -m comment --comment "kube-ipvs masqueraded traffic" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A KIPVS-FORWARD -m comment --comment "kube-ipvs replies and related traffic" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 COMMIT
 *nat
 :PREROUTING ACCEPT
 :INPUT ACCEPT
 :OUTPUT ACCEPT
 :POSTROUTING ACCEPT
-:KUBE-IPVS-MARK-MASQ -
-:KUBE-IPVS-POSTROUTING -
-:KUBE-IPVS-SERVICES -
--A PREROUTING -m comment --comment "kube-ipvs service portals" -j KUBE-IPVS-SERVICES
--A OUTPUT -m comment --comment "kube-ipvs service portals" -j KUBE-IPVS-SERVICES
--A POSTROUTING -m comment --comment "kube-ipvs postrouting" -j KUBE-IPVS-POSTROUTING
--A KUBE-IPVS-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
--A KUBE-IPVS-POSTROUTING -m set --match-set KUBE-IPVS-LOOP-BACK dst,dst,src -j MASQUERADE
--A KUBE-IPVS-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
--A KUBE-IPVS-POSTROUTING -j MARK --set-xmark 0x4000/0x0
--A KUBE-IPVS-POSTROUTING -j MASQUERADE --random-fully
--A KUBE-IPVS-SERVICES -m set ! --match-set KUBE-IPVS-CLUSTER-IP dst,dst -j RETURN
--A KUBE-IPVS-SERVICES -s 10.244.0.0/16 -j RETURN
--A KUBE-IPVS-SERVICES -j KUBE-IPVS-MARK-MASQ
+:KIPVS-MARK-MASQ -
+:KIPVS-POSTROUTING -
+:KIPVS-SERVICES -
+-A PREROUTING -m comment --comment "kube-ipvs service portals" -j KIPVS-SERVICES
+-A OUTPUT -m comment --comment "kube-ipvs service portals" -j KIPVS-SERVICES
+-A POSTROUTING -m comment --comment "kube-ipvs postrouting" -j KIPVS-POSTROUTING
+-A KIPVS-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KIPVS-POSTROUTING -m set --match-set KIPVS-LOOP-BACK dst,dst,src -j MASQUERADE
+-A KIPVS-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KIPVS-POSTROUTING -j MARK --set-xmark 0x4000/0x0
+-A KIPVS-POSTROUTING -j MASQUERADE --random-fully
+-A KIPVS-SERVICES -m set ! --match-set KIPVS-CLUSTER-IP dst,dst -j RETURN
+-A KIPVS-SERVICES -s 10.244.0.0/16 -j ACCEPT
+-A KIPVS-SERVICES -j KIPVS-MARK-MASQ
+-A KIPVS-SERVICES -j ACCEPT
 COMMIT
 `)
-	checkDump(t, "ipsets", n.sets.Dump(), `create KUBE-IPVS-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536
-add KUBE-IPVS-CLUSTER-IP 10.96.0.10,tcp:80
-add KUBE-IPVS-CLUSTER-IP 10.96.0.53,udp:53
-create KUBE-IPVS-LOOP-BACK hash:ip,port,ip family inet hashsize 1024 maxelem 65536
-add KUBE-IPVS-LOOP-BACK 10.244.1.1,tcp:8080,10.244.1.1
-create KUBE-IPVS-VIP hash:ip family inet hashsize 1024 maxelem 65536
-add KUBE-IPVS-VIP 10.96.0.10
-add KUBE-IPVS-VIP 10.96.0.53
+	checkDump(t, "ipsets", n.sets.Dump(), `create KIPVS-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536
+add KIPVS-CLUSTER-IP 10.96.0.10,tcp:80
+add KIPVS-CLUSTER-IP 10.96.0.53,udp:53
+create KIPVS-LOOP-BACK hash:ip,port,ip family inet hashsize 1024 maxelem 65536
+add KIPVS-LOOP-BACK 10.244.1.1,tcp:8080,10.244.1.1
+create KIPVS-OWNED hash:ip,port family inet hashsize 1024 maxelem 65536
+add KIPVS-OWNED 10.96.0.10,tcp:80
+add KIPVS-OWNED 10.96.0.53,udp:53
+create KIPVS-VIP hash:ip family inet hashsize 1024 maxelem 65536
+add KIPVS-VIP 10.96.0.10
+add KIPVS-VIP 10.96.0.53
 `)
-	checkDump(t, "sysctl", n.sysctl.Dump(), `net/ipv4/ip_forward = 1
+	checkDump(t, "sysctl", n.sysctl.Dump(), `kernel/osrelease = 6.1.0-57-cloud-amd64
+net/bridge/bridge-nf-call-iptables = 1
+net/ipv4/ip_forward = 1
+net/ipv4/vs/conn_reuse_mode = 1
 net/ipv4/vs/conntrack = 1
 net/ipv4/vs/expire_nodest_conn = 1
 net/ipv4/vs/expire_quiescent_template = 1
@@ -146,8 +158,9 @@ func TestPlanAddsBeforeItRemoves(t *testing.T) {
 		got = append(got, o.String())
 	}
 	want := []string{
-		"ipset add KUBE-IPVS-CLUSTER-IP 10.96.0.99,tcp:80",
-		"ipset add KUBE-IPVS-VIP 10.96.0.99",
+		"ipset add KIPVS-CLUSTER-IP 10.96.0.99,tcp:80",
+		"ipset add KIPVS-OWNED 10.96.0.99,tcp:80", // the ownership record, before the virtual server
+		"ipset add KIPVS-VIP 10.96.0.99",
 		"ip addr add 10.96.0.99/32",
 		"ipvsadm -A -t 10.96.0.99:80 -s rr",
 		"ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1",
@@ -237,50 +250,58 @@ func TestFullResyncRepairsDrift(t *testing.T) {
 	}
 	mustSync(t, p, true)
 	checkDump(t, "ipvs", n.ipvsDump(), webAndDNSIPVS)
-	if !strings.Contains(n.ipt.Dump(), "-A KUBE-IPVS-POSTROUTING -j MASQUERADE --random-fully\n") {
+	if !strings.Contains(n.ipt.Dump(), "-A KIPVS-POSTROUTING -j MASQUERADE --random-fully\n") {
 		t.Errorf("rule not restored:\n%s", n.ipt.Dump())
 	}
 }
 
 func TestFailedOperationIsRetriedAndNeverLosesLiveServers(t *testing.T) {
 	n := newFakeNode()
-	p := newTestProxier(t, n, testOptions())
+	opts, clk := clocked(testOptions())
+	p := newTestProxier(t, n, opts)
 	webAndDNS(p)
 	mustSync(t, p, false)
 
 	boom := errors.New("netlink: interrupted")
 	n.ipvs.FailOn(ipvs.MethodAddDestination, key("10.96.0.10", ipvs.TCP, 80), boom)
 	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1", onNode(testNode)), ep("10.244.2.1"), ep("10.244.2.2"))))
-	if err := p.Sync(false); !errors.Is(err, boom) {
-		t.Fatalf("sync error = %v, want %v", err, boom)
+	mustSync(t, p, false) // the node as a whole is synced; web is retried
+	if f := p.Failures()[nameOf(ns, "web")]; !errors.Is(f.Err, boom) || f.Attempts != 1 {
+		t.Fatalf("failures = %v, want web failing once with %v", p.Failures(), boom)
+	}
+	if at := p.RetryAt(); !at.Equal(clk.Now().Add(time.Second)) {
+		t.Errorf("RetryAt = %v, want 1s from now", at)
 	}
 	n.ipvs.FailOn(ipvs.MethodAddDestination, key("10.96.0.10", ipvs.TCP, 80), nil)
-	// The runner retries with a full sync; the change is not lost and
-	// nothing live was removed meanwhile.
-	mustSync(t, p, true)
+	// Not due yet: an incremental sync leaves web alone.
+	mustSync(t, p, false)
+	if strings.Contains(n.ipvs.Dump(), "10.244.2.2") {
+		t.Fatal("retried before its backoff")
+	}
+	clk.Step(time.Second)
+	mustSync(t, p, false)
 	checkDump(t, "ipvs", n.ipvsDump(), strings.Replace(webAndDNSIPVS,
 		"-a -t 10.96.0.10:80 -r 10.244.2.1:8080 -m -w 1\n",
 		"-a -t 10.96.0.10:80 -r 10.244.2.1:8080 -m -w 1\n-a -t 10.96.0.10:80 -r 10.244.2.2:8080 -m -w 1\n", 1))
+	if len(p.Failures()) != 0 || !p.RetryAt().IsZero() {
+		t.Errorf("after the retry: failures %v, RetryAt %v", p.Failures(), p.RetryAt())
+	}
 }
 
-func TestFailureForcesTheNextSyncToReadTheKernel(t *testing.T) {
+func TestUnreadableKernelFailsTheSyncAndTheNextOneIsFull(t *testing.T) {
 	n := newFakeNode()
 	p := newTestProxier(t, n, testOptions())
 	webAndDNS(p)
 	mustSync(t, p, false)
-	n.ipvs.FailOn(ipvs.MethodDeleteDestination, ipvs.ServiceKey{}, errors.New("boom"))
-	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1", onNode(testNode)))))
-	if err := p.Sync(false); err == nil {
-		t.Fatal("sync succeeded despite the failure")
+	n.ipvs.FailOn(ipvs.MethodListServices, ipvs.ServiceKey{}, errors.New("boom"))
+	if err := p.Sync(true); err == nil {
+		t.Fatal("sync succeeded although the kernel could not be read")
 	}
-	n.ipvs.FailOn(ipvs.MethodDeleteDestination, ipvs.ServiceKey{}, nil)
+	n.ipvs.FailOn(ipvs.MethodListServices, ipvs.ServiceKey{}, nil)
 	n.resetCalls()
 	mustSync(t, p, false) // even when asked for an incremental sync
 	if n.ipvs.Calls()[ipvs.MethodListServices] != 1 {
 		t.Errorf("sync after a failure did not read the kernel back: %v", n.callLog())
-	}
-	if strings.Contains(n.ipvs.Dump(), "10.244.2.1") {
-		t.Errorf("removal not retried:\n%s", n.ipvs.Dump())
 	}
 }
 
@@ -309,9 +330,12 @@ func TestBadInputIsCounted(t *testing.T) {
 	orphan := slice(ns, "orphan", "x")
 	delete(orphan.Labels, discovery.LabelServiceName)
 	p.OnSlice(orphan)
-	p.OnSlice(slice(ns, "web-2", "web", withEndpoints(ep("10.244.1.1"))))
+	// The same endpoint in two slices is normal (the EndpointSlice
+	// controller moving it); twice in one slice is not.
+	p.OnSlice(slice(ns, "web-2", "web", withEndpoints(ep("10.244.1.1"), ep("10.244.1.2"), ep("10.244.1.2"))))
+	p.OnSlice(slice(ns, "web-v6", "web", withAddressType(discovery.AddressTypeIPv6), withEndpoints(ep("fd00::1"))))
 	mustSync(t, p, false)
-	want := map[Reason]int{ReasonNilAffinityConfig: 1, ReasonSliceWithoutService: 1, ReasonDuplicateEndpoint: 1}
+	want := map[Reason]int{ReasonNilAffinityConfig: 1, ReasonSliceWithoutService: 1, ReasonDuplicateInSlice: 1}
 	if got := p.Skipped(); !maps.Equal(got, want) {
 		t.Errorf("skipped = %v, want %v", got, want)
 	}
@@ -385,17 +409,19 @@ func TestServicesChainWithoutClusterCIDR(t *testing.T) {
 			name: "cluster CIDR: traffic from outside it is masqueraded",
 			cfg:  testOptions().Rules,
 			want: [][]string{
-				{"-m", "set", "!", "--match-set", "KUBE-IPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
-				{"-s", "10.244.0.0/16", "-j", "RETURN"},
-				{"-j", "KUBE-IPVS-MARK-MASQ"},
+				{"-m", "set", "!", "--match-set", "KIPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
+				{"-s", "10.244.0.0/16", "-j", "ACCEPT"},
+				{"-j", "KIPVS-MARK-MASQ"},
+				{"-j", "ACCEPT"},
 			},
 		},
 		{
 			name: "no cluster CIDR: what the node sends from a VIP is masqueraded",
 			cfg:  RuleConfig{Family: v1.IPv4Protocol, MasqueradeBit: 14},
 			want: [][]string{
-				{"-m", "set", "!", "--match-set", "KUBE-IPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
-				{"-m", "set", "--match-set", "KUBE-IPVS-VIP", "src", "-j", "KUBE-IPVS-MARK-MASQ"},
+				{"-m", "set", "!", "--match-set", "KIPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
+				{"-m", "set", "--match-set", "KIPVS-VIP", "src", "-j", "KIPVS-MARK-MASQ"},
+				{"-j", "ACCEPT"},
 			},
 		},
 		{
@@ -403,8 +429,9 @@ func TestServicesChainWithoutClusterCIDR(t *testing.T) {
 			cfg: RuleConfig{Family: v1.IPv4Protocol, MasqueradeBit: 14, MasqueradeAll: true,
 				ClusterCIDRs: testOptions().Rules.ClusterCIDRs},
 			want: [][]string{
-				{"-m", "set", "!", "--match-set", "KUBE-IPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
-				{"-j", "KUBE-IPVS-MARK-MASQ"},
+				{"-m", "set", "!", "--match-set", "KIPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
+				{"-j", "KIPVS-MARK-MASQ"},
+				{"-j", "ACCEPT"},
 			},
 		},
 	}
