@@ -35,11 +35,28 @@
 //
 // nodeName (default "", flag --node-name): the name of this node's Node
 // object. When empty, $NODE_NAME is used (the DaemonSet sets it from the
-// downward API, spec.nodeName), then the hostname, lower-cased as the kubelet
-// does. It must be a valid Node name (an RFC 1123 subdomain).
+// downward API, spec.nodeName), then the hostname. Whichever is used is
+// trimmed and lower-cased, as kube-proxy does (NormalizeNodeName), and must
+// then be a valid Node name (an RFC 1123 subdomain).
 //
 // kubeconfig (default "", flag --kubeconfig): path of a kubeconfig file to
-// reach the API server. Empty means the in-cluster service account.
+// reach the API server. Empty means the pod's ServiceAccount: the token and
+// CA in /var/run/secrets/kubernetes.io/serviceaccount/, as client-go's
+// in-cluster config reads them. A path that does not exist stops start-up
+// with an error naming it. deploy/ sets it to
+// /var/lib/kube-proxy/kubeconfig.conf, the key kubeconfig.conf of kubeadm's
+// ConfigMap kube-system/kube-proxy, which names the control-plane endpoint
+// and the pod's ServiceAccount token.
+//
+// apiServer (default "", flag --api-server): the apiserver's URL,
+// "https://192.0.2.10:6443", like kube-proxy's --master. It replaces the
+// server of whatever credentials are used: the kubeconfig file if set, else
+// the pod's ServiceAccount. Set it where kube-ipvs is the only proxy and no
+// kubeconfig names the apiserver: with both empty, the in-cluster config
+// dials the kubernetes Service's ClusterIP ($KUBERNETES_SERVICE_HOST), which
+// works only while another proxy serves it (a warning says so at start-up).
+// It must be an https (or http) URL with a host and no credentials, query or
+// fragment.
 //
 // serviceProxyName (default "", flag --service-proxy-name): kube-ipvs serves
 // only the Services (and their EndpointSlices) labelled
@@ -55,6 +72,9 @@
 // and IPv6 zones are refused. Bits set beyond the prefix length
 // ("10.244.1.0/16") are accepted and cleared, with a warning (see
 // Configuration.Warnings); the parsed list is Configuration.ClusterCIDRs.
+// The agent serves IPv4 only today: a clusterCIDR with no IPv4 prefix is
+// warned about at start-up, and IPv4 Services are then treated as with no
+// clusterCIDR (only what the node sends from a ClusterIP is masqueraded).
 //
 // masqueradeAll (default false, flag --masquerade-all): masquerade every
 // packet to a Service, whatever its source.
@@ -80,6 +100,13 @@
 // connection timeouts, like `ipvsadm --set TCP TCPFIN UDP`. 0 leaves the
 // kernel's value. Whole seconds, from 0 to MaxIPVSTimeout (the kernel refuses
 // more than INT_MAX/HZ seconds).
+//
+// ipvs.drainTimeout (default "15m"): a TCP or SCTP real server whose
+// endpoint left the Service stays at weight 0 until its ActiveConn and
+// InActConn reach 0 (checked at each full resync) or this long has passed;
+// UDP real servers are deleted at once and their conntrack entries removed.
+// 0 means no drain: delete at once. Must be 0 or greater; need not be whole
+// seconds.
 //
 // logging.level (default "info", flag --log-level): debug, info, warn or
 // error.

@@ -105,9 +105,9 @@ func TestMarshalRoundTrip(t *testing.T) {
 
 func TestLeafPaths(t *testing.T) {
 	want := []string{
-		"apiVersion", "kind", "mode", "nodeName", "kubeconfig", "serviceProxyName", "clusterCIDR",
+		"apiVersion", "kind", "mode", "nodeName", "kubeconfig", "apiServer", "serviceProxyName", "clusterCIDR",
 		"masqueradeAll", "masqueradeBit", "ipvs.scheduler", "ipvs.syncPeriod", "ipvs.minSyncPeriod",
-		"ipvs.tcpTimeout", "ipvs.tcpFinTimeout", "ipvs.udpTimeout", "logging.level", "logging.format",
+		"ipvs.tcpTimeout", "ipvs.tcpFinTimeout", "ipvs.udpTimeout", "ipvs.drainTimeout", "logging.level", "logging.format",
 	}
 	if got := allPaths(); !reflect.DeepEqual(got, want) {
 		t.Errorf("paths = %q, want %q", got, want)

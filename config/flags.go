@@ -31,6 +31,7 @@ type override struct {
 //
 //	--config              path of the configuration file (default: none, built-in defaults)
 //	--kubeconfig          kubeconfig
+//	--api-server          apiServer
 //	--mode                mode
 //	--node-name           nodeName
 //	--cluster-cidr        clusterCIDR
@@ -50,7 +51,9 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 		"remove every IPVS virtual server, address, interface, iptables chain and ipset kube-ipvs made on this node, then exit")
 
 	bind(f, fs.StringVar, "kubeconfig", "kubeconfig", func(c *Configuration) *string { return &c.Kubeconfig },
-		"path of a kubeconfig file; empty means the in-cluster service account")
+		"path of a kubeconfig file; empty means the pod's ServiceAccount")
+	bind(f, fs.StringVar, "api-server", "apiServer", func(c *Configuration) *string { return &c.APIServer },
+		"the apiserver's URL (https://192.0.2.10:6443), replacing the server of the kubeconfig or of the in-cluster config, like kube-proxy's --master")
 	bind(f, fs.StringVar, "mode", "mode", func(c *Configuration) *string { return &c.Mode },
 		`"ipvs" programs the kernel; "dry-run" computes and logs the plan and never touches the kernel`)
 	bind(f, fs.StringVar, "node-name", "nodeName", func(c *Configuration) *string { return &c.NodeName },
@@ -66,7 +69,7 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 	bind(f, fs.DurationVar, "min-sync-period", "ipvs.minSyncPeriod", func(c *Configuration) *time.Duration { return &c.IPVS.MinSyncPeriod.Duration },
 		"minimum interval between two syncs; changes in between are coalesced")
 	bind(f, fs.StringVar, "service-proxy-name", "serviceProxyName", func(c *Configuration) *string { return &c.ServiceProxyName },
-		"serve only Services labelled "+ServiceProxyNameLabel+"=<this>; empty means only unlabelled ones")
+		"serve only Services labelled service.kubernetes.io/service-proxy-name=<this>; empty means only unlabelled ones")
 	bind(f, fs.StringVar, "log-level", "logging.level", func(c *Configuration) *string { return &c.Logging.Level },
 		"log level: debug, info, warn or error")
 	bind(f, fs.StringVar, "log-format", "logging.format", func(c *Configuration) *string { return &c.Logging.Format },
@@ -83,9 +86,6 @@ func bind[T any](f *Flags, define func(p *T, name string, value T, usage string)
 	define(p, name, *p, usage+" (overrides "+field+")")
 	f.overrides[name] = override{field: field, apply: func(c *Configuration) { *get(c) = *p }}
 }
-
-// ConfigFile returns the value of --config ("" when not given).
-func (f *Flags) ConfigFile() string { return f.configFile }
 
 // Cleanup reports whether --cleanup was given.
 func (f *Flags) Cleanup() bool { return f.cleanup }
@@ -148,22 +148,27 @@ func (f *Flags) Resolve(readFile func(string) ([]byte, error), getenv func(strin
 
 // ResolveNodeName returns the name of this node's Node object: configured if
 // set (from --node-name or the file's nodeName), else $NODE_NAME (set from
-// the downward API's spec.nodeName in the DaemonSet), else the hostname,
-// lower-cased as the kubelet does when it registers the node. Surrounding
-// spaces are trimmed. The error is a *FieldError for "nodeName".
+// the downward API's spec.nodeName in the DaemonSet), else the hostname.
+// Whichever it is, it is trimmed and lower-cased (NormalizeNodeName), as
+// kube-proxy's GetHostname does. The error is a *FieldError for "nodeName".
 func ResolveNodeName(configured string, getenv func(string) string, hostname func() (string, error)) (string, error) {
-	if name := strings.TrimSpace(configured); name != "" {
+	if name := NormalizeNodeName(configured); name != "" {
 		return name, nil
 	}
-	if name := strings.TrimSpace(getenv("NODE_NAME")); name != "" {
+	if name := NormalizeNodeName(getenv("NODE_NAME")); name != "" {
 		return name, nil
 	}
 	h, err := hostname()
 	if err != nil {
 		return "", fieldErrorf("nodeName", "not set, $NODE_NAME is empty and the hostname is unavailable: %v", err)
 	}
-	if name := strings.ToLower(strings.TrimSpace(h)); name != "" {
+	if name := NormalizeNodeName(h); name != "" {
 		return name, nil
 	}
 	return "", fieldErrorf("nodeName", "not set, and both $NODE_NAME and the hostname are empty")
 }
+
+// NormalizeNodeName trims surrounding white space and lower-cases name:
+// " Worker-1.Example.COM\n" is "worker-1.example.com", the name the kubelet
+// registers.
+func NormalizeNodeName(name string) string { return strings.ToLower(strings.TrimSpace(name)) }

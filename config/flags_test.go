@@ -81,12 +81,13 @@ func TestResolve(t *testing.T) {
 			env:  withFile("clusterCIDR: 10.244.0.0/16\n"),
 			want: func(c *Configuration) {}},
 		{name: "every overriding flag", args: []string{
-			"--kubeconfig=/root/.kube/config", "--mode=dry-run", "--node-name=node-7",
+			"--kubeconfig=/root/.kube/config", "--api-server=https://192.0.2.10:6443", "--mode=dry-run", "--node-name=node-7",
 			"--cluster-cidr=10.244.0.0/16,fd00:10:244::/56", "--masquerade-all", "--scheduler=sh",
 			"--sync-period=2m", "--min-sync-period=0s", "--service-proxy-name=kube-ipvs",
 			"--log-level=warn", "--log-format=console",
 		}, env: env{hostname: "host-a"}, want: func(c *Configuration) {
 			c.Kubeconfig, c.Mode, c.NodeName = "/root/.kube/config", ModeDryRun, "node-7"
+			c.APIServer = "https://192.0.2.10:6443"
 			c.ClusterCIDR, c.MasqueradeAll = "10.244.0.0/16,fd00:10:244::/56", true
 			c.IPVS.Scheduler, c.IPVS.SyncPeriod, c.IPVS.MinSyncPeriod = "sh", Duration{2 * time.Minute}, Duration{}
 			c.ServiceProxyName = "kube-ipvs"
@@ -120,8 +121,12 @@ func TestResolve(t *testing.T) {
 				`nodeName: not set, $NODE_NAME is empty and the hostname is unavailable: no uts`,
 				`logging.level (--log-level): unsupported value "loud": must be one of "debug", "info", "warn", "error"`,
 			}, "\n")},
-		{name: "bad node name from flag", args: []string{"--node-name", "Node_1"}, env: env{hostname: "host-a"},
-			wantErr: `nodeName (--node-name): invalid value "Node_1": ` + subdomainMsg},
+		{name: "bad node name from flag, as resolved", args: []string{"--node-name", " Node_1 "}, env: env{hostname: "host-a"},
+			wantErr: `nodeName (--node-name): invalid value "node_1": ` + subdomainMsg},
+		{name: "bad apiServer from flag", args: []string{"--api-server", "192.0.2.10:6443"}, env: env{hostname: "host-a"},
+			wantErr: `apiServer (--api-server): invalid value "192.0.2.10:6443": must be a URL starting with https:// (or http://), like "https://192.0.2.10:6443"`},
+		{name: "empty apiServer flag overrides file", args: []string{"--config", configPath, "--api-server="},
+			env: withFile("apiServer: https://192.0.2.10:6443\n"), want: func(c *Configuration) {}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,8 +167,15 @@ func TestResolveNodeNameOrder(t *testing.T) {
 			env{vars: map[string]string{"NODE_NAME": "from-env"}, hostname: "from-host"}, "from-file"},
 		{"env beats hostname", nil, "",
 			env{vars: map[string]string{"NODE_NAME": "from-env"}, hostname: "from-host"}, "from-env"},
-		{"hostname last, lower-cased", nil, "", env{hostname: " Worker-1.Example.COM\n"}, "worker-1.example.com"},
+		{"hostname last", nil, "", env{hostname: "from-host"}, "from-host"},
 		{"blank env is ignored", nil, "", env{vars: map[string]string{"NODE_NAME": "  "}, hostname: "from-host"}, "from-host"},
+		// Every source is trimmed and lower-cased, as kube-proxy's GetHostname does.
+		{"flag trimmed and lower-cased", []string{"--node-name= Worker-1.Example.COM "}, "",
+			env{hostname: "from-host"}, "worker-1.example.com"},
+		{"file trimmed and lower-cased", nil, `" Worker-2\t"`, env{hostname: "from-host"}, "worker-2"},
+		{"env trimmed and lower-cased", nil, "",
+			env{vars: map[string]string{"NODE_NAME": " Worker-3\n"}, hostname: "from-host"}, "worker-3"},
+		{"hostname trimmed and lower-cased", nil, "", env{hostname: " Worker-4.Example.COM\n"}, "worker-4.example.com"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,8 +206,8 @@ func TestResolveNodeName(t *testing.T) {
 		want       string
 		wantErr    string
 	}{
-		{"configured, nothing else asked", " node-a ", nil, nil, "node-a", ""},
-		{"env, hostname not asked", "", func(k string) string { return map[string]string{"NODE_NAME": "node-b"}[k] }, nil, "node-b", ""},
+		{"configured, nothing else asked", " Node-A ", nil, nil, "node-a", ""},
+		{"env, hostname not asked", "", func(k string) string { return map[string]string{"NODE_NAME": "Node-B "}[k] }, nil, "node-b", ""},
 		{"hostname", "", noEnv, func() (string, error) { return "Node-C", nil }, "node-c", ""},
 		{"hostname fails", "", noEnv, func() (string, error) { return "", errors.New("boom") },
 			"", "nodeName: not set, $NODE_NAME is empty and the hostname is unavailable: boom"},
@@ -212,17 +224,12 @@ func TestResolveNodeName(t *testing.T) {
 	}
 }
 
-func TestFlagsAccessors(t *testing.T) {
-	_, f, err := resolve(t, []string{"--cleanup", "--config", configPath}, withFile(""))
-	if err != nil {
-		t.Fatal(err)
+func TestFlagsCleanup(t *testing.T) {
+	if _, f, err := resolve(t, []string{"--cleanup", "--config", configPath}, withFile("")); err != nil || !f.Cleanup() {
+		t.Errorf("with --cleanup: Cleanup() = %v (%v), want true", f.Cleanup(), err)
 	}
-	if !f.Cleanup() || f.ConfigFile() != configPath {
-		t.Errorf("Cleanup() = %v, ConfigFile() = %q; want true, %q", f.Cleanup(), f.ConfigFile(), configPath)
-	}
-	_, f, _ = resolve(t, nil, env{hostname: "h"})
-	if f.Cleanup() || f.ConfigFile() != "" {
-		t.Errorf("without flags: Cleanup() = %v, ConfigFile() = %q; want false, \"\"", f.Cleanup(), f.ConfigFile())
+	if _, f, _ := resolve(t, nil, env{hostname: "h"}); f.Cleanup() {
+		t.Errorf("without flags: Cleanup() = true, want false")
 	}
 }
 
@@ -245,7 +252,7 @@ func TestFlagsUsage(t *testing.T) {
 	usage := out.String()
 	for _, want := range []string{
 		"-config string", "-cleanup\n",
-		"(overrides kubeconfig)", "(overrides mode) (default \"ipvs\")", "(overrides nodeName)",
+		"(overrides kubeconfig)", "(overrides apiServer)", "(overrides mode) (default \"ipvs\")", "(overrides nodeName)",
 		"(overrides clusterCIDR)", "(overrides masqueradeAll)", "(overrides ipvs.scheduler) (default \"rr\")",
 		"(overrides ipvs.syncPeriod) (default 30s)", "(overrides ipvs.minSyncPeriod) (default 1s)",
 		"(overrides serviceProxyName)", "(overrides logging.level) (default \"info\")",
@@ -257,7 +264,7 @@ func TestFlagsUsage(t *testing.T) {
 	}
 	var names []string
 	fset.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	want := []string{"cleanup", "cluster-cidr", "config", "kubeconfig", "log-format", "log-level", "masquerade-all",
+	want := []string{"api-server", "cleanup", "cluster-cidr", "config", "kubeconfig", "log-format", "log-level", "masquerade-all",
 		"min-sync-period", "mode", "node-name", "scheduler", "service-proxy-name", "sync-period"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("flags = %q, want %q", names, want)

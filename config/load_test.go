@@ -27,12 +27,14 @@ func TestLoad(t *testing.T) {
 mode: dry-run
 nodeName: worker-1
 kubeconfig: /etc/kubernetes/kube-ipvs.conf
+apiServer: https://192.0.2.10:6443
 serviceProxyName: kube-ipvs
 clusterCIDR: 10.244.0.0/16,fd00:10:244::/56
 masqueradeAll: true
 masqueradeBit: 0
 `, want: func(c *Configuration) {
 			c.Mode, c.NodeName, c.Kubeconfig = ModeDryRun, "worker-1", "/etc/kubernetes/kube-ipvs.conf"
+			c.APIServer = "https://192.0.2.10:6443"
 			c.ServiceProxyName, c.ClusterCIDR = "kube-ipvs", "10.244.0.0/16,fd00:10:244::/56"
 			c.MasqueradeAll, c.MasqueradeBit = true, 0
 		}},
@@ -45,11 +47,15 @@ ipvs:
   tcpTimeout: 15m
   tcpFinTimeout: 2m
   udpTimeout: 300s
+  drainTimeout: 1m30.5s
 `, want: func(c *Configuration) {
 			c.IPVS.SyncPeriod, c.IPVS.MinSyncPeriod = Duration{90 * time.Second}, Duration{500 * time.Millisecond}
 			c.IPVS.TCPTimeout, c.IPVS.TCPFinTimeout = Duration{15 * time.Minute}, Duration{2 * time.Minute}
 			c.IPVS.UDPTimeout = Duration{300 * time.Second}
+			c.IPVS.DrainTimeout = Duration{90*time.Second + 500*time.Millisecond}
 		}},
+		{name: "drain timeout 0 means no drain", doc: header + "ipvs:\n  drainTimeout: 0s\n",
+			want: func(c *Configuration) { c.IPVS.DrainTimeout = Duration{} }},
 		{name: "logging", doc: header + "logging:\n  level: debug\n  format: console\n",
 			want: func(c *Configuration) { c.Logging = LoggingConfiguration{Level: "debug", Format: "console"} }},
 		{name: "null keeps the default", doc: header + "mode: null\nipvs: null\nlogging:\n  level: ~\n",

@@ -40,10 +40,6 @@ var (
 	LogFormats = []string{LogFormatJSON, LogFormatConsole}
 )
 
-// ServiceProxyNameLabel is the label that hands a Service to a non-default
-// proxy; see Configuration.ServiceProxyName.
-const ServiceProxyNameLabel = "service.kubernetes.io/service-proxy-name"
-
 // Configuration is the whole of kube-ipvs' configuration, as read from the
 // YAML file given with --config and overridden by explicit flags. The package
 // documentation describes every field. The zero value is not useful: start
@@ -54,6 +50,7 @@ type Configuration struct {
 	Mode             string               `json:"mode"`
 	NodeName         string               `json:"nodeName"`
 	Kubeconfig       string               `json:"kubeconfig"`
+	APIServer        string               `json:"apiServer"`
 	ServiceProxyName string               `json:"serviceProxyName"`
 	ClusterCIDR      string               `json:"clusterCIDR"`
 	MasqueradeAll    bool                 `json:"masqueradeAll"`
@@ -70,6 +67,7 @@ type IPVSConfiguration struct {
 	TCPTimeout    Duration `json:"tcpTimeout"`
 	TCPFinTimeout Duration `json:"tcpFinTimeout"`
 	UDPTimeout    Duration `json:"udpTimeout"`
+	DrainTimeout  Duration `json:"drainTimeout"`
 }
 
 // LoggingConfiguration is the `logging:` section.
@@ -90,6 +88,7 @@ func Default() *Configuration {
 			Scheduler:     "rr",
 			SyncPeriod:    Duration{30 * time.Second},
 			MinSyncPeriod: Duration{time.Second},
+			DrainTimeout:  Duration{15 * time.Minute},
 		},
 		Logging: LoggingConfiguration{
 			Level:  LogLevelInfo,
@@ -97,10 +96,6 @@ func Default() *Configuration {
 		},
 	}
 }
-
-// MasqueradeMark returns the fwmark value of MasqueradeBit (1<<14 = 0x4000 by
-// default), as used in `iptables -j MARK --or-mark 0x4000`.
-func (c *Configuration) MasqueradeMark() uint32 { return 1 << uint(c.MasqueradeBit) }
 
 // Duration is a time.Duration that reads and writes as a Go duration string
 // ("30s", "1m30s", "500ms"), never as a number of nanoseconds.

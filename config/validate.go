@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
@@ -23,7 +25,7 @@ const MaxIPVSTimeout = 2147483 * time.Second
 // errors.Join; each is a *FieldError that names the field and quotes the bad
 // value, like `ipvs.scheduler: unsupported value "fifo": must be one of "rr",
 // …`. An empty NodeName is valid here (Flags.Resolve fills it in); a set one
-// must be a valid Node name.
+// must be a valid Node name once trimmed and lower-cased (NormalizeNodeName).
 func (c *Configuration) Validate() error {
 	return errors.Join(c.validate()...)
 }
@@ -39,8 +41,11 @@ func (c *Configuration) validate() []error {
 	add(checkExact("kind", c.Kind, Kind))
 	add(checkOneOf("mode", c.Mode, Modes))
 	if c.NodeName != "" {
-		add(checkK8s("nodeName", c.NodeName, content.IsDNS1123Subdomain))
+		if msgs := content.IsDNS1123Subdomain(NormalizeNodeName(c.NodeName)); len(msgs) > 0 {
+			add(fieldErrorf("nodeName", "invalid value %q: %s", c.NodeName, strings.Join(msgs, "; ")))
+		}
 	}
+	add(checkAPIServer("apiServer", c.APIServer))
 	if c.ServiceProxyName != "" {
 		add(checkK8s("serviceProxyName", c.ServiceProxyName, content.IsLabelValue))
 	}
@@ -76,7 +81,31 @@ func (c *IPVSConfiguration) validate(path string) []error {
 	add(checkTimeout(path+".tcpTimeout", c.TCPTimeout.Duration))
 	add(checkTimeout(path+".tcpFinTimeout", c.TCPFinTimeout.Duration))
 	add(checkTimeout(path+".udpTimeout", c.UDPTimeout.Duration))
+	if d := c.DrainTimeout.Duration; d < 0 {
+		add(fieldErrorf(path+".drainTimeout", "invalid value %q: must be 0 or greater", d))
+	}
 	return errs
+}
+
+// checkAPIServer accepts what kube-proxy's --master accepts: empty, or an
+// http or https URL that names a host ("https://192.0.2.10:6443").
+func checkAPIServer(path, s string) *FieldError {
+	if s == "" {
+		return nil
+	}
+	const like = `like "https://192.0.2.10:6443"`
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || (u.Scheme != "https" && u.Scheme != "http"):
+		return fieldErrorf(path, "invalid value %q: must be a URL starting with https:// (or http://), %s", s, like)
+	case u.Host == "" || u.Hostname() == "":
+		return fieldErrorf(path, "invalid value %q: must name the apiserver's host, %s", s, like)
+	case u.User != nil:
+		return fieldErrorf(path, "invalid value %q: must not hold credentials: they come from kubeconfig or the ServiceAccount", s)
+	case u.RawQuery != "" || u.Fragment != "":
+		return fieldErrorf(path, "invalid value %q: must have no query or fragment, %s", s, like)
+	}
+	return nil
 }
 
 // checkTimeout accepts what `ipvsadm --set TCP TCPFIN UDP` accepts: whole
@@ -129,11 +158,36 @@ func (c *Configuration) ClusterCIDRs() []netip.Prefix {
 }
 
 // Warnings returns notes about values that are accepted but probably not
-// what was meant (a cluster CIDR with host bits set, a CIDR listed twice).
-// They are meant to be logged at start-up; nil when there is nothing to say.
-func (c *Configuration) Warnings() []string {
-	_, _, warnings := parseClusterCIDR(c.ClusterCIDR)
+// what was meant, for an agent serving the IP families in served: a cluster
+// CIDR with host bits set or listed twice, no clusterCIDR at all, or none of
+// a served family (like kube-proxy's "no cluster CIDR specified for primary
+// IP family"). The last two are left out under masqueradeAll, which does not
+// read clusterCIDR. They are meant to be logged at start-up; nil when there
+// is nothing to say.
+func (c *Configuration) Warnings(served []v1.IPFamily) []string {
+	prefixes, _, warnings := parseClusterCIDR(c.ClusterCIDR)
+	if c.MasqueradeAll {
+		return warnings
+	}
+	if len(prefixes) == 0 {
+		return append(warnings, "clusterCIDR is empty: only traffic the node sends from a ClusterIP is masqueraded; "+
+			"set clusterCIDR (or masqueradeAll) so clients outside the pod network get answers")
+	}
+	for _, family := range served {
+		if !slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return prefixFamily(p) == family }) {
+			warnings = append(warnings, fmt.Sprintf("clusterCIDR %q has no %s prefix, and kube-ipvs serves %s: "+
+				"for %s Services it is as if clusterCIDR were empty (only traffic the node sends from a ClusterIP is masqueraded); "+
+				"add the %s pod CIDR", c.ClusterCIDR, family, family, family, family))
+		}
+	}
 	return warnings
+}
+
+func prefixFamily(p netip.Prefix) v1.IPFamily {
+	if p.Addr().Is4() {
+		return v1.IPv4Protocol
+	}
+	return v1.IPv6Protocol
 }
 
 // parseClusterCIDR splits the comma-separated list (spaces around entries are

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	v1 "k8s.io/api/core/v1"
 )
 
 // errText returns err's message, or "" for nil, so that cases compare text.
@@ -40,6 +42,12 @@ func TestValidate(t *testing.T) {
 		{"dry-run mode", func(c *Configuration) { c.Mode = ModeDryRun }, ""},
 		{"every scheduler", func(c *Configuration) { c.IPVS.Scheduler = "mh" }, ""},
 		{"node name set", func(c *Configuration) { c.NodeName = "worker-1.example.com" }, ""},
+		{"node name checked trimmed and lower-cased", func(c *Configuration) { c.NodeName = " Worker-1 " }, ""},
+		{"apiServer https with port", func(c *Configuration) { c.APIServer = "https://192.0.2.10:6443" }, ""},
+		{"apiServer http, name, no port", func(c *Configuration) { c.APIServer = "http://control-plane.example" }, ""},
+		{"apiServer IPv6 with a path prefix", func(c *Configuration) { c.APIServer = "https://[2001:db8::10]:6443/k8s" }, ""},
+		{"drain timeout 0", func(c *Configuration) { c.IPVS.DrainTimeout = dur("0s") }, ""},
+		{"drain timeout not whole seconds", func(c *Configuration) { c.IPVS.DrainTimeout = dur("1500ms") }, ""},
 		{"service proxy name set", func(c *Configuration) { c.ServiceProxyName = "kube-ipvs" }, ""},
 		{"dual-stack cluster CIDR with spaces", func(c *Configuration) { c.ClusterCIDR = "10.244.0.0/16, fd00:10:244::/56" }, ""},
 		{"cluster CIDR with host bits is accepted", func(c *Configuration) { c.ClusterCIDR = "10.244.1.0/16" }, ""},
@@ -64,6 +72,24 @@ func TestValidate(t *testing.T) {
 			`nodeName: invalid value "Node_1": ` + subdomainMsg},
 		{"bad service proxy name", func(c *Configuration) { c.ServiceProxyName = "my proxy" },
 			`serviceProxyName: invalid value "my proxy": ` + labelValueMsg},
+		{"apiServer without scheme", func(c *Configuration) { c.APIServer = "192.0.2.10:6443" },
+			`apiServer: invalid value "192.0.2.10:6443": must be a URL starting with https:// (or http://), like "https://192.0.2.10:6443"`},
+		{"apiServer host only", func(c *Configuration) { c.APIServer = "control-plane" },
+			`apiServer: invalid value "control-plane": must be a URL starting with https:// (or http://), like "https://192.0.2.10:6443"`},
+		{"apiServer other scheme", func(c *Configuration) { c.APIServer = "tcp://192.0.2.10:6443" },
+			`apiServer: invalid value "tcp://192.0.2.10:6443": must be a URL starting with https:// (or http://), like "https://192.0.2.10:6443"`},
+		{"apiServer without host", func(c *Configuration) { c.APIServer = "https:///api" },
+			`apiServer: invalid value "https:///api": must name the apiserver's host, like "https://192.0.2.10:6443"`},
+		{"apiServer port without host", func(c *Configuration) { c.APIServer = "https://:6443" },
+			`apiServer: invalid value "https://:6443": must name the apiserver's host, like "https://192.0.2.10:6443"`},
+		{"apiServer with credentials", func(c *Configuration) { c.APIServer = "https://admin:secret@192.0.2.10:6443" },
+			`apiServer: invalid value "https://admin:secret@192.0.2.10:6443": must not hold credentials: they come from kubeconfig or the ServiceAccount`},
+		{"apiServer with a query", func(c *Configuration) { c.APIServer = "https://192.0.2.10:6443?x=1" },
+			`apiServer: invalid value "https://192.0.2.10:6443?x=1": must have no query or fragment, like "https://192.0.2.10:6443"`},
+		{"apiServer unparsable", func(c *Configuration) { c.APIServer = "https://192.0.2.10:port" },
+			`apiServer: invalid value "https://192.0.2.10:port": must be a URL starting with https:// (or http://), like "https://192.0.2.10:6443"`},
+		{"drain timeout negative", func(c *Configuration) { c.IPVS.DrainTimeout = dur("-1s") },
+			`ipvs.drainTimeout: invalid value "-1s": must be 0 or greater`},
 		{"service proxy name too long", func(c *Configuration) { c.ServiceProxyName = strings.Repeat("a", 64) },
 			`serviceProxyName: invalid value "` + strings.Repeat("a", 64) + `": must be no more than 63 bytes`},
 		{"cluster CIDR without prefix length", func(c *Configuration) { c.ClusterCIDR = "10.244.0.0" },
@@ -167,14 +193,15 @@ func TestValidateErrorsAreFieldErrors(t *testing.T) {
 }
 
 func TestClusterCIDRs(t *testing.T) {
+	emptyWarning := Default().Warnings(ipv4Only)[0]
 	tests := []struct {
 		name     string
 		cidr     string
 		want     []netip.Prefix
 		warnings []string
 	}{
-		{"empty", "", nil, nil},
-		{"blank", "  ", nil, nil},
+		{"empty", "", nil, []string{emptyWarning}},
+		{"blank", "  ", nil, []string{emptyWarning}},
 		{"one IPv4", "10.244.0.0/16", []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, nil},
 		{"dual-stack, order kept", " fd00:10:244::/56 ,10.244.0.0/16", []netip.Prefix{
 			netip.MustParsePrefix("fd00:10:244::/56"), netip.MustParsePrefix("10.244.0.0/16"),
@@ -195,20 +222,56 @@ func TestClusterCIDRs(t *testing.T) {
 			if got := c.ClusterCIDRs(); !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("ClusterCIDRs() = %v, want %v", got, tt.want)
 			}
-			if got := c.Warnings(); !reflect.DeepEqual(got, tt.warnings) {
+			if got := c.Warnings(ipv4Only); !reflect.DeepEqual(got, tt.warnings) {
 				t.Errorf("Warnings() = %q, want %q", got, tt.warnings)
 			}
 		})
 	}
 }
 
-func TestMasqueradeMark(t *testing.T) {
-	c := Default()
-	if got := c.MasqueradeMark(); got != 0x4000 {
-		t.Errorf("default MasqueradeMark() = %#x, want 0x4000", got)
+var ipv4Only = []v1.IPFamily{v1.IPv4Protocol}
+
+func TestWarnings(t *testing.T) {
+	const empty = "clusterCIDR is empty: only traffic the node sends from a ClusterIP is masqueraded; " +
+		"set clusterCIDR (or masqueradeAll) so clients outside the pod network get answers"
+	noFamily := func(cidr, family string) string {
+		return `clusterCIDR "` + cidr + `" has no ` + family + ` prefix, and kube-ipvs serves ` + family +
+			`: for ` + family + ` Services it is as if clusterCIDR were empty (only traffic the node sends from a ClusterIP is masqueraded); ` +
+			`add the ` + family + ` pod CIDR`
 	}
-	c.MasqueradeBit = 31
-	if got := c.MasqueradeMark(); got != 0x80000000 {
-		t.Errorf("MasqueradeMark() for bit 31 = %#x, want 0x80000000", got)
+	tests := []struct {
+		name          string
+		cidr          string
+		masqueradeAll bool
+		served        []v1.IPFamily
+		want          []string
+	}{
+		{"IPv4 CIDR, IPv4 served", "10.244.0.0/16", false, ipv4Only, nil},
+		{"dual-stack CIDR, IPv4 served", "fd00:10:244::/56,10.244.0.0/16", false, ipv4Only, nil},
+		{"no CIDR", "", false, ipv4Only, []string{empty}},
+		{"no CIDR, masqueradeAll", "", true, ipv4Only, nil},
+		{"IPv6 only, IPv4 served", "fd00:10:244::/56", false, ipv4Only, []string{noFamily("fd00:10:244::/56", "IPv4")}},
+		{"IPv6 only, masqueradeAll reads no CIDR", "fd00:10:244::/56", true, ipv4Only, nil},
+		{"IPv4 only, both served", "10.244.0.0/16", false, []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol},
+			[]string{noFamily("10.244.0.0/16", "IPv6")}},
+		{"host bits and no served family", "fd00:10:244::1/56", false, ipv4Only, []string{
+			`clusterCIDR: CIDR "fd00:10:244::1/56" has bits set beyond the prefix length; using "fd00:10:244::/56"`,
+			noFamily("fd00:10:244::1/56", "IPv4"),
+		}},
+		{"host bits under masqueradeAll still reported", "10.244.1.0/16", true, ipv4Only, []string{
+			`clusterCIDR: CIDR "10.244.1.0/16" has bits set beyond the prefix length; using "10.244.0.0/16"`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.ClusterCIDR, c.MasqueradeAll = tt.cidr, tt.masqueradeAll
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Warnings(tt.served); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Warnings(%v):\ngot  %q\nwant %q", tt.served, got, tt.want)
+			}
+		})
 	}
 }

@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
 
 	"github.com/kube-ipvs/kube-ipvs/config"
@@ -54,7 +50,8 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string) *ag
 				MasqueradeAll: cfg.MasqueradeAll,
 				MasqueradeBit: cfg.MasqueradeBit,
 			},
-			DryRun: cfg.Mode == config.ModeDryRun,
+			DryRun:       cfg.Mode == config.ModeDryRun,
+			DrainTimeout: cfg.IPVS.DrainTimeout.Duration,
 		},
 	}
 }
@@ -119,27 +116,4 @@ func (a *agent) prepare() error {
 		return fmt.Errorf("preparing the node: %w", err)
 	}
 	return nil
-}
-
-// client connects to the apiserver (kubeconfig or in-cluster), or serves
-// objects from files when objectsDir is set.
-func (a *agent) client(ctx context.Context) (kubernetes.Interface, error) {
-	if a.objectsDir != "" {
-		return startFileSource(ctx, a.log, a.objectsDir, time.Second)
-	}
-	var rc *rest.Config
-	var err error
-	if a.cfg.Kubeconfig != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
-	} else {
-		rc, err = rest.InClusterConfig()
-		if errors.Is(err, rest.ErrNotInCluster) {
-			err = fmt.Errorf("%w: set kubeconfig (--kubeconfig) outside a cluster", err)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("connecting to the apiserver: %w", err)
-	}
-	rc.UserAgent = "kube-ipvs"
-	return kubernetes.NewForConfig(rc)
 }

@@ -12,7 +12,7 @@ import (
 	"syscall"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
+	v1 "k8s.io/api/core/v1"
 
 	"github.com/kube-ipvs/kube-ipvs/config"
 )
@@ -35,13 +35,7 @@ func main() {
 		os.Exit(2)
 	}
 	defer func() { _ = log.Sync() }()
-	for _, w := range cfg.Warnings() {
-		log.Warn("configuration", zap.String("warning", w))
-	}
-	if cfg.ClusterCIDR == "" && !cfg.MasqueradeAll {
-		log.Warn("configuration", zap.String("warning",
-			"clusterCIDR is empty: only traffic the node sends from a ClusterIP is masqueraded; set clusterCIDR (or masqueradeAll) so clients outside the pod network get answers"))
-	}
+	routeKlog(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -49,6 +43,9 @@ func main() {
 	if flags.Cleanup() {
 		err = a.cleanup()
 	} else {
+		for _, w := range cfg.Warnings([]v1.IPFamily{a.opts.Rules.Family}) {
+			log.Warn("configuration", zap.String("warning", w))
+		}
 		err = a.run(ctx)
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -56,20 +53,4 @@ func main() {
 		_ = log.Sync()
 		os.Exit(1)
 	}
-}
-
-// newLogger builds the zap logger the configuration asks for.
-func newLogger(c config.LoggingConfiguration) (*zap.Logger, error) {
-	level, err := zapcore.ParseLevel(c.Level)
-	if err != nil {
-		return nil, fmt.Errorf("logging.level: %w", err)
-	}
-	zc := zap.NewProductionConfig()
-	if c.Format == config.LogFormatConsole {
-		zc = zap.NewDevelopmentConfig()
-	}
-	zc.Level = zap.NewAtomicLevelAt(level)
-	zc.Sampling = nil
-	zc.DisableStacktrace = true
-	return zc.Build()
 }

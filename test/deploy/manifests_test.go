@@ -15,6 +15,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kube-ipvs/kube-ipvs/config"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
@@ -137,6 +138,16 @@ func TestDaemonSet(t *testing.T) {
 				"command %q args %q", agent.Command, agent.Args)
 		}},
 		{"config file comes from the ConfigMap", func() error { return configMounted(pod, agent) }},
+		{"kubeadm's kube-proxy kubeconfig is mounted where the config looks", func() error {
+			return kubeProxyKubeconfigMounted(t, pod, agent)
+		}},
+		{"no apiserver address in the environment", func() error {
+			var names []string
+			for _, e := range agent.Env {
+				names = append(names, e.Name)
+			}
+			return expect(slices.Equal(names, []string{"NODE_NAME"}), "env %q, want just NODE_NAME", names)
+		}},
 		{"NODE_NAME from spec.nodeName", func() error { return nodeNameEnv(agent) }},
 		{"shares the node's xtables lock", func() error {
 			if err := mounted(agent, "/run/xtables.lock", false); err != nil {
@@ -299,6 +310,28 @@ func configMounted(pod corev1.PodSpec, c corev1.Container) error {
 		c.Name, dir, v.VolumeSource, m, configName)
 }
 
+// kubeProxyKubeconfigMounted checks that the config's kubeconfig is key
+// kubeconfig.conf of kubeadm's ConfigMap kube-proxy, and only that key,
+// mounted read-only and optional (a cluster not made by kubeadm has none).
+func kubeProxyKubeconfigMounted(t *testing.T, pod corev1.PodSpec, c corev1.Container) error {
+	cfg := loadConfigMap(t, readManifests(t))
+	dir, key := filepath.Split(cfg.Kubeconfig)
+	m, err := mount(c, filepath.Clean(dir))
+	if err != nil {
+		return err
+	}
+	v, err := volume(pod, m.Name)
+	if err != nil {
+		return err
+	}
+	cm := v.ConfigMap
+	want := []corev1.KeyToPath{{Key: KubeProxyKubeconfig, Path: KubeProxyKubeconfig}}
+	ok := cm != nil && cm.Name == KubeProxyConfigMap && cm.Optional != nil && *cm.Optional &&
+		reflect.DeepEqual(cm.Items, want) && m.ReadOnly && m.SubPath == "" && key == KubeProxyKubeconfig
+	return expect(ok, "%s at %s is %+v (mount %+v), want key %s of optional ConfigMap %s, read-only",
+		c.Name, dir, v.VolumeSource, m, KubeProxyKubeconfig, KubeProxyConfigMap)
+}
+
 func agentSecurity(c corev1.Container) error {
 	sc := c.SecurityContext
 	if sc == nil || sc.Capabilities == nil {
@@ -345,11 +378,10 @@ func scriptList(t testing.TB, c corev1.Container, pattern string) string {
 	return m[1]
 }
 
-// The ConfigMap's config.yaml loads, asks for the kernel (not dry-run),
-// takes the node name from $NODE_NAME, and is config/example.yaml apart
-// from the clusterCIDR placeholder.
-func TestConfigMapLoads(t *testing.T) {
-	cm := only[*corev1.ConfigMap](t, readManifests(t))
+// loadConfigMap loads the config.yaml of deploy/'s ConfigMap.
+func loadConfigMap(t *testing.T, objs []Object) *config.Configuration {
+	t.Helper()
+	cm := only[*corev1.ConfigMap](t, objs)
 	data, ok := cm.Data["config.yaml"]
 	if !ok || len(cm.Data) != 1 || len(cm.BinaryData) != 0 {
 		t.Fatalf("ConfigMap %s holds %d keys, want just config.yaml", cm.Name, len(cm.Data)+len(cm.BinaryData))
@@ -358,13 +390,24 @@ func TestConfigMapLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config.Load(config.yaml):\n%v", err)
 	}
-	if got.Mode != config.ModeIPVS || got.NodeName != "" || got.Kubeconfig != "" {
-		t.Errorf("mode %q nodeName %q kubeconfig %q, want ipvs, empty ($NODE_NAME), empty (in-cluster)",
-			got.Mode, got.NodeName, got.Kubeconfig)
+	return got
+}
+
+// The ConfigMap's config.yaml loads, asks for the kernel (not dry-run),
+// takes the node name from $NODE_NAME, reaches the apiserver through
+// kubeadm's kube-proxy kubeconfig, and is config/example.yaml apart from
+// that and the clusterCIDR placeholder.
+func TestConfigMapLoads(t *testing.T) {
+	got := loadConfigMap(t, readManifests(t))
+	if got.Mode != config.ModeIPVS || got.NodeName != "" || got.APIServer != "" ||
+		got.Kubeconfig != "/var/lib/kube-proxy/"+KubeProxyKubeconfig {
+		t.Errorf("mode %q nodeName %q kubeconfig %q apiServer %q, want ipvs, empty ($NODE_NAME), kubeadm's kube-proxy kubeconfig, empty",
+			got.Mode, got.NodeName, got.Kubeconfig, got.APIServer)
 	}
-	if len(got.ClusterCIDRs()) == 0 || len(got.Warnings()) > 0 {
+	served := []corev1.IPFamily{corev1.IPv4Protocol}
+	if len(got.ClusterCIDRs()) == 0 || len(got.Warnings(served)) > 0 {
 		t.Errorf("clusterCIDR %q: %d prefixes, warnings %q; want a clean placeholder", got.ClusterCIDR,
-			len(got.ClusterCIDRs()), got.Warnings())
+			len(got.ClusterCIDRs()), got.Warnings(served))
 	}
 	dir, err := Dir()
 	if err != nil {
@@ -378,9 +421,49 @@ func TestConfigMapLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex.ClusterCIDR = got.ClusterCIDR
+	ex.ClusterCIDR, ex.Kubeconfig = got.ClusterCIDR, got.Kubeconfig
 	if !reflect.DeepEqual(got, ex) {
-		t.Errorf("config.yaml differs from config/example.yaml beyond clusterCIDR:\ngot  %+v\nwant %+v", got, ex)
+		t.Errorf("config.yaml differs from config/example.yaml beyond clusterCIDR and kubeconfig:\ngot  %+v\nwant %+v", got, ex)
+	}
+}
+
+// On a cluster not made by kubeadm, the ConfigMap's comment says to
+// replace the kubeconfig line with an apiServer line. Done as it says, the
+// file loads, with no kubeconfig and that apiserver.
+func TestConfigMapEditForOtherClusters(t *testing.T) {
+	data := only[*corev1.ConfigMap](t, readManifests(t)).Data["config.yaml"]
+	const hint = "#   apiServer: https://<control-plane-endpoint>:6443\n"
+	const line = "kubeconfig: /var/lib/kube-proxy/kubeconfig.conf\n"
+	if strings.Count(data, hint) != 1 || strings.Count(data, line) != 1 {
+		t.Fatalf("config.yaml has %d lines %q and %d lines %q, want one of each",
+			strings.Count(data, hint), hint, strings.Count(data, line), line)
+	}
+	edited := strings.Replace(data, line, "apiServer: https://192.0.2.10:6443\n", 1)
+	got, err := config.Load([]byte(edited))
+	if err != nil {
+		t.Fatalf("config.yaml edited as its comment says:\n%v", err)
+	}
+	if got.Kubeconfig != "" || got.APIServer != "https://192.0.2.10:6443" {
+		t.Errorf("edited: kubeconfig %q apiServer %q, want empty and https://192.0.2.10:6443", got.Kubeconfig, got.APIServer)
+	}
+}
+
+// KubeadmKubeProxyConfigMap, which the tier-3 and e2e tests create as
+// kubeadm would, holds a kubeconfig that names the ServiceAccount's files.
+func TestKubeadmKubeProxyConfigMap(t *testing.T) {
+	cm := KubeadmKubeProxyConfigMap("https://192.0.2.10:6443")
+	kc, err := clientcmd.Load([]byte(cm.Data[KubeProxyKubeconfig]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := kc.Contexts[kc.CurrentContext]
+	if ctx == nil || kc.Clusters[ctx.Cluster] == nil || kc.AuthInfos[ctx.AuthInfo] == nil {
+		t.Fatalf("kubeconfig.conf has no complete current context: %+v", kc)
+	}
+	cluster, user := kc.Clusters[ctx.Cluster], kc.AuthInfos[ctx.AuthInfo]
+	if cluster.Server != "https://192.0.2.10:6443" || cluster.CertificateAuthority != ServiceAccountDir+"/ca.crt" ||
+		user.TokenFile != ServiceAccountDir+"/token" {
+		t.Errorf("server %q CA %q tokenFile %q", cluster.Server, cluster.CertificateAuthority, user.TokenFile)
 	}
 }
 

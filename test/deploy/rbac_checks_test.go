@@ -86,6 +86,7 @@ var accessTable = []access{
 	{"list", "", "pods", "", "", false},
 	{"create", "", "pods", "", namespace, false},
 	{"list", "", "configmaps", "", namespace, false},
+	{"get", "", "configmaps", "", namespace, false}, // kubeadm's kube-proxy kubeconfig is a volume
 	{"create", "", "serviceaccounts", "token", namespace, false},
 	{"create", "rbac.authorization.k8s.io", "clusterrolebindings", "", "", false},
 	{"update", "rbac.authorization.k8s.io", "clusterroles", "", "", false},
@@ -321,6 +322,10 @@ func refusals(ctx context.Context, t *testing.T, admin, sa kubernetes.Interface)
 		}},
 		{"list ConfigMaps in kube-system", func() error {
 			_, err := sa.CoreV1().ConfigMaps(namespace).List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"get kubeadm's kube-proxy ConfigMap (the DaemonSet mounts it)", func() error {
+			_, err := sa.CoreV1().ConfigMaps(namespace).Get(ctx, KubeProxyConfigMap, metav1.GetOptions{})
 			return err
 		}},
 		{"bind itself cluster-admin", func() error {

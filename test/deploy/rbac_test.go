@@ -137,7 +137,8 @@ func checkStored(ctx context.Context, t *testing.T, admin kubernetes.Interface) 
 
 // seed creates, as the admin, what the agent reads and what the refusals
 // aim at: Services "web" (served) and "other" (another proxy's), their
-// EndpointSlices, legacy Endpoints, the agent's Node and a Secret.
+// EndpointSlices, legacy Endpoints, the agent's Node, kubeadm's kube-proxy
+// ConfigMap and a Secret.
 func seed(ctx context.Context, t *testing.T, c kubernetes.Interface) {
 	t.Helper()
 	must := func(what string, err error) {
@@ -164,6 +165,8 @@ func seed(ctx context.Context, t *testing.T, c kubernetes.Interface) {
 	must("endpoints web", err)
 	_, err = c.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, metav1.CreateOptions{})
 	must("node", err)
+	_, err = c.CoreV1().ConfigMaps(namespace).Create(ctx, KubeadmKubeProxyConfigMap("https://192.0.2.10:6443"), metav1.CreateOptions{})
+	must("configmap kube-proxy", err)
 	_, err = c.CoreV1().Secrets(namespace).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "secret"}, StringData: map[string]string{"k": "v"},
 	}, metav1.CreateOptions{})

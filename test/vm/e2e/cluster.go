@@ -60,12 +60,17 @@ type Cluster struct {
 	// ServiceAccount; AdminKubeconfig the admin token. Both point at
 	// https://10.0.2.100:Port.
 	AgentKubeconfig, AdminKubeconfig []byte
-	logf                             func(string, ...any)
+	// AgentToken (that same token) and CA (the apiserver's) are what
+	// kubelet mounts into a kube-ipvs pod as its ServiceAccount.
+	AgentToken, CA []byte
+	logf           func(string, ...any)
 }
 
 // Setup prepares cp (started with ControlPlaneOptions) for the VM, as an
 // admin would with kubectl and as the controllers that do not run here
-// would: it applies deploy/ (the ServiceAccount, least-privilege RBAC,
+// would: it creates kubeadm's ConfigMap kube-system/kube-proxy (its
+// kubeconfig.conf names https://10.0.2.100:PORT as the control-plane
+// endpoint), applies deploy/ (the ServiceAccount, least-privilege RBAC,
 // ConfigMap and DaemonSet), creates the ServiceAccount default/default that
 // Pods need and the VM's Node, and makes a token for the kube-ipvs
 // ServiceAccount (TokenRequest).
@@ -85,6 +90,12 @@ func Setup(ctx context.Context, cp *controlplane.ControlPlane, logf func(string,
 			return nil, err
 		}
 	}
+	server := fmt.Sprintf("https://%s:%d", vmrun.GuestFwdIP, port)
+	kubeProxy := deploy.KubeadmKubeProxyConfigMap(server)
+	if _, err := admin.CoreV1().ConfigMaps(kubeProxy.Namespace).Create(ctx, kubeProxy, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("creating ConfigMap %s/%s: %w", kubeProxy.Namespace, kubeProxy.Name, err)
+	}
+	logf("created ConfigMap %s/%s as kubeadm would, control-plane endpoint %s", kubeProxy.Namespace, kubeProxy.Name, server)
 	if err := c.applyDeploy(ctx); err != nil {
 		return nil, err
 	}
@@ -100,7 +111,7 @@ func Setup(ctx context.Context, cp *controlplane.ControlPlane, logf func(string,
 	if err != nil {
 		return nil, err
 	}
-	server := fmt.Sprintf("https://%s:%d", vmrun.GuestFwdIP, port)
+	c.AgentToken, c.CA = []byte(token), cp.CABundle()
 	if c.AgentKubeconfig, err = cp.KubeconfigFor(token, server); err != nil {
 		return nil, err
 	}
@@ -155,12 +166,16 @@ func waitForNamespace(ctx context.Context, cp *controlplane.ControlPlane, ns str
 }
 
 // Configure points a VM run at the cluster: the guestfwd to the apiserver's
-// port, the kubeconfigs in the initramfs, and the host commands.
+// port, the kubeconfigs and the kube-ipvs ServiceAccount's files in the
+// initramfs, and the host commands.
 func (c *Cluster) Configure(cfg *vmrun.Config) {
 	cfg.GuestFwd = c.Port
+	sa := vmrun.GuestServiceAccount[1:]
 	cfg.Files = append(cfg.Files,
 		vmrun.File{Name: vmrun.GuestAgentKubeconfig[1:], Mode: 0o600, Data: c.AgentKubeconfig},
-		vmrun.File{Name: vmrun.GuestAdminKubeconfig[1:], Mode: 0o600, Data: c.AdminKubeconfig})
+		vmrun.File{Name: vmrun.GuestAdminKubeconfig[1:], Mode: 0o600, Data: c.AdminKubeconfig},
+		vmrun.File{Name: sa + "/token", Mode: 0o600, Data: c.AgentToken},
+		vmrun.File{Name: sa + "/ca.crt", Mode: 0o644, Data: c.CA})
 	cfg.HostCommand = c.HostCommand
 }
 

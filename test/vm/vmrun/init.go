@@ -26,6 +26,11 @@ const HostCommandPrefix = "KIPVS-HOST:"
 const (
 	GuestAdminKubeconfig = "/etc/kipvs/api/admin.kubeconfig" // system:masters
 	GuestAgentKubeconfig = "/etc/kipvs/api/agent.kubeconfig" // the kube-ipvs ServiceAccount's token
+	// GuestServiceAccount holds what kubelet would mount into a kube-ipvs
+	// pod at /var/run/secrets/kubernetes.io/serviceaccount: "token" (of
+	// the kube-ipvs ServiceAccount) and "ca.crt" (the apiserver's CA).
+	// It is not at that path because /init mounts a tmpfs on /run.
+	GuestServiceAccount = "/etc/kipvs/api/serviceaccount"
 )
 
 // GuestFwdIP is where the guest reaches the host port forwarded by

@@ -1,0 +1,58 @@
+package deploy
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// What kubeadm leaves on a cluster for kube-proxy, which deploy/ reuses:
+// ConfigMap kube-system/kube-proxy, whose key kubeconfig.conf the DaemonSet
+// mounts at /var/lib/kube-proxy.
+const (
+	KubeProxyConfigMap  = "kube-proxy"
+	KubeProxyKubeconfig = "kubeconfig.conf"
+	// ServiceAccountDir is where kubelet mounts a pod's ServiceAccount
+	// token and the cluster's CA, which kubeconfig.conf names.
+	ServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+)
+
+// KubeadmKubeProxyConfigMap is ConfigMap kube-system/kube-proxy as `kubeadm
+// init` writes it for a control-plane endpoint server
+// ("https://192.0.2.10:6443"): kubeconfig.conf names the server and the
+// pod's ServiceAccount token and CA files; config.conf is kube-proxy's own
+// configuration, which kube-ipvs does not read.
+func KubeadmKubeProxyConfigMap(server string) *corev1.ConfigMap {
+	kubeconfig := `apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority: ` + ServiceAccountDir + `/ca.crt
+    server: ` + server + `
+  name: default
+contexts:
+- context:
+    cluster: default
+    namespace: default
+    user: default
+  name: default
+current-context: default
+users:
+- name: default
+  user:
+    tokenFile: ` + ServiceAccountDir + `/token
+`
+	proxyConfig := `apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
+clusterCIDR: 10.244.0.0/16
+mode: ipvs
+`
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: KubeProxyConfigMap, Namespace: "kube-system",
+			Labels: map[string]string{"app": "kube-proxy"},
+		},
+		Data: map[string]string{KubeProxyKubeconfig: kubeconfig, "config.conf": proxyConfig},
+	}
+}
