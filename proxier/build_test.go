@@ -137,6 +137,17 @@ func TestBuildService(t *testing.T) {
 			),
 		},
 		{
+			name: "mh hashes the source port too (mh-port), as kube-proxy sets it",
+			svc:  service(ns, "web", withAffinity(ptr.To[int32](600))),
+			cfg:  BuildConfig{NodeName: testNode, Scheduler: "mh", Family: v1.IPv4Protocol},
+			want: lines(
+				"-A -t 10.96.0.10:80 -s mh -p 600 -b mh-port",
+				"addr 10.96.0.10",
+				"add KIPVS-CLUSTER-IP 10.96.0.10,tcp:80",
+				"add KIPVS-VIP 10.96.0.10",
+			),
+		},
+		{
 			name: "nil sessionAffinityConfig takes the apiserver default",
 			svc:  service(ns, "web", withAffinity(nil)),
 			want: lines(

@@ -75,16 +75,19 @@ func (d *desired) replace(name types.NamespacedName, f *Fragment, sc *Scope) []S
 			}
 		}
 	}
-	d.remove(name, old)
+	d.remove(name, old, sc)
 	if f.empty() {
 		delete(d.frags, name)
 		return nil
 	}
 	d.frags[name] = f
-	return d.add(name, f)
+	return d.add(name, f, sc)
 }
 
-func (d *desired) remove(name types.NamespacedName, f *Fragment) {
+// remove takes a Service's fragment out; when it owned a virtual server
+// another Service also claims, that one takes over, and its set members go
+// into sc.
+func (d *desired) remove(name types.NamespacedName, f *Fragment, sc *Scope) {
 	if f == nil {
 		return
 	}
@@ -102,6 +105,9 @@ func (d *desired) remove(name types.NamespacedName, f *Fragment) {
 		if len(d.claims[k]) > 0 { // the owner let go: the next claimant takes over
 			next := d.part(d.claims[k][0], k)
 			d.ref(next.Entries)
+			for _, e := range next.Entries {
+				addOnce(sc.Entries, e, d.claims[k][0])
+			}
 			d.state.Servers[k] = d.withDrains(next.VirtualServer)
 			continue
 		}
@@ -119,7 +125,9 @@ func (d *desired) remove(name types.NamespacedName, f *Fragment) {
 	d.unref(f.Entries)
 }
 
-func (d *desired) add(name types.NamespacedName, f *Fragment) []Skip {
+// add puts a Service's fragment in; when it takes a virtual server over
+// from a Service later by name, that one's set members go into sc.
+func (d *desired) add(name types.NamespacedName, f *Fragment, sc *Scope) []Skip {
 	var skips []Skip
 	for _, p := range f.Servers {
 		k := p.Service.Key
@@ -129,7 +137,11 @@ func (d *desired) add(name types.NamespacedName, f *Fragment) []Skip {
 		case len(d.claims[k]) == 1:
 			d.ref([]SetEntry{ownedEntry(d.family, k)})
 		case i == 0: // takes the key over from the previous owner
-			d.unref(d.part(d.claims[k][1], k).Entries)
+			prev := d.part(d.claims[k][1], k)
+			d.unref(prev.Entries)
+			for _, e := range prev.Entries {
+				addOnce(sc.Entries, e, d.claims[k][1])
+			}
 		}
 		if len(d.claims[k]) > 1 {
 			owner, loser := d.claims[k][0], name

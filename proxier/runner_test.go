@@ -54,9 +54,15 @@ func (s harnessSyncer) RetryAt() time.Time {
 	return s.h.retryAt
 }
 
-func newRunnerHarness(t *testing.T) *runnerHarness {
+// failing makes the harness's syncs fail from the first one on.
+func failing(h *runnerHarness) { h.fail.Store(true) }
+
+func newRunnerHarness(t *testing.T, opts ...func(*runnerHarness)) *runnerHarness {
 	h := &runnerHarness{start: time.Unix(1_000_000, 0), syncs: make(chan syncCall, 100), idle: make(chan time.Time)}
 	h.clock = testingclock.NewFakeClock(h.start)
+	for _, o := range opts {
+		o(h)
+	}
 	cfg := RunnerConfig{MinInterval: time.Second, FullInterval: time.Minute, BackoffMin: 2 * time.Second, BackoffMax: 8 * time.Second}
 	h.r = NewRunner(zap.NewNop(), h.clock, cfg, harnessSyncer{h})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -146,8 +152,7 @@ func TestRunnerCoalescesBurstsAndKeepsMinInterval(t *testing.T) {
 }
 
 func TestRunnerRetriesFailuresWithBackoffAsFullSyncs(t *testing.T) {
-	h := newRunnerHarness(t)
-	h.fail.Store(true)
+	h := newRunnerHarness(t, failing)
 	var calls []syncCall
 	for range 4 {
 		calls = append(calls, h.mustNext(t, 20*time.Second))
@@ -174,8 +179,7 @@ func TestRunnerRetriesFailuresWithBackoffAsFullSyncs(t *testing.T) {
 }
 
 func TestRunnerRequestsDuringBackoffWaitForTheRetry(t *testing.T) {
-	h := newRunnerHarness(t)
-	h.fail.Store(true)
+	h := newRunnerHarness(t, failing)
 	failed := h.mustNext(t, 0)
 	h.fail.Store(false)
 	h.request()
@@ -186,8 +190,7 @@ func TestRunnerRequestsDuringBackoffWaitForTheRetry(t *testing.T) {
 }
 
 func TestRunnerWakesWhenTheSyncerAsks(t *testing.T) {
-	h := newRunnerHarness(t)
-	h.setRetryAt(5 * time.Second)
+	h := newRunnerHarness(t, func(h *runnerHarness) { h.retryAt = h.clock.Now().Add(5 * time.Second) })
 	first := h.mustNext(t, 0)
 	h.setRetryAt(0)
 	c := h.mustNext(t, 10*time.Second)

@@ -372,14 +372,26 @@ func TestConflictingServicesAreResolvedByName(t *testing.T) {
 			for _, name := range order {
 				p.OnService(svcs[name])
 			}
+			local := map[string]string{"a": "10.244.1.1", "b": "10.244.7.7"}
+			for _, name := range order {
+				p.OnSlice(slice(ns, name+"-1", name, withEndpoints(ep(local[name], onNode(testNode)))))
+			}
 			mustSync(t, p, false)
-			checkDump(t, "ipvs", n.ipvsDump(), "-A -t 10.96.0.10:80 -s rr\nlink kipvs0 up\n10.96.0.10/32\n")
+			checkDump(t, "ipvs", n.ipvsDump(), "-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1\nlink kipvs0 up\n10.96.0.10/32\n")
 			if p.Skipped()[ReasonConflictingVIPAndPort] != 1 {
 				t.Errorf("conflict not counted once: %v", p.Skipped())
 			}
+			// The loser programs no set member of its own (its local
+			// endpoint's hairpin entry), only the owner's are there.
+			if got := n.sets.Dump(); strings.Contains(got, "10.244.7.7") || !strings.Contains(got, "add KIPVS-LOOP-BACK 10.244.1.1,tcp:8080,10.244.1.1") {
+				t.Errorf("sets with b losing:\n%s", got)
+			}
 			p.OnServiceDelete(svcs["a"])
 			mustSync(t, p, false)
-			checkDump(t, "ipvs", n.ipvsDump(), "-A -t 10.96.0.10:80 -s rr -p 10800\nlink kipvs0 up\n10.96.0.10/32\n")
+			if got := n.sets.Dump(); !strings.Contains(got, "add KIPVS-LOOP-BACK 10.244.7.7,tcp:8080,10.244.7.7") || strings.Contains(got, "10.244.1.1") {
+				t.Errorf("sets once b owns the virtual server:\n%s", got)
+			}
+			checkDump(t, "ipvs", n.ipvsDump(), "-A -t 10.96.0.10:80 -s rr -p 10800\n-a -t 10.96.0.10:80 -r 10.244.7.7:8080 -m -w 1\nlink kipvs0 up\n10.96.0.10/32\n")
 			p.OnServiceDelete(svcs["b"])
 			mustSync(t, p, false)
 			checkDump(t, "ipvs", n.ipvsDump(), "link kipvs0 up\n")
