@@ -48,13 +48,22 @@ func familyName(ipv6 bool) string {
 // one of the types kube-ipvs uses.
 func validateSet(s Set) error {
 	if s.Name == "" || len(s.Name) > maxSetName {
-		return fmt.Errorf("ipset name %q must have 1 to %d characters", s.Name, maxSetName)
+		return fmt.Errorf("name %q must have 1 to %d characters", s.Name, maxSetName)
 	}
-	switch s.Type {
+	if !supportedType(s.Type) {
+		return fmt.Errorf("unsupported type %q", s.Type)
+	}
+	return nil
+}
+
+// supportedType reports whether t is one of the types kube-ipvs uses, the
+// only ones whose members an Entry can hold.
+func supportedType(t SetType) bool {
+	switch t {
 	case HashIP, HashIPPort, HashIPPortIP, HashIPPortNet, HashNet:
-		return nil
+		return true
 	}
-	return fmt.Errorf("ipset %s: unsupported type %q", s.Name, s.Type)
+	return false
 }
 
 // validateEntry checks that e carries exactly the fields the set's type uses

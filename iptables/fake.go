@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/kube-ipvs/kube-ipvs/internal/fakecall"
 )
 
 // Fake is an in-memory iptables of one family with the error semantics of
@@ -19,12 +21,17 @@ import (
 // Beyond Kernel's errors, writes are checked as the kernel would: a rule's
 // -j/-g target must be a target extension (ACCEPT, MASQUERADE, MARK, …) or
 // an existing chain of the table, else ErrNotFound; when IPSets is set, every
-// --match-set must name one of its sets, else ErrNotFound.
+// --match-set must name one of its sets, else ErrNotFound. Errors are worded
+// like Kernel's.
+//
+// For tests it counts calls (Calls, Reads, Writes) and injects failures
+// (FailOn, Hook).
 type Fake struct {
 	// Hook, when set, is called before each Interface method with the
 	// method name and its arguments (table, chain, then the rule spec or
 	// the restored chain names); a non-nil error is returned as-is and the
-	// call does nothing (it is still counted).
+	// call does nothing (it is still counted). A failure set with FailOn
+	// comes first: the Hook is then not called.
 	Hook func(method string, args ...string) error
 	// IPSets, when set, holds the sets rules may match on. NewFakeKernel
 	// links a Fake and a FakeSets both ways.
@@ -32,7 +39,7 @@ type Fake struct {
 
 	mu     sync.Mutex
 	tables map[string]*fakeTable
-	calls  callLog
+	rec    *fakecall.Recorder[string]
 }
 
 type fakeTable struct {
@@ -48,7 +55,11 @@ var _ Interface = (*Fake)(nil)
 
 // NewFake returns a Fake holding only the empty built-in chains.
 func NewFake() *Fake {
-	f := &Fake{tables: map[string]*fakeTable{}}
+	f := &Fake{
+		tables: map[string]*fakeTable{},
+		rec: fakecall.New[string]("iptables.Fake", []string{MethodListRules},
+			[]string{MethodRestoreChains, MethodEnsureRule, MethodDeleteRule, MethodDeleteChain}),
+	}
 	f.tables[TableNAT] = newBuiltinTable("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
 	f.tables[TableFilter] = newBuiltinTable("INPUT", "FORWARD", "OUTPUT")
 	return f
@@ -76,14 +87,15 @@ func newBuiltinTable(names ...string) *fakeTable {
 // ListRules returns a copy of a chain's rules; ErrNotFound if the table or
 // chain does not exist.
 func (f *Fake) ListRules(table, chain string) ([][]string, error) {
-	if err := f.begin("ListRules", table, chain); err != nil {
+	what := fmt.Sprintf("listing %s/%s", table, chain)
+	if err := f.begin(what, MethodListRules, []string{chain}, table, chain); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, err := f.chain(table, chain)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return cloneRules(c.rules), nil
 }
@@ -92,22 +104,22 @@ func (f *Fake) ListRules(table, chain string) ([][]string, error) {
 // missing ones, all or nothing. It refuses what Kernel refuses (built-in
 // chains, bad names) and rules whose target or set does not exist.
 func (f *Fake) RestoreChains(table string, chains []Chain) error {
-	names := make([]string, 0, len(chains)+1)
-	names = append(names, table)
+	names := make([]string, 0, len(chains))
 	for _, c := range chains {
 		names = append(names, c.Name)
 	}
-	if err := f.begin("RestoreChains", names...); err != nil {
+	what := "restoring " + table
+	if err := f.begin(what, MethodRestoreChains, names, append([]string{table}, names...)...); err != nil {
 		return err
 	}
 	if err := validateChains(table, chains); err != nil {
-		return fmt.Errorf("restoring %s: %w", table, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	t, ok := f.tables[table]
 	if !ok {
-		return fmt.Errorf("restoring %s: table does not exist", table)
+		return fmt.Errorf("%s: table does not exist", what)
 	}
 	declared := make(map[string]bool, len(chains))
 	for _, c := range chains {
@@ -116,7 +128,7 @@ func (f *Fake) RestoreChains(table string, chains []Chain) error {
 	for _, c := range chains {
 		for _, r := range c.Rules {
 			if err := f.checkRule(t, declared, r); err != nil {
-				return fmt.Errorf("restoring %s: chain %s: %w", table, c.Name, err)
+				return fmt.Errorf("%s: chain %s: %w", what, c.Name, err)
 			}
 		}
 	}
@@ -130,20 +142,21 @@ func (f *Fake) RestoreChains(table string, chains []Chain) error {
 // already in it, reporting whether it inserted; ErrNotFound if the chain,
 // the target or a matched set does not exist.
 func (f *Fake) EnsureRule(table, chain string, spec []string) (bool, error) {
-	if err := f.begin("EnsureRule", append([]string{table, chain}, spec...)...); err != nil {
+	what := fmt.Sprintf("ensuring rule in %s/%s", table, chain)
+	if err := f.begin(what, MethodEnsureRule, []string{chain}, append([]string{table, chain}, spec...)...); err != nil {
 		return false, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, err := f.chain(table, chain)
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("%s: %w", what, err)
 	}
 	if slices.ContainsFunc(c.rules, func(r []string) bool { return slices.Equal(r, spec) }) {
 		return false, nil
 	}
 	if err := f.checkRule(f.tables[table], nil, spec); err != nil {
-		return false, fmt.Errorf("ensuring rule in %s/%s: %w", table, chain, err)
+		return false, fmt.Errorf("%s: %w", what, err)
 	}
 	c.rules = slices.Insert(c.rules, 0, slices.Clone(spec))
 	return true, nil
@@ -152,18 +165,19 @@ func (f *Fake) EnsureRule(table, chain string, spec []string) (bool, error) {
 // DeleteRule removes the first rule equal to spec; ErrNotFound if there is
 // none or the chain does not exist.
 func (f *Fake) DeleteRule(table, chain string, spec []string) error {
-	if err := f.begin("DeleteRule", append([]string{table, chain}, spec...)...); err != nil {
+	what := fmt.Sprintf("deleting rule in %s/%s", table, chain)
+	if err := f.begin(what, MethodDeleteRule, []string{chain}, append([]string{table, chain}, spec...)...); err != nil {
 		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, err := f.chain(table, chain)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	i := slices.IndexFunc(c.rules, func(r []string) bool { return slices.Equal(r, spec) })
 	if i < 0 {
-		return fmt.Errorf("deleting rule in %s/%s: %w", table, chain, ErrNotFound)
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
 	c.rules = slices.Delete(c.rules, i, i+1)
 	return nil
@@ -173,17 +187,17 @@ func (f *Fake) DeleteRule(table, chain string, spec []string) error {
 // ErrInUse while a rule of the table jumps to it. Built-in chains are
 // refused.
 func (f *Fake) DeleteChain(table, chain string) error {
-	if err := f.begin("DeleteChain", table, chain); err != nil {
+	what := fmt.Sprintf("deleting chain %s/%s", table, chain)
+	if err := f.begin(what, MethodDeleteChain, []string{chain}, table, chain); err != nil {
 		return err
 	}
-	what := fmt.Sprintf("deleting chain %s/%s", table, chain)
 	if err := validateChainName(chain); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, err := f.chain(table, chain); err != nil {
-		return err
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	t := f.tables[table]
 	for name, c := range t.chains {
@@ -214,14 +228,15 @@ func (f *Fake) ReferencesSet(name string) bool {
 	return false
 }
 
-// chain returns a chain, or ErrNotFound. f.mu must be held.
+// chain returns a chain, or ErrNotFound (callers name the chain in their
+// message, as Kernel does). f.mu must be held.
 func (f *Fake) chain(table, chain string) (*fakeChain, error) {
 	if t, ok := f.tables[table]; ok {
 		if c, ok := t.chains[chain]; ok {
 			return c, nil
 		}
 	}
-	return nil, fmt.Errorf("chain %s in table %s: %w", chain, table, ErrNotFound)
+	return nil, ErrNotFound
 }
 
 // checkRule fails with ErrNotFound when spec jumps to a target that is
@@ -244,28 +259,40 @@ func (f *Fake) checkRule(t *fakeTable, extra map[string]bool, spec []string) err
 	return nil
 }
 
-// begin counts a call and consults Hook (outside the lock, so a Hook may
-// inspect the Fake).
-func (f *Fake) begin(method string, args ...string) error {
-	f.calls.add(method)
+// begin counts a call and returns its injected failure, wrapped in what as
+// Kernel wraps its errors, or else what Hook returns, as is. It runs outside
+// f.mu, so a Hook may inspect the Fake.
+func (f *Fake) begin(what, method string, chains []string, args ...string) error {
+	if err := f.rec.Begin(method, chains...); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	if f.Hook != nil {
 		return f.Hook(method, args...)
 	}
 	return nil
 }
 
-// Calls returns how many times each method was called since the last
-// ResetCalls, reads included ("ListRules": 2, "EnsureRule": 1).
-func (f *Fake) Calls() map[string]int { return f.calls.snapshot() }
+// FailOn makes every later call of method (MethodEnsureRule, …) on chain
+// fail with err, wrapped as Kernel wraps its errors, before anything is
+// looked at or changed. RestoreChains fails when any chain it restores is
+// the one given. The chain "" matches every call; tables are not told
+// apart. A nil err removes the failure. Failed calls are counted. It panics
+// on a name that is not an Interface method.
+func (f *Fake) FailOn(method, chain string, err error) { f.rec.FailOn(method, chain, err) }
 
-// ResetCalls forgets the counted calls.
-func (f *Fake) ResetCalls() { f.calls.reset() }
+// Calls returns how many times each method was called since the last
+// ResetCalls, reads and failed calls included ("ListRules": 2,
+// "EnsureRule": 1).
+func (f *Fake) Calls() map[string]int { return f.rec.Calls() }
+
+// ResetCalls forgets the counted calls; state and failures stay.
+func (f *Fake) ResetCalls() { f.rec.Reset() }
 
 // Reads returns the number of ListRules calls since the last ResetCalls.
-func (f *Fake) Reads() int { return f.calls.reads() }
+func (f *Fake) Reads() int { return f.rec.Reads() }
 
 // Writes returns the number of other calls since the last ResetCalls.
-func (f *Fake) Writes() int { return f.calls.writes() }
+func (f *Fake) Writes() int { return f.rec.Writes() }
 
 // Dump renders every table like `iptables-save` without counters or
 // comment lines: tables by name, each as `*TABLE`, one `:CHAIN POLICY` line
@@ -421,51 +448,4 @@ func cloneRules(rules [][]string) [][]string {
 		out[i] = slices.Clone(r)
 	}
 	return out
-}
-
-// callLog counts calls by method name.
-type callLog struct {
-	mu    sync.Mutex
-	calls map[string]int
-}
-
-// readMethods are the calls that only read.
-var readMethods = map[string]bool{"ListRules": true, "ListSets": true, "ListEntries": true}
-
-func (l *callLog) add(method string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.calls == nil {
-		l.calls = map[string]int{}
-	}
-	l.calls[method]++
-}
-
-func (l *callLog) snapshot() map[string]int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make(map[string]int, len(l.calls))
-	maps.Copy(out, l.calls)
-	return out
-}
-
-func (l *callLog) reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.calls = nil
-}
-
-func (l *callLog) reads() int  { return l.count(true) }
-func (l *callLog) writes() int { return l.count(false) }
-
-func (l *callLog) count(read bool) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for m, c := range l.calls {
-		if readMethods[m] == read {
-			n += c
-		}
-	}
-	return n
 }

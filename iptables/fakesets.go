@@ -1,49 +1,71 @@
 package iptables
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/kube-ipvs/kube-ipvs/internal/fakecall"
 )
 
 // FakeSets is an in-memory ipset table with the error semantics of
 // KernelSets. Entries are checked like the kernel checks them (see
 // validateEntry): fields that fit the set's type, the set's family, a known
-// protocol, a masked net longer than /0. Dump shows it like `ipset save`.
-// It is safe for concurrent use.
+// protocol, a masked net longer than /0. Errors are worded like
+// KernelSets'. Dump shows it like `ipset save`; Load seeds it from that
+// text, foreign sets included. It is safe for concurrent use.
+//
+// For tests it counts calls (Calls, Reads, Writes) and injects failures
+// (FailOn, Hook).
 type FakeSets struct {
 	// Hook, when set, is called before each Sets method with the method
 	// name and its arguments (set name, then type and family for
 	// CreateSet, or the entry as Entry.String); a non-nil error is
-	// returned as-is and the call does nothing (it is still counted).
+	// returned as-is and the call does nothing (it is still counted). A
+	// failure set with FailOn comes first: the Hook is then not called.
 	Hook func(method string, args ...string) error
 	// Referenced, when set, tells whether a rule still matches on a set;
 	// DestroySet then fails with ErrInUse, as the kernel does.
 	// NewFakeKernel sets it to the linked Fake's ReferencesSet.
 	Referenced func(name string) bool
 
-	mu    sync.Mutex
-	sets  map[string]*fakeSet
-	calls callLog
+	mu   sync.Mutex
+	sets map[string]*fakeSet
+	rec  *fakecall.Recorder[string]
 }
 
+// fakeSet is one set. A set of a type kube-ipvs uses holds its entries; a
+// set the fake does not model (a bitmap:port, or one whose options or
+// members it does not understand) keeps its `ipset save` lines as loaded.
 type fakeSet struct {
 	set     Set
 	entries map[Entry]struct{}
+	// options is the create line after the type when the set was loaded
+	// ("family inet hashsize 1024 maxelem 65536 bucketsize 12 initval
+	// 0x…"); "" for a set made by CreateSet.
+	options string
+	// foreign is the create line and then the add lines of a set that is
+	// not modelled; nil for a modelled set.
+	foreign []string
 }
 
 var _ Sets = (*FakeSets)(nil)
 
 // NewFakeSets returns an empty FakeSets.
 func NewFakeSets() *FakeSets {
-	return &FakeSets{sets: map[string]*fakeSet{}}
+	return &FakeSets{
+		sets: map[string]*fakeSet{},
+		rec: fakecall.New[string]("iptables.FakeSets", []string{MethodListSets, MethodListEntries},
+			[]string{MethodCreateSet, MethodDestroySet, MethodAddEntry, MethodDelEntry}),
+	}
 }
 
-// ListSets returns all set names, sorted.
+// ListSets returns all set names, sorted, foreign sets included.
 func (s *FakeSets) ListSets() ([]string, error) {
-	if err := s.begin("ListSets"); err != nil {
+	if err := s.begin("listing ipsets", MethodListSets, ""); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -54,25 +76,27 @@ func (s *FakeSets) ListSets() ([]string, error) {
 // CreateSet creates an empty set; ErrExists if the name is taken, whatever
 // the existing set's type.
 func (s *FakeSets) CreateSet(set Set) error {
-	if err := s.begin("CreateSet", set.Name, string(set.Type), familyName(set.IPv6)); err != nil {
+	what := "creating ipset " + set.Name
+	if err := s.begin(what, MethodCreateSet, set.Name, set.Name, string(set.Type), familyName(set.IPv6)); err != nil {
 		return err
 	}
 	if err := validateSet(set); err != nil {
-		return err
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.sets[set.Name]; ok {
-		return fmt.Errorf("creating ipset %s: %w", set.Name, ErrExists)
+		return fmt.Errorf("%s: %w", what, ErrExists)
 	}
 	s.sets[set.Name] = &fakeSet{set: set, entries: map[Entry]struct{}{}}
 	return nil
 }
 
-// DestroySet removes a set; ErrNotFound if absent, ErrInUse while
-// Referenced says a rule matches on it.
+// DestroySet removes a set, foreign or not; ErrNotFound if absent, ErrInUse
+// while Referenced says a rule matches on it.
 func (s *FakeSets) DestroySet(name string) error {
-	if err := s.begin("DestroySet", name); err != nil {
+	what := "destroying ipset " + name
+	if err := s.begin(what, MethodDestroySet, name, name); err != nil {
 		return err
 	}
 	// Asked before taking s.mu: a linked Fake takes its own lock and then
@@ -81,69 +105,96 @@ func (s *FakeSets) DestroySet(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.sets[name]; !ok {
-		return fmt.Errorf("destroying ipset %s: %w", name, ErrNotFound)
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
 	if inUse {
-		return fmt.Errorf("destroying ipset %s: %w", name, ErrInUse)
+		return fmt.Errorf("%s: %w", what, ErrInUse)
 	}
 	delete(s.sets, name)
 	return nil
 }
 
 // ListEntries returns the members of a set, sorted (see compareEntries);
-// ErrNotFound if absent.
+// ErrNotFound if absent, errors.ErrUnsupported for a foreign set, as
+// KernelSets cannot represent its members either.
 func (s *FakeSets) ListEntries(name string) ([]Entry, error) {
-	if err := s.begin("ListEntries", name); err != nil {
+	what := "listing ipset " + name
+	if err := s.begin(what, MethodListEntries, name, name); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fs, ok := s.sets[name]
-	if !ok {
-		return nil, fmt.Errorf("listing ipset %s: %w", name, ErrNotFound)
+	fs, err := s.modelled(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return fs.sorted(), nil
 }
 
 // AddEntry adds a member; ErrExists if present, ErrNotFound if the set is
-// absent, a plain error if the entry does not fit the set.
+// absent, a plain error if the entry does not fit the set (or the set is
+// foreign).
 func (s *FakeSets) AddEntry(name string, e Entry) error {
-	if err := s.begin("AddEntry", name, e.String()); err != nil {
+	what := fmt.Sprintf("adding %s to ipset %s", e, name)
+	if err := s.begin(what, MethodAddEntry, name, name, e.String()); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	what := fmt.Sprintf("adding %s to ipset %s", e, name)
-	fs, ok := s.sets[name]
-	if !ok {
-		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	fs, err := s.modelled(name)
+	if err == nil {
+		err = fs.add(e)
 	}
-	if err := validateEntry(fs.set, e); err != nil {
+	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if _, ok := fs.entries[e]; ok {
-		return fmt.Errorf("%s: %w", what, ErrExists)
-	}
-	fs.entries[e] = struct{}{}
 	return nil
 }
 
 // DelEntry removes a member; ErrNotFound if it or the set is absent.
 func (s *FakeSets) DelEntry(name string, e Entry) error {
-	if err := s.begin("DelEntry", name, e.String()); err != nil {
+	what := fmt.Sprintf("deleting %s from ipset %s", e, name)
+	if err := s.begin(what, MethodDelEntry, name, name, e.String()); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	what := fmt.Sprintf("deleting %s from ipset %s", e, name)
-	fs, ok := s.sets[name]
-	if !ok {
-		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	fs, err := s.modelled(name)
+	if err == nil {
+		if _, ok := fs.entries[e]; !ok {
+			err = ErrNotFound
+		}
 	}
-	if _, ok := fs.entries[e]; !ok {
-		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	delete(fs.entries, e)
+	return nil
+}
+
+// modelled returns a set whose entries the fake holds: ErrNotFound if there
+// is none of that name, errors.ErrUnsupported for a foreign set. s.mu must
+// be held.
+func (s *FakeSets) modelled(name string) (*fakeSet, error) {
+	fs, ok := s.sets[name]
+	switch {
+	case !ok:
+		return nil, ErrNotFound
+	case fs.foreign != nil:
+		return nil, fmt.Errorf("set of type %s: %w", fs.set.Type, errors.ErrUnsupported)
+	}
+	return fs, nil
+}
+
+// add adds a checked entry; ErrExists if present.
+func (fs *fakeSet) add(e Entry) error {
+	if err := validateEntry(fs.set, e); err != nil {
+		return err
+	}
+	if _, ok := fs.entries[e]; ok {
+		return ErrExists
+	}
+	fs.entries[e] = struct{}{}
 	return nil
 }
 
@@ -159,42 +210,109 @@ func (fs *fakeSet) sorted() []Entry {
 	return slices.SortedFunc(maps.Keys(fs.entries), compareEntries)
 }
 
-func (s *FakeSets) begin(method string, args ...string) error {
-	s.calls.add(method)
+// begin counts a call and returns its injected failure, wrapped in what as
+// KernelSets wraps its errors, or else what Hook returns, as is. It runs
+// outside s.mu.
+func (s *FakeSets) begin(what, method, set string, args ...string) error {
+	if err := s.rec.Begin(method, set); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	if s.Hook != nil {
 		return s.Hook(method, args...)
 	}
 	return nil
 }
 
-// Calls returns how many times each method was called since the last
-// ResetCalls, reads included ("ListEntries": 3, "AddEntry": 1).
-func (s *FakeSets) Calls() map[string]int { return s.calls.snapshot() }
+// FailOn makes every later call of method (MethodAddEntry, …) on the set
+// name fail with err, wrapped as KernelSets wraps its errors, before
+// anything is looked at or changed. The name "" matches every call and is
+// the only one ListSets matches. A nil err removes the failure. Failed
+// calls are counted. It panics on a name that is not a Sets method.
+func (s *FakeSets) FailOn(method, name string, err error) { s.rec.FailOn(method, name, err) }
 
-// ResetCalls forgets the counted calls.
-func (s *FakeSets) ResetCalls() { s.calls.reset() }
+// Calls returns how many times each method was called since the last
+// ResetCalls, reads and failed calls included ("ListEntries": 3,
+// "AddEntry": 1).
+func (s *FakeSets) Calls() map[string]int { return s.rec.Calls() }
+
+// ResetCalls forgets the counted calls; state and failures stay.
+func (s *FakeSets) ResetCalls() { s.rec.Reset() }
 
 // Reads returns the number of ListSets and ListEntries calls since the last
 // ResetCalls.
-func (s *FakeSets) Reads() int { return s.calls.reads() }
+func (s *FakeSets) Reads() int { return s.rec.Reads() }
 
 // Writes returns the number of other calls since the last ResetCalls.
-func (s *FakeSets) Writes() int { return s.calls.writes() }
+func (s *FakeSets) Writes() int { return s.rec.Writes() }
 
-// Dump renders all sets like `ipset save`: sets by name, each as
-// `create NAME TYPE family inet hashsize 1024 maxelem 65536` followed by its
-// `add NAME ENTRY` lines, entries sorted (see compareEntries).
+// defaultOptions are the create options Dump shows for a set made by
+// CreateSet: the kernel's defaults, which KernelSets keeps.
+const defaultOptions = "hashsize 1024 maxelem 65536"
+
+// Dump renders all sets like `ipset save`, sets by name. A modelled set is
+// `create NAME TYPE OPTIONS` followed by its `add NAME ENTRY` lines, entries
+// sorted (see compareEntries); OPTIONS are those it was loaded with, or
+// `family inet hashsize 1024 maxelem 65536` for a set made by CreateSet. A
+// foreign set is its lines exactly as loaded. It is not counted as a call.
 func (s *FakeSets) Dump() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var b strings.Builder
 	for _, name := range slices.Sorted(maps.Keys(s.sets)) {
 		fs := s.sets[name]
-		fmt.Fprintf(&b, "create %s %s family %s hashsize 1024 maxelem 65536\n",
-			name, fs.set.Type, familyName(fs.set.IPv6))
+		if fs.foreign != nil {
+			for _, line := range fs.foreign {
+				b.WriteString(line + "\n")
+			}
+			continue
+		}
+		opts := fs.options
+		if opts == "" {
+			opts = "family " + familyName(fs.set.IPv6) + " " + defaultOptions
+		}
+		fmt.Fprintf(&b, "create %s %s %s\n", name, fs.set.Type, opts)
 		for _, e := range fs.sorted() {
 			fmt.Fprintf(&b, "add %s %s\n", name, e)
 		}
 	}
 	return b.String()
+}
+
+// Load adds the sets and members of `ipset save` text, as `ipset restore`
+// would: `create NAME TYPE OPTIONS…` and `add NAME MEMBER` lines, blank
+// lines and '#' comments. A set of a type kube-ipvs uses whose options are
+// only family, hashsize, maxelem, bucketsize and initval, and whose members
+// carry no options, is modelled: its members become Entries (checked like
+// AddEntry checks them) and its options are kept for Dump. Any other set,
+// such as kube-proxy's bitmap:port sets, is foreign: it is listed, can be
+// destroyed, and Dump prints its lines back unchanged, but its members
+// cannot be listed or changed (errors.ErrUnsupported). Adding to a set
+// that already exists is allowed; creating one is ErrExists, as is a
+// member given twice. It is all or nothing, not counted, and ignores
+// FailOn and Hook.
+func (s *FakeSets) Load(text string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	table := make(map[string]*fakeSet, len(s.sets))
+	for name, fs := range s.sets {
+		table[name] = fs.clone()
+	}
+	loaded, err := parseIPSetSave(text, table)
+	if err != nil {
+		return fmt.Errorf("loading ipsets: %w", err)
+	}
+	for _, ls := range loaded {
+		if err := ls.apply(table); err != nil {
+			return fmt.Errorf("loading ipsets: %w", err)
+		}
+	}
+	s.sets = table
+	return nil
+}
+
+func (fs *fakeSet) clone() *fakeSet {
+	c := *fs
+	c.entries = maps.Clone(fs.entries)
+	c.foreign = slices.Clone(fs.foreign)
+	return &c
 }

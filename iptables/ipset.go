@@ -49,7 +49,7 @@ func (k *KernelSets) ListSets() ([]string, error) {
 // 65536); ErrExists if the name is taken, whatever the existing set's type.
 func (k *KernelSets) CreateSet(s Set) error {
 	if err := validateSet(s); err != nil {
-		return err
+		return fmt.Errorf("creating ipset %s: %w", s.Name, err)
 	}
 	opts := netlink.IpsetCreateOptions{Family: syscall.AF_INET}
 	if s.IPv6 {
@@ -62,12 +62,34 @@ func (k *KernelSets) CreateSet(s Set) error {
 // DestroySet removes a set, like `ipset destroy NAME`; ErrNotFound if absent,
 // ErrInUse while an iptables rule references it.
 func (k *KernelSets) DestroySet(name string) error {
-	err := guard(func() error { return netlink.IpsetDestroy(name) })
+	err := guard(func() error { return destroySet(name) })
 	return mapSetError("destroying ipset "+name, err, nil)
 }
 
+// nfnlSubsysIPSet is NFNL_SUBSYS_IPSET of linux/netfilter/nfnetlink.h.
+const nfnlSubsysIPSet = 6
+
+// destroySet sends IPSET_CMD_DESTROY with NLM_F_EXCL, as `ipset destroy`
+// does. netlink.IpsetDestroy leaves the flag out, and the kernel then takes
+// a missing set as already destroyed (like `ipset -exist destroy`) and
+// answers success.
+func destroySet(name string) error {
+	req := nl.NewNetlinkRequest(nl.IPSET_CMD_DESTROY|nfnlSubsysIPSet<<8,
+		nl.GetIpsetFlags(nl.IPSET_CMD_DESTROY)|syscall.NLM_F_EXCL)
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: syscall.AF_NETLINK, Version: nl.NFNETLINK_V0})
+	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_PROTOCOL, nl.Uint8Attr(nl.IPSET_PROTOCOL)))
+	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_SETNAME, nl.ZeroTerminated(name)))
+	_, err := req.Execute(syscall.NETLINK_NETFILTER, 0)
+	var errno syscall.Errno
+	if errors.As(err, &errno) && int(errno) >= nl.IPSET_ERR_PRIVATE {
+		return nl.IPSetError(uintptr(errno))
+	}
+	return err
+}
+
 // ListEntries returns the members of a set sorted like FakeSets does, like
-// `ipset list NAME`; ErrNotFound if absent.
+// `ipset list NAME`; ErrNotFound if absent, errors.ErrUnsupported for a set
+// of a type an Entry cannot hold (bitmap:port, hash:net,iface, …).
 func (k *KernelSets) ListEntries(name string) ([]Entry, error) {
 	var res *netlink.IPSetResult
 	err := guard(func() (err error) {
@@ -76,6 +98,9 @@ func (k *KernelSets) ListEntries(name string) ([]Entry, error) {
 	})
 	if err != nil {
 		return nil, mapSetError("listing ipset "+name, err, nil)
+	}
+	if t := SetType(res.TypeName); !supportedType(t) {
+		return nil, fmt.Errorf("listing ipset %s: set of type %s: %w", name, t, errors.ErrUnsupported)
 	}
 	var entries []Entry
 	for _, ne := range res.Entries {

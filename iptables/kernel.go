@@ -96,16 +96,24 @@ func (k *Kernel) ListRules(table, chain string) ([][]string, error) {
 // `iptables-restore --noflush --wait=5` transaction (see renderRestore):
 // either every chain gets its new body or none changes. Other chains, the
 // built-in ones included, are not touched. Nothing runs for an empty list.
+// A rule jumping to a missing chain or matching a missing set is
+// ErrNotFound.
 func (k *Kernel) RestoreChains(table string, chains []Chain) error {
+	what := "restoring " + table
 	if err := validateChains(table, chains); err != nil {
-		return fmt.Errorf("restoring %s: %w", table, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if len(chains) == 0 {
 		return nil
 	}
+	return k.restore(what, renderRestore(table, chains))
+}
+
+// restore runs `iptables-restore --noflush --wait=5` with input.
+func (k *Kernel) restore(what string, input []byte) error {
 	args := []string{"--noflush", "--wait=" + strconv.Itoa(lockWaitSeconds)}
-	if _, err := k.runner(k.RestoreCommand, args, renderRestore(table, chains)); err != nil {
-		return fmt.Errorf("restoring %s: %w", table, err)
+	if _, err := k.runner(k.RestoreCommand, args, input); err != nil {
+		return mapRestoreError(what, err)
 	}
 	return nil
 }
@@ -145,9 +153,11 @@ func (k *Kernel) DeleteRule(table, chain string, spec []string) error {
 	return nil
 }
 
-// DeleteChain flushes and deletes a user chain, like `iptables -F CHAIN;
-// iptables -X CHAIN`; ErrNotFound if it does not exist, ErrInUse while a rule
-// still jumps to it. Built-in chains are refused.
+// DeleteChain flushes and deletes a user chain in one
+// `iptables-restore --noflush` transaction (see renderDeleteChain), like
+// `iptables -F CHAIN; iptables -X CHAIN` but atomic: ErrInUse while a rule
+// still jumps to it, and then the chain keeps its rules. ErrNotFound if it
+// does not exist. Built-in chains are refused.
 func (k *Kernel) DeleteChain(table, chain string) error {
 	what := fmt.Sprintf("deleting chain %s/%s", table, chain)
 	if err := validateChainName(chain); err != nil {
@@ -164,10 +174,7 @@ func (k *Kernel) DeleteChain(table, chain string) error {
 	if !ok {
 		return fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
-	if err := ipt.ClearAndDeleteChain(table, chain); err != nil {
-		return mapError(what, err)
-	}
-	return nil
+	return k.restore(what, renderDeleteChain(table, chain))
 }
 
 // mapError wraps an iptables failure, adding ErrNotFound when iptables says
@@ -186,6 +193,32 @@ func mapError(what string, err error) error {
 		return fmt.Errorf("%s: %w: %w", what, ErrInUse, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// mapRestoreError wraps an iptables-restore failure, adding ErrNotFound or
+// ErrInUse when its message says so (see restoreErrors).
+func mapRestoreError(what string, err error) error {
+	msg := err.Error()
+	for _, m := range restoreErrors {
+		if strings.Contains(msg, m.text) {
+			return fmt.Errorf("%s: %w: %w", what, m.err, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// restoreErrors are what iptables-restore (legacy and nft) prints for a
+// missing chain, target or set, and for a chain still referenced.
+var restoreErrors = []struct {
+	text string
+	err  error
+}{
+	{"No chain/target/match by that name", ErrNotFound},
+	{"Couldn't load target", ErrNotFound},
+	{"doesn't exist", ErrNotFound},
+	{"does not exist", ErrNotFound},
+	{"Device or resource busy", ErrInUse},
+	{"Too many links", ErrInUse},
 }
 
 // runCommand runs name with args, feeding stdin; on failure the error

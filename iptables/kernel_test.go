@@ -100,3 +100,33 @@ func TestKernelDeleteChainRefusesBuiltin(t *testing.T) {
 		t.Fatal("deleting a built-in chain was not refused")
 	}
 }
+
+func TestMapRestoreError(t *testing.T) {
+	tests := []struct {
+		stderr string
+		want   error // nil: untyped
+	}{
+		{"iptables-restore v1.8.9 (nf_tables): Chain 'KIPVS-X' does not exist\nError occurred at line: 6", ErrNotFound},
+		{"iptables-restore v1.8.9 (nf_tables): Set KIPVS-S doesn't exist.\nError occurred at line: 3", ErrNotFound},
+		{"iptables-restore v1.8.7 (legacy): Couldn't load target `KIPVS-X':No such file or directory", ErrNotFound},
+		{"iptables-restore v1.8.9 (nf_tables): CHAIN_USER_DEL failed (Device or resource busy): chain KIPVS-X", ErrInUse},
+		{"iptables-restore: line 3 failed: Too many links", ErrInUse},
+		{"iptables-restore: line 2 failed", nil},
+	}
+	for _, tt := range tests {
+		err := mapRestoreError("deleting chain filter/KIPVS-X", errors.New(tt.stderr))
+		if tt.want != nil && !errors.Is(err, tt.want) {
+			t.Errorf("%q: err = %v, want %v", tt.stderr, err, tt.want)
+		}
+		if tt.want == nil && (errors.Is(err, ErrNotFound) || errors.Is(err, ErrInUse)) {
+			t.Errorf("%q: err = %v, want untyped", tt.stderr, err)
+		}
+	}
+}
+
+func TestRenderDeleteChain(t *testing.T) {
+	got := string(renderDeleteChain(TableFilter, "KIPVS-A"))
+	if want := "*filter\n:KIPVS-A - [0:0]\n-X KIPVS-A\nCOMMIT\n"; got != want {
+		t.Errorf("renderDeleteChain = %q, want %q", got, want)
+	}
+}

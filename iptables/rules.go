@@ -94,6 +94,13 @@ func renderRestore(table string, chains []Chain) []byte {
 	return b.Bytes()
 }
 
+// renderDeleteChain renders the `iptables-restore --noflush` input that
+// deletes a chain: its declaration flushes it and -X deletes it, in one
+// transaction, so a chain that cannot be deleted is not flushed either.
+func renderDeleteChain(table, chain string) []byte {
+	return []byte("*" + table + "\n:" + chain + " - [0:0]\n-X " + chain + "\nCOMMIT\n")
+}
+
 // ruleLine renders one rule as iptables-save does: "-A CHAIN args…", quoting
 // where needed.
 func ruleLine(chain string, spec []string) string {

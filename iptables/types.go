@@ -21,6 +21,23 @@ var (
 	ErrInUse = errors.New("in use")
 )
 
+// Names of the Interface and Sets methods, as the fakes' Calls count them
+// and their FailOn and Hook take them.
+const (
+	MethodListRules     = "ListRules"
+	MethodRestoreChains = "RestoreChains"
+	MethodEnsureRule    = "EnsureRule"
+	MethodDeleteRule    = "DeleteRule"
+	MethodDeleteChain   = "DeleteChain"
+
+	MethodListSets    = "ListSets"
+	MethodCreateSet   = "CreateSet"
+	MethodDestroySet  = "DestroySet"
+	MethodListEntries = "ListEntries"
+	MethodAddEntry    = "AddEntry"
+	MethodDelEntry    = "DelEntry"
+)
+
 // Tables kube-ipvs writes to.
 const (
 	TableNAT    = "nat"

@@ -6,15 +6,19 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+
+	"github.com/kube-ipvs/kube-ipvs/internal/fakecall"
 )
 
 var _ Interface = (*Fake)(nil)
 
 // Fake is an in-memory IPVS table with the Kernel's semantics: adding a
 // taken key is ErrExists, touching a missing virtual server or real server
-// is ErrNotFound, an empty scheduler is ErrNoScheduler, and invalid input
-// (bad address, real server of another family, weight out of range) is an
-// error before any change. Errors are worded like the Kernel's.
+// is ErrNotFound, a scheduler Linux does not have (any name but rr, wrr,
+// lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh and twos) is
+// ErrNoScheduler, and invalid input (bad address, real server of another
+// family, weight out of range) is an error before any change. Errors are
+// worded like the Kernel's.
 //
 // For tests it counts every call (Calls, Reads, Writes), injects failures
 // (FailOn), renders its table like `ipvsadm -Sn` (Dump) and can be seeded
@@ -22,8 +26,7 @@ var _ Interface = (*Fake)(nil)
 type Fake struct {
 	mu       sync.Mutex
 	services map[ServiceKey]*fakeService
-	calls    map[string]int
-	fails    map[failKey]error
+	rec      *fakecall.Recorder[ServiceKey]
 }
 
 type fakeService struct {
@@ -31,17 +34,14 @@ type fakeService struct {
 	dests map[netip.AddrPort]Destination
 }
 
-type failKey struct {
-	method string
-	key    ServiceKey
-}
-
 // NewFake returns an empty table.
 func NewFake() *Fake {
 	return &Fake{
 		services: map[ServiceKey]*fakeService{},
-		calls:    map[string]int{},
-		fails:    map[failKey]error{},
+		rec: fakecall.New[ServiceKey]("ipvs.Fake",
+			[]string{MethodListServices, MethodListDestinations},
+			[]string{MethodAddService, MethodUpdateService, MethodDeleteService,
+				MethodAddDestination, MethodUpdateDestination, MethodDeleteDestination}),
 	}
 }
 
@@ -51,62 +51,24 @@ func NewFake() *Fake {
 // the key of ListServices). A nil err removes the failure. A failed call is
 // still counted. FailOn panics on a name that is not an Interface method,
 // so a typo cannot make a test pass silently.
-func (f *Fake) FailOn(method string, key ServiceKey, err error) {
-	if _, known := isRead(method); !known {
-		panic(fmt.Sprintf("ipvs.Fake.FailOn: unknown method %q", method))
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err == nil {
-		delete(f.fails, failKey{method, key})
-		return
-	}
-	f.fails[failKey{method, key}] = err
-}
+func (f *Fake) FailOn(method string, key ServiceKey, err error) { f.rec.FailOn(method, key, err) }
 
 // Calls returns how many times each method was called since NewFake or
 // ResetCalls, failed calls included. Methods never called are absent.
-func (f *Fake) Calls() map[string]int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return maps.Clone(f.calls)
-}
+func (f *Fake) Calls() map[string]int { return f.rec.Calls() }
 
 // ResetCalls zeroes the call counters; the table and failures stay.
-func (f *Fake) ResetCalls() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	clear(f.calls)
-}
+func (f *Fake) ResetCalls() { f.rec.Reset() }
 
 // Reads returns the number of ListServices and ListDestinations calls.
-func (f *Fake) Reads() int { return f.count(true) }
+func (f *Fake) Reads() int { return f.rec.Reads() }
 
 // Writes returns the number of calls to the other, table-changing methods,
 // whether or not they failed or changed anything.
-func (f *Fake) Writes() int { return f.count(false) }
-
-func (f *Fake) count(reads bool) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for m, c := range f.calls {
-		if read, _ := isRead(m); read == reads {
-			n += c
-		}
-	}
-	return n
-}
+func (f *Fake) Writes() int { return f.rec.Writes() }
 
 // begin counts a call and returns the injected failure for it, if any.
-// The caller holds f.mu.
-func (f *Fake) begin(method string, key ServiceKey) error {
-	f.calls[method]++
-	if err, ok := f.fails[failKey{method, key}]; ok {
-		return err
-	}
-	return f.fails[failKey{method, ServiceKey{}}]
-}
+func (f *Fake) begin(method string, key ServiceKey) error { return f.rec.Begin(method, key) }
 
 // ListServices returns every virtual server, sorted by key.
 func (f *Fake) ListServices() ([]Service, error) {
@@ -139,7 +101,7 @@ func (f *Fake) AddService(s Service) error {
 }
 
 func addService(table map[ServiceKey]*fakeService, s Service) error {
-	if err := validateService(s); err != nil {
+	if err := validateFakeService(s); err != nil {
 		return err
 	}
 	if table[s.Key] != nil {
@@ -158,13 +120,35 @@ func (f *Fake) UpdateService(s Service) error {
 	if err == nil {
 		err = validateService(s)
 	}
+	var fs *fakeService
 	if err == nil {
-		var fs *fakeService
-		if fs, err = f.lookup(s.Key); err == nil {
-			fs.svc = normalize(s)
-		}
+		// The kernel looks the virtual server up before the scheduler.
+		fs, err = f.lookup(s.Key)
+	}
+	if err == nil {
+		err = validateFakeService(s)
+	}
+	if err == nil {
+		fs.svc = normalize(s)
 	}
 	return opError(MethodUpdateService, s.Key, netip.AddrPort{}, err)
+}
+
+// kernelSchedulers are the IPVS schedulers of Linux (ip_vs_<name>). The
+// Fake has all of them, as a kernel with every module loaded would; any
+// other name is ErrNoScheduler, as the kernel answers.
+var kernelSchedulers = []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"}
+
+// validateFakeService is validateService plus the check the kernel makes
+// itself: that it has the scheduler.
+func validateFakeService(s Service) error {
+	if err := validateService(s); err != nil {
+		return err
+	}
+	if !slices.Contains(kernelSchedulers, s.Scheduler) {
+		return fmt.Errorf("%w (no module ip_vs_%s)", ErrNoScheduler, s.Scheduler)
+	}
+	return nil
 }
 
 // lookup returns the virtual server of key or ErrNotFound.

@@ -19,19 +19,6 @@ const (
 	MethodDeleteDestination = "DeleteDestination"
 )
 
-// isRead reports whether method only reads the table; unknown reports
-// whether it is not an Interface method at all.
-func isRead(method string) (read, known bool) {
-	switch method {
-	case MethodListServices, MethodListDestinations:
-		return true, true
-	case MethodAddService, MethodUpdateService, MethodDeleteService,
-		MethodAddDestination, MethodUpdateDestination, MethodDeleteDestination:
-		return false, true
-	}
-	return false, false
-}
-
 // opError wraps err with a short message naming the operation, the virtual
 // server and, for real server operations, the real server. The Kernel and
 // the Fake word their errors the same way.

@@ -5,8 +5,12 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+
+	"github.com/kube-ipvs/kube-ipvs/internal/fakecall"
 )
 
 // Names of the methods, as the fakes' Calls count them and FailOn takes
@@ -20,56 +24,6 @@ const (
 	MethodGet        = "Get"
 	MethodSet        = "Set"
 )
-
-// recorder counts calls and holds injected failures for a fake; K is what
-// a failure is keyed by besides the method. Its owner serializes access.
-type recorder[K comparable] struct {
-	owner   string          // for panic messages
-	methods map[string]bool // method -> is a read
-	calls   map[string]int
-	fails   map[failKey[K]]error
-}
-
-type failKey[K comparable] struct {
-	method string
-	key    K
-}
-
-func newRecorder[K comparable](owner string, methods map[string]bool) recorder[K] {
-	return recorder[K]{owner: owner, methods: methods, calls: map[string]int{}, fails: map[failKey[K]]error{}}
-}
-
-// begin counts a call and returns its injected failure: the one for key,
-// else the one for the zero K (any key).
-func (r *recorder[K]) begin(method string, key K) error {
-	r.calls[method]++
-	if err, ok := r.fails[failKey[K]{method, key}]; ok {
-		return err
-	}
-	var zero K
-	return r.fails[failKey[K]{method, zero}]
-}
-
-func (r *recorder[K]) failOn(method string, key K, err error) {
-	if _, ok := r.methods[method]; !ok {
-		panic(fmt.Sprintf("%s.FailOn: unknown method %q", r.owner, method))
-	}
-	if err == nil {
-		delete(r.fails, failKey[K]{method, key})
-		return
-	}
-	r.fails[failKey[K]{method, key}] = err
-}
-
-func (r *recorder[K]) count(reads bool) int {
-	n := 0
-	for m, c := range r.calls {
-		if r.methods[m] == reads {
-			n += c
-		}
-	}
-	return n
-}
 
 var _ Addrs = (*FakeAddrs)(nil)
 
@@ -89,10 +43,9 @@ type FakeAddrs struct {
 	kind   string
 	up     bool
 	addrs  map[netip.Addr]bool
-	rec    recorder[netip.Addr]
-	// looks counts EnsureLink calls that found the link up and changed
-	// nothing: like Dummy, which then only reads, they are reads.
-	looks int
+	// rec counts calls; an EnsureLink that finds the link up changes
+	// nothing and, as Dummy then only reads, counts as a read.
+	rec *fakecall.Recorder[netip.Addr]
 }
 
 // NewFakeAddrs returns a fake for the interface name ("" is DefaultLink),
@@ -104,10 +57,8 @@ func NewFakeAddrs(name string) *FakeAddrs {
 	return &FakeAddrs{
 		name:  name,
 		addrs: map[netip.Addr]bool{},
-		rec: newRecorder[netip.Addr]("netif.FakeAddrs", map[string]bool{
-			MethodEnsureLink: false, MethodDeleteLink: false,
-			MethodListAddrs: true, MethodAddAddr: false, MethodDelAddr: false,
-		}),
+		rec: fakecall.New[netip.Addr]("netif.FakeAddrs", []string{MethodListAddrs},
+			[]string{MethodEnsureLink, MethodDeleteLink, MethodAddAddr, MethodDelAddr}),
 	}
 }
 
@@ -136,43 +87,24 @@ func (f *FakeAddrs) SeedLink(kind string, up bool, addrs ...netip.Addr) {
 // DeleteLink and ListAddrs. A nil err removes the failure. Failed calls are
 // counted. It panics on a name that is not an Addrs method.
 func (f *FakeAddrs) FailOn(method string, addr netip.Addr, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.rec.failOn(method, addr, err)
+	f.rec.FailOn(method, addr, err)
 }
 
 // Calls returns how many times each method was called since creation or
 // ResetCalls, failed calls included; methods never called are absent.
-func (f *FakeAddrs) Calls() map[string]int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return maps.Clone(f.rec.calls)
-}
+func (f *FakeAddrs) Calls() map[string]int { return f.rec.Calls() }
 
 // ResetCalls zeroes the call counters; state and failures stay.
-func (f *FakeAddrs) ResetCalls() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	clear(f.rec.calls)
-	f.looks = 0
-}
+func (f *FakeAddrs) ResetCalls() { f.rec.Reset() }
 
 // Reads returns the number of ListAddrs calls, plus EnsureLink calls that
 // found the link up (Dummy only looks then).
-func (f *FakeAddrs) Reads() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.rec.count(true) + f.looks
-}
+func (f *FakeAddrs) Reads() int { return f.rec.Reads() }
 
 // Writes returns the number of calls to the other methods, whether or not
 // they failed or changed anything, except EnsureLink calls that found the
 // link up.
-func (f *FakeAddrs) Writes() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.rec.count(false) - f.looks
-}
+func (f *FakeAddrs) Writes() int { return f.rec.Writes() }
 
 // dummyLocked returns nil if the link exists and is a dummy, else the
 // error Dummy gives.
@@ -190,9 +122,9 @@ func (f *FakeAddrs) dummyLocked() error {
 func (f *FakeAddrs) EnsureLink() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	err := f.rec.begin(MethodEnsureLink, netip.Addr{})
+	err := f.rec.Begin(MethodEnsureLink)
 	if err == nil && f.exists && f.up && f.kind == "dummy" {
-		f.looks++
+		f.rec.CountAsRead()
 		return nil
 	}
 	if err == nil && !f.exists {
@@ -212,7 +144,7 @@ func (f *FakeAddrs) EnsureLink() error {
 func (f *FakeAddrs) DeleteLink() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	err := f.rec.begin(MethodDeleteLink, netip.Addr{})
+	err := f.rec.Begin(MethodDeleteLink)
 	if err == nil {
 		err = f.dummyLocked()
 	}
@@ -228,7 +160,7 @@ func (f *FakeAddrs) DeleteLink() error {
 func (f *FakeAddrs) ListAddrs() ([]netip.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.rec.begin(MethodListAddrs, netip.Addr{}); err != nil {
+	if err := f.rec.Begin(MethodListAddrs); err != nil {
 		return nil, fmt.Errorf("listing addresses of %s: %w", f.name, err)
 	}
 	if !f.exists {
@@ -241,7 +173,7 @@ func (f *FakeAddrs) ListAddrs() ([]netip.Addr, error) {
 func (f *FakeAddrs) AddAddr(addr netip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	err := f.rec.begin(MethodAddAddr, addr)
+	err := f.rec.Begin(MethodAddAddr, addr)
 	if err == nil {
 		err = f.addrOpLocked(addr)
 	}
@@ -258,7 +190,7 @@ func (f *FakeAddrs) AddAddr(addr netip.Addr) error {
 func (f *FakeAddrs) DelAddr(addr netip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	err := f.rec.begin(MethodDelAddr, addr)
+	err := f.rec.Begin(MethodDelAddr, addr)
 	if err == nil {
 		err = f.addrOpLocked(addr)
 	}
@@ -318,21 +250,22 @@ func (f *FakeAddrs) Dump() string {
 var _ Sysctl = (*FakeSysctl)(nil)
 
 // FakeSysctl is an in-memory Sysctl with ProcSysctl's semantics: values
-// are trimmed, invalid keys are refused, and Get and Set of a key that
-// does not exist are ErrNotFound (seed the keys the code under test may
-// set). It counts calls, injects failures and renders itself with Dump. It
+// are trimmed, invalid keys are refused, Get and Set of a key that does not
+// exist are ErrNotFound (seed the keys the code under test may set), and a
+// key that holds integers (like "1" or "4096 87380 6291456") takes only
+// decimal integers, else syscall.EINVAL, as the kernel refuses "abc". It counts calls, injects failures and renders itself with Dump. It
 // is safe for concurrent use.
 type FakeSysctl struct {
 	mu     sync.Mutex
 	values map[string]string
-	rec    recorder[string]
+	rec    *fakecall.Recorder[string]
 }
 
 // NewFakeSysctl returns a fake holding the seed keys (nil for none).
 func NewFakeSysctl(seed map[string]string) *FakeSysctl {
 	f := &FakeSysctl{
 		values: map[string]string{},
-		rec:    newRecorder[string]("netif.FakeSysctl", map[string]bool{MethodGet: true, MethodSet: false}),
+		rec:    fakecall.New[string]("netif.FakeSysctl", []string{MethodGet}, []string{MethodSet}),
 	}
 	for k, v := range seed {
 		f.values[k] = strings.TrimSpace(v)
@@ -344,7 +277,7 @@ func NewFakeSysctl(seed map[string]string) *FakeSysctl {
 func (f *FakeSysctl) Get(key string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	err := f.rec.begin(MethodGet, key)
+	err := f.rec.Begin(MethodGet, key)
 	if err == nil {
 		err = validateKey(key)
 	}
@@ -363,12 +296,16 @@ func (f *FakeSysctl) Set(key, value string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	value = strings.TrimSpace(value)
-	err := f.rec.begin(MethodSet, key)
+	err := f.rec.Begin(MethodSet, key)
 	if err == nil {
 		err = validateKey(key)
 	}
-	if _, ok := f.values[key]; err == nil && !ok {
+	old, ok := f.values[key]
+	if err == nil && !ok {
 		err = ErrNotFound
+	}
+	if err == nil && isIntegers(old) && !isIntegers(value) {
+		err = syscall.EINVAL
 	}
 	if err != nil {
 		return fmt.Errorf("setting sysctl %s=%s: %w", key, value, err)
@@ -377,42 +314,34 @@ func (f *FakeSysctl) Set(key, value string) error {
 	return nil
 }
 
+// isIntegers reports whether v is one or more blank-separated decimal
+// integers, the values of the kernel's integer sysctls.
+func isIntegers(v string) bool {
+	fields := strings.Fields(v)
+	for _, f := range fields {
+		if _, err := strconv.ParseInt(f, 10, 64); err != nil {
+			return false
+		}
+	}
+	return len(fields) > 0
+}
+
 // FailOn makes every later call of method (MethodGet or MethodSet) on key
 // fail with err, wrapped as ProcSysctl wraps its errors; "" matches every
 // key, a nil err removes the failure. It panics on another method name.
-func (f *FakeSysctl) FailOn(method, key string, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.rec.failOn(method, key, err)
-}
+func (f *FakeSysctl) FailOn(method, key string, err error) { f.rec.FailOn(method, key, err) }
 
 // Calls returns how many times Get and Set were called, failures included.
-func (f *FakeSysctl) Calls() map[string]int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return maps.Clone(f.rec.calls)
-}
+func (f *FakeSysctl) Calls() map[string]int { return f.rec.Calls() }
 
 // ResetCalls zeroes the call counters; values and failures stay.
-func (f *FakeSysctl) ResetCalls() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	clear(f.rec.calls)
-}
+func (f *FakeSysctl) ResetCalls() { f.rec.Reset() }
 
 // Reads returns the number of Get calls.
-func (f *FakeSysctl) Reads() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.rec.count(true)
-}
+func (f *FakeSysctl) Reads() int { return f.rec.Reads() }
 
 // Writes returns the number of Set calls.
-func (f *FakeSysctl) Writes() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.rec.count(false)
-}
+func (f *FakeSysctl) Writes() int { return f.rec.Writes() }
 
 // Dump renders every key as "key = value", one per line, sorted by key
 // (like `sysctl -a`, but with the slash-separated keys Get takes). It is

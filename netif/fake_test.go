@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -374,5 +375,33 @@ func TestFakeSysctlCallsAndFailOn(t *testing.T) {
 	f.ResetCalls()
 	if len(f.Calls()) != 0 {
 		t.Errorf("after ResetCalls: %v", f.Calls())
+	}
+}
+
+func TestFakeSysctlValues(t *testing.T) {
+	f := NewFakeSysctl(map[string]string{
+		"net/ipv4/vs/conntrack":           "0",
+		"net/ipv4/tcp_rmem":               "4096 131072 6291456",
+		"net/ipv4/tcp_congestion_control": "cubic",
+		"net/ipv4/conf/all/arp_announce":  "2",
+	})
+	tests := []struct {
+		key, value string
+		ok         bool
+	}{
+		{"net/ipv4/vs/conntrack", "1", true},
+		{"net/ipv4/vs/conntrack", "-1", true},
+		{"net/ipv4/vs/conntrack", "yes", false},
+		{"net/ipv4/vs/conntrack", "", false},
+		{"net/ipv4/tcp_rmem", "4096 87380 6291456", true},
+		{"net/ipv4/tcp_rmem", "4096 big", false},
+		{"net/ipv4/tcp_congestion_control", "bbr", true},
+		{"net/ipv4/conf/all/arp_announce", "0x2", false},
+	}
+	for _, tt := range tests {
+		err := f.Set(tt.key, tt.value)
+		if tt.ok != (err == nil) || (!tt.ok && !errors.Is(err, syscall.EINVAL)) {
+			t.Errorf("Set(%s, %q) = %v, want ok %v (else EINVAL)", tt.key, tt.value, err, tt.ok)
+		}
 	}
 }

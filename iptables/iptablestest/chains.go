@@ -1,0 +1,276 @@
+package iptablestest
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/kube-ipvs/kube-ipvs/iptables"
+)
+
+// RunChains runs the contract of iptables.Interface against the kernels
+// newKernel returns, a fresh one for each case.
+func RunChains(t *testing.T, newKernel func(t *testing.T) Kernel) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, e *env)
+	}{
+		{"built-in chains exist", testBuiltinsExist},
+		{"ListRules of a missing chain is ErrNotFound", testListMissing},
+		{"rules read back as written in iptables -S form", testCanonical},
+		{"RestoreChains replaces only the named chains", testRestoreOnlyNamed},
+		{"RestoreChains refuses a built-in chain and changes nothing", testRestoreBuiltin},
+		{"RestoreChains is all or nothing", testRestoreAtomic},
+		{"EnsureRule inserts at the head and does not duplicate", testEnsureRule},
+		{"EnsureRule errors are typed", testEnsureRuleErrors},
+		{"DeleteRule removes the first equal rule", testDeleteRule},
+		{"DeleteChain is ErrInUse while jumped to and keeps the chain", testDeleteChainInUse},
+		{"DeleteChain errors", testDeleteChainErrors},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, newEnv(t, newKernel(t))) })
+	}
+}
+
+// Chain and set names of the chain cases.
+const (
+	chainA   = Prefix + "A"
+	chainB   = Prefix + "B"
+	chainNat = Prefix + "NAT"
+	setIP    = Prefix + "IP"
+	setPort  = Prefix + "IPPORT"
+	setLoop  = Prefix + "LOOP"
+)
+
+// family holds what differs between the IPv4 and the IPv6 rules.
+type family struct{ icmp, reject, cidr string }
+
+func (e *env) family() family {
+	if e.k.IPv6 {
+		return family{icmp: "ipv6-icmp", reject: "icmp6-port-unreachable", cidr: "fd00:10:244::/64"}
+	}
+	return family{icmp: "icmp", reject: "icmp-port-unreachable", cidr: "10.244.0.0/16"}
+}
+
+func testBuiltinsExist(t *testing.T, e *env) {
+	for table, names := range builtins {
+		for _, c := range names {
+			if _, err := e.k.IPTables.ListRules(table, c); err != nil {
+				t.Errorf("ListRules(%s, %s): %v", table, c, err)
+			}
+		}
+	}
+}
+
+func testListMissing(t *testing.T, e *env) {
+	for _, table := range []string{iptables.TableFilter, iptables.TableNAT} {
+		_, err := e.k.IPTables.ListRules(table, Prefix+"NOPE")
+		wantErr(t, "ListRules in "+table, err, iptables.ErrNotFound)
+	}
+}
+
+// testCanonical writes the rule shapes kube-ipvs writes (proxier/rules.go)
+// and wants them back exactly: they are written the way iptables -S prints
+// them, so comparing with the kernel finds no difference when there is none.
+func testCanonical(t *testing.T, e *env) {
+	e.createSet(setIP, iptables.HashIP)
+	e.createSet(setPort, iptables.HashIPPort)
+	e.createSet(setLoop, iptables.HashIPPortIP)
+	f := e.family()
+	filter := []iptables.Chain{
+		{Name: chainA, Rules: rules(
+			"-m set --match-set "+setPort+" dst,dst -j RETURN",
+			"-p "+f.icmp+" -j RETURN",
+			"-m set --match-set "+setIP+" dst -m conntrack --ctstate NEW -j REJECT --reject-with "+f.reject,
+		)},
+		{Name: chainB, Rules: rules(
+			`-m comment --comment "kube-ipvs masqueraded traffic" -m mark --mark 0x4000/0x4000 -j ACCEPT`,
+			`-m comment --comment "kube-ipvs replies and related traffic" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+			"-j "+chainA,
+		)},
+	}
+	nat := []iptables.Chain{
+		{Name: chainA, Rules: rules(
+			"-m set ! --match-set "+setPort+" dst,dst -j RETURN",
+			"-s "+f.cidr+" -j ACCEPT",
+			"-m set --match-set "+setIP+" src -j "+chainNat,
+			"-j "+chainNat,
+			"-j ACCEPT",
+		)},
+		{Name: chainNat, Rules: rules("-j MARK --set-xmark 0x4000/0x4000")},
+		{Name: chainB, Rules: rules(
+			"-m set --match-set "+setLoop+" dst,dst,src -j MASQUERADE",
+			"-m mark ! --mark 0x4000/0x4000 -j RETURN",
+			"-j MARK --set-xmark 0x4000/0x0",
+			"-j MASQUERADE --random-fully",
+		)},
+	}
+	for table, chains := range map[string][]iptables.Chain{iptables.TableFilter: filter, iptables.TableNAT: nat} {
+		e.restore(table, chains...)
+		for _, c := range chains {
+			wantEqual(t, "ListRules("+table+", "+c.Name+")", e.rules(table, c.Name), c.Rules)
+		}
+	}
+	jump := args(`-m comment --comment "kube-ipvs service portals" -j ` + chainA)
+	e.ensure(iptables.TableNAT, "PREROUTING", jump)
+	if got := e.rules(iptables.TableNAT, "PREROUTING"); len(got) == 0 || !slices.Equal(got[0], jump) {
+		t.Errorf("PREROUTING = %q, want %q first", got, jump)
+	}
+}
+
+func testRestoreOnlyNamed(t *testing.T, e *env) {
+	a := iptables.Chain{Name: chainA, Rules: rules("-j RETURN")}
+	b := iptables.Chain{Name: chainB, Rules: rules("-j ACCEPT", "-j RETURN")}
+	e.restore(iptables.TableFilter, a, b)
+	jump := args("-j " + chainA)
+	e.ensure(iptables.TableFilter, "FORWARD", jump)
+	forward := e.rules(iptables.TableFilter, "FORWARD")
+
+	a.Rules = rules("-j DROP", "-j RETURN")
+	e.restore(iptables.TableFilter, a)
+	wantEqual(t, "restored chain", e.rules(iptables.TableFilter, chainA), a.Rules)
+	wantEqual(t, "other user chain", e.rules(iptables.TableFilter, chainB), b.Rules)
+	wantEqual(t, "FORWARD, which jumps to the restored chain", e.rules(iptables.TableFilter, "FORWARD"), forward)
+
+	e.restore(iptables.TableFilter, iptables.Chain{Name: chainA})
+	wantEqual(t, "chain restored empty", e.rules(iptables.TableFilter, chainA), [][]string(nil))
+	wantEqual(t, "other user chain", e.rules(iptables.TableFilter, chainB), b.Rules)
+	wantEqual(t, "FORWARD", e.rules(iptables.TableFilter, "FORWARD"), forward)
+}
+
+func testRestoreBuiltin(t *testing.T, e *env) {
+	a := iptables.Chain{Name: chainA, Rules: rules("-j RETURN")}
+	e.restore(iptables.TableFilter, a)
+	e.ensure(iptables.TableFilter, "FORWARD", args("-j "+chainA))
+	forward := e.rules(iptables.TableFilter, "FORWARD")
+	err := e.k.IPTables.RestoreChains(iptables.TableFilter, []iptables.Chain{
+		{Name: chainA, Rules: rules("-j DROP")},
+		{Name: "FORWARD", Rules: rules("-j ACCEPT")},
+	})
+	if err == nil {
+		t.Error("RestoreChains of FORWARD accepted")
+	}
+	wantPlainMessage(t, "RestoreChains of FORWARD", err)
+	wantEqual(t, "FORWARD", e.rules(iptables.TableFilter, "FORWARD"), forward)
+	wantEqual(t, "the other chain of the call", e.rules(iptables.TableFilter, chainA), a.Rules)
+}
+
+func testRestoreAtomic(t *testing.T, e *env) {
+	a := iptables.Chain{Name: chainA, Rules: rules("-j RETURN")}
+	e.restore(iptables.TableFilter, a)
+	tests := []struct {
+		what string
+		bad  iptables.Chain
+	}{
+		{"jump to a missing chain", iptables.Chain{Name: chainB, Rules: rules("-j " + Prefix + "MISSING")}},
+		{"match on a missing set", iptables.Chain{Name: chainB, Rules: rules("-m set --match-set " + Prefix + "MISSING dst -j RETURN")}},
+	}
+	for _, tc := range tests {
+		e.own(iptables.TableFilter, tc.bad)
+		err := e.k.IPTables.RestoreChains(iptables.TableFilter, []iptables.Chain{{Name: chainA, Rules: rules("-j DROP")}, tc.bad})
+		wantErr(t, tc.what, err, iptables.ErrNotFound)
+		wantEqual(t, tc.what+": the other chain of the call", e.rules(iptables.TableFilter, chainA), a.Rules)
+		_, err = e.k.IPTables.ListRules(iptables.TableFilter, chainB)
+		wantErr(t, tc.what+": the chain that failed", err, iptables.ErrNotFound)
+	}
+	// A chain of the same call may be jumped to.
+	e.restore(iptables.TableFilter, iptables.Chain{Name: chainA, Rules: rules("-j " + chainB)}, iptables.Chain{Name: chainB})
+	wantEqual(t, "jump to a chain of the same call", e.rules(iptables.TableFilter, chainA), rules("-j "+chainB))
+}
+
+func testEnsureRule(t *testing.T, e *env) {
+	a := iptables.Chain{Name: chainA, Rules: rules("-j DROP", "-j RETURN")}
+	e.restore(iptables.TableFilter, a)
+	head := args(`-m comment --comment "kube-ipvs VIP filter" -j ACCEPT`)
+	if !e.ensure(iptables.TableFilter, chainA, head) {
+		t.Error("EnsureRule of a new rule reported no insert")
+	}
+	want := append([][]string{head}, a.Rules...)
+	wantEqual(t, "after EnsureRule", e.rules(iptables.TableFilter, chainA), want)
+	for _, spec := range [][]string{head, a.Rules[1]} {
+		if e.ensure(iptables.TableFilter, chainA, spec) {
+			t.Errorf("EnsureRule(%q) of a present rule reported an insert", spec)
+		}
+	}
+	wantEqual(t, "after EnsureRule of present rules", e.rules(iptables.TableFilter, chainA), want)
+
+	jump := args(`-m comment --comment "kube-ipvs forwarding" -j ` + chainA)
+	for i := range 2 {
+		if added := e.ensure(iptables.TableFilter, "FORWARD", jump); added != (i == 0) {
+			t.Errorf("EnsureRule in FORWARD, call %d: inserted = %v", i+1, added)
+		}
+	}
+	forward := e.rules(iptables.TableFilter, "FORWARD")
+	before := e.before[[2]string{iptables.TableFilter, "FORWARD"}]
+	wantEqual(t, "FORWARD", forward, append([][]string{jump}, before...))
+}
+
+func testEnsureRuleErrors(t *testing.T, e *env) {
+	e.restore(iptables.TableFilter, iptables.Chain{Name: chainA})
+	tests := []struct {
+		what, chain string
+		spec        []string
+	}{
+		{"missing chain", Prefix + "NOPE", args("-j RETURN")},
+		{"jump to a missing chain", chainA, args("-j " + Prefix + "MISSING")},
+		{"match on a missing set", chainA, args("-m set --match-set " + Prefix + "MISSING dst -j RETURN")},
+	}
+	for _, tc := range tests {
+		_, err := e.k.IPTables.EnsureRule(iptables.TableFilter, tc.chain, tc.spec)
+		wantErr(t, tc.what, err, iptables.ErrNotFound)
+	}
+	wantEqual(t, "chain after", e.rules(iptables.TableFilter, chainA), [][]string(nil))
+}
+
+func testDeleteRule(t *testing.T, e *env) {
+	a := iptables.Chain{Name: chainA, Rules: rules("-j DROP", "-j RETURN", "-j DROP")}
+	e.restore(iptables.TableFilter, a)
+	if err := e.k.IPTables.DeleteRule(iptables.TableFilter, chainA, args("-j DROP")); err != nil {
+		t.Fatal(err)
+	}
+	wantEqual(t, "after DeleteRule", e.rules(iptables.TableFilter, chainA), rules("-j RETURN", "-j DROP"))
+	err := e.k.IPTables.DeleteRule(iptables.TableFilter, chainA, args("-j ACCEPT"))
+	wantErr(t, "DeleteRule of an absent rule", err, iptables.ErrNotFound)
+	err = e.k.IPTables.DeleteRule(iptables.TableFilter, Prefix+"NOPE", args("-j DROP"))
+	wantErr(t, "DeleteRule in a missing chain", err, iptables.ErrNotFound)
+	wantEqual(t, "after failed DeleteRules", e.rules(iptables.TableFilter, chainA), rules("-j RETURN", "-j DROP"))
+}
+
+func testDeleteChainInUse(t *testing.T, e *env) {
+	a := iptables.Chain{Name: chainA, Rules: rules("-j DROP", "-j RETURN")}
+	b := iptables.Chain{Name: chainB, Rules: rules("-j " + chainA)}
+	e.restore(iptables.TableFilter, a, b)
+	wantErr(t, "DeleteChain jumped to from a user chain", e.k.IPTables.DeleteChain(iptables.TableFilter, chainA), iptables.ErrInUse)
+	wantEqual(t, "the chain after", e.rules(iptables.TableFilter, chainA), a.Rules)
+
+	e.restore(iptables.TableFilter, iptables.Chain{Name: chainB})
+	jump := args("-j " + chainA)
+	e.ensure(iptables.TableFilter, "FORWARD", jump)
+	wantErr(t, "DeleteChain jumped to from FORWARD", e.k.IPTables.DeleteChain(iptables.TableFilter, chainA), iptables.ErrInUse)
+	wantEqual(t, "the chain after", e.rules(iptables.TableFilter, chainA), a.Rules)
+
+	if err := e.k.IPTables.DeleteRule(iptables.TableFilter, "FORWARD", jump); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.k.IPTables.DeleteChain(iptables.TableFilter, chainA); err != nil {
+		t.Fatalf("DeleteChain of a chain with rules, no longer jumped to: %v", err)
+	}
+	_, err := e.k.IPTables.ListRules(iptables.TableFilter, chainA)
+	wantErr(t, "ListRules after DeleteChain", err, iptables.ErrNotFound)
+}
+
+func testDeleteChainErrors(t *testing.T, e *env) {
+	wantErr(t, "DeleteChain of a missing chain", e.k.IPTables.DeleteChain(iptables.TableNAT, Prefix+"NOPE"), iptables.ErrNotFound)
+	for table, names := range builtins {
+		for _, c := range names {
+			err := e.k.IPTables.DeleteChain(table, c)
+			if err == nil {
+				t.Errorf("DeleteChain(%s, %s) of a built-in chain accepted", table, c)
+			}
+			wantPlainMessage(t, "DeleteChain of "+c, err)
+		}
+	}
+	// A chain of the same name in the other table is another chain.
+	e.restore(iptables.TableNAT, iptables.Chain{Name: chainA, Rules: rules("-j RETURN")})
+	wantErr(t, "DeleteChain in the other table", e.k.IPTables.DeleteChain(iptables.TableFilter, chainA), iptables.ErrNotFound)
+	wantEqual(t, "the nat chain", e.rules(iptables.TableNAT, chainA), rules("-j RETURN"))
+}

@@ -1,0 +1,415 @@
+// Package ipvstest is the contract of ipvs.Interface: the behaviour kube-ipvs
+// relies on, stated once as named subtests. It runs against ipvs.Fake in
+// `go test` (ipvs/contract_test.go) and against ipvs.Kernel in the VM
+// (test/vm/guest/contract_test.go), so the fake cannot drift from the kernel
+// unnoticed.
+//
+// The suite only makes virtual servers on 10.96.240.0/24 and
+// fd00:96:240::/64 with real servers in 10.244.240.0/24 and
+// fd00:244:240::/64, deletes each at the end of the case that made it, and
+// fails a case that leaves one behind.
+package ipvstest
+
+import (
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/kube-ipvs/kube-ipvs/ipvs"
+)
+
+// Harness is one table under test.
+type Harness struct {
+	// IPVS is the table. It may hold virtual servers of others outside
+	// the suite's addresses; they are left alone.
+	IPVS ipvs.Interface
+	// Connect makes the table count one open connection on the real
+	// server dest of the virtual server key (the suite has made dest its
+	// only real server, Masquerade, weight 1) until t ends. On a kernel
+	// it opens a TCP connection through the virtual server, so dest must
+	// answer; on a fake it sets the counts.
+	Connect func(t *testing.T, key ipvs.ServiceKey, dest netip.AddrPort)
+}
+
+// The suite's address ranges (see the package comment).
+var (
+	vipRange  = []netip.Prefix{netip.MustParsePrefix("10.96.240.0/24"), netip.MustParsePrefix("fd00:96:240::/64")}
+	destRange = []netip.Prefix{netip.MustParsePrefix("10.244.240.0/24"), netip.MustParsePrefix("fd00:244:240::/64")}
+)
+
+// Run runs the contract against the tables newHarness returns, a fresh
+// harness for each case.
+func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, c *suiteCase)
+	}{
+		{"ListServices is sorted and reads back what was added", testListServices},
+		{"AddService of a taken key is ErrExists", testAddServiceExists},
+		{"unknown scheduler is ErrNoScheduler", testNoScheduler},
+		{"missing virtual server is ErrNotFound", testServiceNotFound},
+		{"UpdateService changes scheduler, persistence and flags", testUpdateService},
+		{"persistence reads back, timeout only when persistent", testPersistence},
+		{"scheduler flags read back without kernel-internal bits", testSchedFlags},
+		{"real servers read back sorted, weight 0 included", testDestinations},
+		{"real server errors are typed", testDestinationErrors},
+		{"UpdateDestination changes weight and forwarding", testUpdateDestination},
+		{"DeleteService removes its real servers", testDeleteServiceRemovesDests},
+		{"connection counts start at 0 and survive UpdateDestination", testConns},
+		{"invalid input is refused before any change", testInvalid},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &suiteCase{t: t, h: newHarness(t)}
+			t.Cleanup(c.checkClean)
+			tc.run(t, c)
+		})
+	}
+}
+
+// suiteCase is one case's harness plus what it made.
+type suiteCase struct {
+	t *testing.T
+	h Harness
+}
+
+// ours reports whether a virtual server address is in the suite's range.
+func ours(a netip.Addr) bool {
+	for _, p := range vipRange {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkClean fails the case if a virtual server of the suite's range is
+// still there after its cleanups.
+func (c *suiteCase) checkClean() {
+	svcs, err := c.h.IPVS.ListServices()
+	if err != nil {
+		c.t.Errorf("after the case: %v", err)
+		return
+	}
+	for _, s := range svcs {
+		if ours(s.Key.Addr) {
+			c.t.Errorf("after the case: virtual server %s left behind", s.Key)
+		}
+	}
+}
+
+// add creates a virtual server, deleted when the case ends.
+func (c *suiteCase) add(s ipvs.Service) {
+	c.t.Helper()
+	if !ours(s.Key.Addr) {
+		c.t.Fatalf("suite bug: %s is outside the suite's range", s.Key)
+	}
+	if err := c.h.IPVS.AddService(s); err != nil {
+		c.t.Fatalf("AddService(%+v): %v", s, err)
+	}
+	c.t.Cleanup(func() {
+		if err := c.h.IPVS.DeleteService(s.Key); err != nil && !errors.Is(err, ipvs.ErrNotFound) {
+			c.t.Errorf("cleanup: %v", err)
+		}
+	})
+}
+
+// addDest adds a real server.
+func (c *suiteCase) addDest(k ipvs.ServiceKey, d ipvs.Destination) {
+	c.t.Helper()
+	if err := c.h.IPVS.AddDestination(k, d); err != nil {
+		c.t.Fatalf("AddDestination(%s, %+v): %v", k, d, err)
+	}
+}
+
+// services lists the suite's virtual servers.
+func (c *suiteCase) services() []ipvs.Service {
+	c.t.Helper()
+	all, err := c.h.IPVS.ListServices()
+	if err != nil {
+		c.t.Fatalf("ListServices: %v", err)
+	}
+	var out []ipvs.Service
+	for _, s := range all {
+		if ours(s.Key.Addr) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// service returns the suite's virtual server of key as listed.
+func (c *suiteCase) service(k ipvs.ServiceKey) ipvs.Service {
+	c.t.Helper()
+	for _, s := range c.services() {
+		if s.Key == k {
+			return s
+		}
+	}
+	c.t.Fatalf("ListServices lacks %s", k)
+	return ipvs.Service{}
+}
+
+// dests lists the real servers of key.
+func (c *suiteCase) dests(k ipvs.ServiceKey) []ipvs.Destination {
+	c.t.Helper()
+	ds, err := c.h.IPVS.ListDestinations(k)
+	if err != nil {
+		c.t.Fatalf("ListDestinations(%s): %v", k, err)
+	}
+	return ds
+}
+
+// wantErr fails unless err wraps target.
+func wantErr(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Errorf("%s: err = %v, want %v", what, err, target)
+	}
+	wantPlainMessage(t, what, err)
+}
+
+// wantPlainMessage fails if err's message says one thing twice in a row
+// ("listing X: listing X: …"): an adapter wraps its errors once.
+func wantPlainMessage(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	parts := strings.Split(err.Error(), ": ")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] == parts[i-1] {
+			t.Errorf("%s: error %q says %q twice", what, err, parts[i])
+		}
+	}
+}
+
+// wantEqual fails unless got and want are deeply equal.
+func wantEqual[T any](t *testing.T, what string, got, want T) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s:\n got %+v\nwant %+v", what, got, want)
+	}
+}
+
+func key(addr string, proto ipvs.Protocol, port uint16) ipvs.ServiceKey {
+	return ipvs.ServiceKey{Addr: netip.MustParseAddr(addr), Proto: proto, Port: port}
+}
+
+func rr(k ipvs.ServiceKey) ipvs.Service { return ipvs.Service{Key: k, Scheduler: "rr"} }
+
+func masq(addr string, weight int) ipvs.Destination {
+	return ipvs.Destination{Addr: netip.MustParseAddrPort(addr), Weight: weight, Forward: ipvs.Masquerade}
+}
+
+var (
+	web  = key("10.96.240.10", ipvs.TCP, 80)
+	dns  = key("10.96.240.10", ipvs.UDP, 53)
+	web6 = key("fd00:96:240::10", ipvs.TCP, 80)
+)
+
+func testListServices(t *testing.T, c *suiteCase) {
+	want := []ipvs.Service{
+		{Key: key("10.96.240.2", ipvs.TCP, 443), Scheduler: "wlc"},
+		{Key: key("10.96.240.10", ipvs.TCP, 53), Scheduler: "rr"},
+		{Key: web, Scheduler: "rr"},
+		{Key: dns, Scheduler: "sh"},
+		{Key: key("10.96.240.10", ipvs.SCTP, 9999), Scheduler: "rr"},
+		{Key: web6, Scheduler: "mh", Flags: ipvs.SchedFlag2},
+	}
+	for _, i := range []int{5, 2, 4, 0, 3, 1} {
+		c.add(want[i])
+	}
+	wantEqual(t, "ListServices", c.services(), want)
+}
+
+func testAddServiceExists(t *testing.T, c *suiteCase) {
+	c.add(rr(web))
+	other := ipvs.Service{Key: web, Scheduler: "wlc", Persistent: true, Timeout: 60}
+	wantErr(t, "AddService of a taken key", c.h.IPVS.AddService(other), ipvs.ErrExists)
+	wantEqual(t, "the virtual server after", c.service(web), rr(web))
+}
+
+func testNoScheduler(t *testing.T, c *suiteCase) {
+	bad := ipvs.Service{Key: web, Scheduler: "kipvs-nosuch"}
+	wantErr(t, "AddService", c.h.IPVS.AddService(bad), ipvs.ErrNoScheduler)
+	wantEqual(t, "virtual servers after", c.services(), []ipvs.Service(nil))
+	c.add(rr(web))
+	wantErr(t, "UpdateService", c.h.IPVS.UpdateService(bad), ipvs.ErrNoScheduler)
+	wantEqual(t, "the virtual server after", c.service(web), rr(web))
+}
+
+func testServiceNotFound(t *testing.T, c *suiteCase) {
+	c.add(rr(dns)) // same address and port, other protocol
+	wantErr(t, "UpdateService", c.h.IPVS.UpdateService(rr(web)), ipvs.ErrNotFound)
+	bad := ipvs.Service{Key: web, Scheduler: "kipvs-nosuch"}
+	wantErr(t, "UpdateService with an unknown scheduler", c.h.IPVS.UpdateService(bad), ipvs.ErrNotFound)
+	wantErr(t, "DeleteService", c.h.IPVS.DeleteService(web), ipvs.ErrNotFound)
+	_, err := c.h.IPVS.ListDestinations(web)
+	wantErr(t, "ListDestinations", err, ipvs.ErrNotFound)
+	wantEqual(t, "virtual servers after", c.services(), []ipvs.Service{rr(dns)})
+}
+
+func testUpdateService(t *testing.T, c *suiteCase) {
+	c.add(rr(web))
+	c.addDest(web, masq("10.244.240.2:8080", 1))
+	steps := []ipvs.Service{
+		{Key: web, Scheduler: "wlc"},
+		{Key: web, Scheduler: "mh", Persistent: true, Timeout: 10800, Flags: ipvs.SchedFlag2},
+		{Key: web, Scheduler: "sh", Flags: ipvs.SchedFlag1},
+		rr(web),
+	}
+	for _, s := range steps {
+		if err := c.h.IPVS.UpdateService(s); err != nil {
+			t.Fatalf("UpdateService(%+v): %v", s, err)
+		}
+		wantEqual(t, "after UpdateService", c.service(web), s)
+	}
+	wantEqual(t, "real servers kept", c.dests(web), []ipvs.Destination{masq("10.244.240.2:8080", 1)})
+}
+
+func testPersistence(t *testing.T, c *suiteCase) {
+	sticky := ipvs.Service{Key: web, Scheduler: "rr", Persistent: true, Timeout: 10800}
+	c.add(sticky)
+	wantEqual(t, "persistent", c.service(web), sticky)
+	c.add(ipvs.Service{Key: dns, Scheduler: "rr", Timeout: 300})
+	wantEqual(t, "not persistent, timeout given", c.service(dns), rr(dns))
+	if err := c.h.IPVS.UpdateService(ipvs.Service{Key: web, Scheduler: "rr", Timeout: 10800}); err != nil {
+		t.Fatal(err)
+	}
+	wantEqual(t, "persistence turned off", c.service(web), rr(web))
+}
+
+func testSchedFlags(t *testing.T, c *suiteCase) {
+	all := []ipvs.Service{
+		{Key: key("10.96.240.20", ipvs.TCP, 80), Scheduler: "mh", Flags: ipvs.SchedFlag2},
+		{Key: key("10.96.240.20", ipvs.TCP, 81), Scheduler: "mh", Flags: ipvs.SchedFlag1 | ipvs.SchedFlag2},
+		{Key: key("10.96.240.20", ipvs.TCP, 82), Scheduler: "sh", Flags: ipvs.SchedFlag1},
+		{Key: key("10.96.240.20", ipvs.TCP, 83), Scheduler: "mh", Persistent: true, Timeout: 60, Flags: ipvs.SchedFlag2},
+		{Key: key("10.96.240.20", ipvs.TCP, 84), Scheduler: "mh"},
+	}
+	for _, s := range all {
+		c.add(s)
+	}
+	wantEqual(t, "ListServices", c.services(), all)
+}
+
+func testDestinations(t *testing.T, c *suiteCase) {
+	c.add(rr(web))
+	want := []ipvs.Destination{
+		masq("10.244.240.2:8080", 0),
+		masq("10.244.240.2:8081", 1),
+		{Addr: netip.MustParseAddrPort("10.244.240.3:80"), Weight: 1, Forward: ipvs.Route},
+		masq("10.244.240.10:8080", ipvs.MaxWeight),
+	}
+	for _, i := range []int{3, 1, 0, 2} {
+		c.addDest(web, want[i])
+	}
+	wantEqual(t, "ListDestinations", c.dests(web), want)
+
+	c.add(rr(web6))
+	want6 := []ipvs.Destination{masq("[fd00:244:240::2]:8080", 1), masq("[fd00:244:240::10]:8080", 5)}
+	c.addDest(web6, want6[1])
+	c.addDest(web6, want6[0])
+	wantEqual(t, "ListDestinations of IPv6", c.dests(web6), want6)
+
+	c.add(rr(dns))
+	wantEqual(t, "ListDestinations of a virtual server without any", len(c.dests(dns)), 0)
+}
+
+func testDestinationErrors(t *testing.T, c *suiteCase) {
+	c.add(rr(web))
+	d := masq("10.244.240.2:8080", 1)
+	c.addDest(web, d)
+	wantErr(t, "AddDestination twice", c.h.IPVS.AddDestination(web, masq("10.244.240.2:8080", 3)), ipvs.ErrExists)
+	wantErr(t, "AddDestination to a missing virtual server", c.h.IPVS.AddDestination(dns, d), ipvs.ErrNotFound)
+	other := masq("10.244.240.3:8080", 1)
+	wantErr(t, "UpdateDestination of a missing real server", c.h.IPVS.UpdateDestination(web, other), ipvs.ErrNotFound)
+	wantErr(t, "UpdateDestination on a missing virtual server", c.h.IPVS.UpdateDestination(dns, d), ipvs.ErrNotFound)
+	wantErr(t, "DeleteDestination of a missing real server", c.h.IPVS.DeleteDestination(web, other.Addr), ipvs.ErrNotFound)
+	wantErr(t, "DeleteDestination on a missing virtual server", c.h.IPVS.DeleteDestination(dns, d.Addr), ipvs.ErrNotFound)
+	wantEqual(t, "real servers after", c.dests(web), []ipvs.Destination{d})
+	if err := c.h.IPVS.DeleteDestination(web, d.Addr); err != nil {
+		t.Fatal(err)
+	}
+	wantEqual(t, "real servers after DeleteDestination", len(c.dests(web)), 0)
+}
+
+func testUpdateDestination(t *testing.T, c *suiteCase) {
+	c.add(rr(web))
+	c.addDest(web, masq("10.244.240.2:8080", 1))
+	c.addDest(web, masq("10.244.240.3:8080", 1))
+	steps := []ipvs.Destination{
+		masq("10.244.240.2:8080", 0),
+		masq("10.244.240.2:8080", 7),
+		{Addr: netip.MustParseAddrPort("10.244.240.2:8080"), Weight: 7, Forward: ipvs.Route},
+	}
+	for _, d := range steps {
+		if err := c.h.IPVS.UpdateDestination(web, d); err != nil {
+			t.Fatalf("UpdateDestination(%+v): %v", d, err)
+		}
+		wantEqual(t, "after UpdateDestination", c.dests(web), []ipvs.Destination{d, masq("10.244.240.3:8080", 1)})
+	}
+}
+
+func testDeleteServiceRemovesDests(t *testing.T, c *suiteCase) {
+	c.add(rr(web))
+	c.addDest(web, masq("10.244.240.2:8080", 1))
+	if err := c.h.IPVS.DeleteService(web); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.h.IPVS.ListDestinations(web)
+	wantErr(t, "ListDestinations after DeleteService", err, ipvs.ErrNotFound)
+	c.add(rr(web))
+	wantEqual(t, "real servers of the new virtual server", len(c.dests(web)), 0)
+}
+
+func testConns(t *testing.T, c *suiteCase) {
+	c.add(rr(web))
+	d := masq("10.244.240.2:8080", 1)
+	written := d
+	written.ActiveConns, written.InactiveConns = 7, 3
+	c.addDest(web, written)
+	wantEqual(t, "a new real server", c.dests(web), []ipvs.Destination{d})
+
+	c.h.Connect(t, web, d.Addr)
+	before := c.dests(web)
+	if len(before) != 1 || before[0].ActiveConns < 1 {
+		t.Fatalf("after Connect: %+v, want one real server with an active connection", before)
+	}
+	update := masq("10.244.240.2:8080", 5)
+	update.ActiveConns, update.InactiveConns = 0, 0
+	if err := c.h.IPVS.UpdateDestination(web, update); err != nil {
+		t.Fatal(err)
+	}
+	after := c.dests(web)
+	if len(after) != 1 || after[0].Weight != 5 || after[0].Conns() != before[0].Conns() {
+		t.Errorf("after UpdateDestination: %+v, want weight 5 and the counts of %+v", after, before[0])
+	}
+}
+
+func testInvalid(t *testing.T, c *suiteCase) {
+	c.add(rr(web))
+	bad := []struct {
+		what string
+		err  error
+	}{
+		{"real server of the other family", c.h.IPVS.AddDestination(web, masq("[fd00:244:240::2]:8080", 1))},
+		{"negative weight", c.h.IPVS.AddDestination(web, masq("10.244.240.2:8080", -1))},
+		{"weight above MaxWeight", c.h.IPVS.AddDestination(web, masq("10.244.240.2:8080", ipvs.MaxWeight+1))},
+		{"IPv4-mapped real server", c.h.IPVS.AddDestination(web, masq("[::ffff:10.244.240.2]:8080", 1))},
+		{"empty scheduler", c.h.IPVS.AddService(ipvs.Service{Key: dns})},
+		{"unknown protocol", c.h.IPVS.AddService(ipvs.Service{Key: key("10.96.240.10", 99, 80), Scheduler: "rr"})},
+		{"unknown scheduler flag", c.h.IPVS.AddService(ipvs.Service{Key: dns, Scheduler: "rr", Flags: 0x40})},
+	}
+	for _, b := range bad {
+		if b.err == nil {
+			t.Errorf("%s: accepted", b.what)
+		}
+		wantPlainMessage(t, b.what, b.err)
+	}
+	wantEqual(t, "virtual servers after", c.services(), []ipvs.Service{rr(web)})
+	wantEqual(t, "real servers after", len(c.dests(web)), 0)
+}

@@ -1,0 +1,262 @@
+// Package netiftest is the contract of netif.Addrs (the dummy interface) and
+// netif.Sysctl: the behaviour kube-ipvs relies on, stated once as named
+// subtests. It runs against FakeAddrs and FakeSysctl in `go test`
+// (netif/contract_test.go) and against Dummy and ProcSysctl in the VM
+// (test/vm/guest/contract_test.go), so a fake cannot drift from the kernel
+// unnoticed.
+package netiftest
+
+import (
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/kube-ipvs/kube-ipvs/netif"
+)
+
+// Link is what RunAddrs runs against.
+type Link struct {
+	// Addrs manages a link that does not exist yet. The suite deletes it
+	// at the end of every case.
+	Addrs netif.Addrs
+	// Foreign makes a link of Addrs' name that is not a dummy (a veth),
+	// removed when t ends.
+	Foreign func(t *testing.T)
+}
+
+// RunAddrs runs the contract of netif.Addrs against the links newLink
+// returns, a fresh one for each case.
+func RunAddrs(t *testing.T, newLink func(t *testing.T) Link) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, l Link)
+	}{
+		{"without the link: no addresses, changes are ErrNotFound", testNoLink},
+		{"EnsureLink creates the link once", testEnsureLink},
+		{"addresses read back sorted, IPv4 and IPv6", testAddrs},
+		{"AddAddr twice is ErrExists, DelAddr of an unbound address ErrNotFound", testAddrErrors},
+		{"invalid addresses are refused", testInvalidAddrs},
+		{"DeleteLink removes the addresses", testDeleteLink},
+		{"a link that is not a dummy is not used or deleted", testForeignLink},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLink(t)
+			t.Cleanup(func() {
+				if err := l.Addrs.DeleteLink(); err != nil && !errors.Is(err, netif.ErrNotFound) {
+					t.Errorf("cleanup: %v", err)
+				}
+			})
+			tc.run(t, l)
+		})
+	}
+}
+
+var (
+	v4a = netip.MustParseAddr("10.96.240.3")
+	v4b = netip.MustParseAddr("10.96.240.20")
+	v6a = netip.MustParseAddr("fd00:96:240::1")
+	v6b = netip.MustParseAddr("fd00:96:240::2")
+)
+
+func wantErr(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Errorf("%s: err = %v, want %v", what, err, target)
+	}
+	wantPlainMessage(t, what, err)
+}
+
+// wantPlainMessage fails if err's message says one thing twice in a row
+// ("listing X: listing X: …"): an adapter wraps its errors once.
+func wantPlainMessage(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	parts := strings.Split(err.Error(), ": ")
+	for i := 1; i < len(parts); i++ {
+		if parts[i] == parts[i-1] {
+			t.Errorf("%s: error %q says %q twice", what, err, parts[i])
+		}
+	}
+}
+
+// wantAddrs fails unless the link holds exactly want, in that order.
+func wantAddrs(t *testing.T, what string, a netif.Addrs, want ...netip.Addr) {
+	t.Helper()
+	got, err := a.ListAddrs()
+	if err != nil {
+		t.Fatalf("%s: ListAddrs: %v", what, err)
+	}
+	if want == nil {
+		want = []netip.Addr{}
+	}
+	if got == nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("%s: ListAddrs = %#v, want %v", what, got, want)
+	}
+}
+
+// wantPlain fails unless err is an error that is neither ErrNotFound nor
+// ErrExists, worded once.
+func wantPlain(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil || errors.Is(err, netif.ErrNotFound) || errors.Is(err, netif.ErrExists) {
+		t.Errorf("%s = %v, want a plain error", what, err)
+	}
+	wantPlainMessage(t, what, err)
+}
+
+func mustDo(t *testing.T, what string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func testNoLink(t *testing.T, l Link) {
+	wantAddrs(t, "no link", l.Addrs)
+	wantErr(t, "AddAddr", l.Addrs.AddAddr(v4a), netif.ErrNotFound)
+	wantErr(t, "DelAddr", l.Addrs.DelAddr(v4a), netif.ErrNotFound)
+	wantErr(t, "DeleteLink", l.Addrs.DeleteLink(), netif.ErrNotFound)
+	wantAddrs(t, "still no link", l.Addrs)
+}
+
+func testEnsureLink(t *testing.T, l Link) {
+	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
+	mustDo(t, "EnsureLink again", l.Addrs.EnsureLink())
+	wantAddrs(t, "a new link (link-local IPv6 left out)", l.Addrs)
+	mustDo(t, "AddAddr", l.Addrs.AddAddr(v4a))
+	mustDo(t, "EnsureLink with an address", l.Addrs.EnsureLink())
+	wantAddrs(t, "after EnsureLink", l.Addrs, v4a)
+}
+
+func testAddrs(t *testing.T, l Link) {
+	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
+	for _, a := range []netip.Addr{v6b, v4b, v6a, v4a} {
+		mustDo(t, "AddAddr "+a.String(), l.Addrs.AddAddr(a))
+	}
+	wantAddrs(t, "after AddAddr", l.Addrs, v4a, v4b, v6a, v6b)
+	mustDo(t, "DelAddr", l.Addrs.DelAddr(v4b))
+	mustDo(t, "DelAddr", l.Addrs.DelAddr(v6a))
+	wantAddrs(t, "after DelAddr", l.Addrs, v4a, v6b)
+}
+
+func testAddrErrors(t *testing.T, l Link) {
+	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
+	mustDo(t, "AddAddr", l.Addrs.AddAddr(v4a))
+	mustDo(t, "AddAddr", l.Addrs.AddAddr(v6a))
+	wantErr(t, "AddAddr IPv4 twice", l.Addrs.AddAddr(v4a), netif.ErrExists)
+	wantErr(t, "AddAddr IPv6 twice", l.Addrs.AddAddr(v6a), netif.ErrExists)
+	wantErr(t, "DelAddr IPv4 unbound", l.Addrs.DelAddr(v4b), netif.ErrNotFound)
+	wantErr(t, "DelAddr IPv6 unbound", l.Addrs.DelAddr(v6b), netif.ErrNotFound)
+	wantAddrs(t, "after", l.Addrs, v4a, v6a)
+}
+
+func testInvalidAddrs(t *testing.T, l Link) {
+	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
+	for _, a := range []netip.Addr{{}, netip.MustParseAddr("::ffff:10.96.240.3"), netip.MustParseAddr("fe80::1%kipvs0")} {
+		wantPlain(t, "AddAddr("+a.String()+")", l.Addrs.AddAddr(a))
+		wantPlain(t, "DelAddr("+a.String()+")", l.Addrs.DelAddr(a))
+	}
+	wantAddrs(t, "after", l.Addrs)
+}
+
+func testDeleteLink(t *testing.T, l Link) {
+	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
+	mustDo(t, "AddAddr", l.Addrs.AddAddr(v4a))
+	mustDo(t, "AddAddr", l.Addrs.AddAddr(v6a))
+	mustDo(t, "DeleteLink", l.Addrs.DeleteLink())
+	wantAddrs(t, "after DeleteLink", l.Addrs)
+	wantErr(t, "DeleteLink again", l.Addrs.DeleteLink(), netif.ErrNotFound)
+	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
+	wantAddrs(t, "the new link", l.Addrs)
+}
+
+func testForeignLink(t *testing.T, l Link) {
+	l.Foreign(t)
+	wantPlain(t, "EnsureLink on a link that is not a dummy", l.Addrs.EnsureLink())
+	wantPlain(t, "DeleteLink of a link that is not a dummy", l.Addrs.DeleteLink())
+	if err := l.Addrs.AddAddr(v4a); errors.Is(err, netif.ErrNotFound) {
+		t.Errorf("AddAddr: %v: the link was deleted", err)
+	}
+}
+
+// RunSysctl runs the contract of netif.Sysctl against the sysctls
+// newSysctl returns, a fresh one for each case. key must exist and hold 0
+// or 1, and be safe to toggle; each case puts its value back.
+func RunSysctl(t *testing.T, newSysctl func(t *testing.T) netif.Sysctl, key string) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, s netif.Sysctl, key string)
+	}{
+		{"Get returns the trimmed value", testGet},
+		{"Set then Get reads back the trimmed value", testSet},
+		{"a missing key is ErrNotFound", testMissingKey},
+		{"invalid keys are refused", testInvalidKeys},
+		{"a value the key cannot take is EINVAL and changes nothing", testBadValue},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSysctl(t)
+			orig, err := s.Get(key)
+			if err != nil {
+				t.Fatalf("Get(%s): %v", key, err)
+			}
+			t.Cleanup(func() {
+				if err := s.Set(key, orig); err != nil {
+					t.Errorf("cleanup: %v", err)
+				}
+			})
+			tc.run(t, s, key)
+		})
+	}
+}
+
+func testGet(t *testing.T, s netif.Sysctl, key string) {
+	v, err := s.Get(key)
+	if err != nil || (v != "0" && v != "1") {
+		t.Errorf("Get(%s) = %q, %v; want 0 or 1", key, v, err)
+	}
+}
+
+func testSet(t *testing.T, s netif.Sysctl, key string) {
+	for _, v := range []string{"1", " 0\n", "1\n"} {
+		mustDo(t, "Set", s.Set(key, v))
+		got, err := s.Get(key)
+		if want := strings.TrimSpace(v); err != nil || got != want {
+			t.Errorf("after Set(%s, %q): Get = %q, %v; want %q", key, v, got, err, want)
+		}
+	}
+}
+
+func testMissingKey(t *testing.T, s netif.Sysctl, _ string) {
+	const missing = "net/ipv4/kipvs-ct-nosuch"
+	_, err := s.Get(missing)
+	wantErr(t, "Get", err, netif.ErrNotFound)
+	wantErr(t, "Set", s.Set(missing, "1"), netif.ErrNotFound)
+	_, err = s.Get(missing)
+	wantErr(t, "Get after Set", err, netif.ErrNotFound)
+}
+
+func testInvalidKeys(t *testing.T, s netif.Sysctl, _ string) {
+	for _, k := range []string{"", "net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward", "net/../kernel/hostname", "net//ipv4"} {
+		_, err := s.Get(k)
+		wantPlain(t, "Get("+k+")", err)
+		wantPlain(t, "Set("+k+")", s.Set(k, "1"))
+	}
+}
+
+func testBadValue(t *testing.T, s netif.Sysctl, key string) {
+	before, err := s.Get(key)
+	mustDo(t, "Get", err)
+	for _, v := range []string{"abc", "0x"} {
+		wantErr(t, "Set "+v, s.Set(key, v), syscall.EINVAL)
+	}
+	if got, err := s.Get(key); err != nil || got != before {
+		t.Errorf("after refused Sets: Get = %q, %v; want %q", got, err, before)
+	}
+}
