@@ -1,11 +1,14 @@
 package proxier
 
 import (
+	"slices"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
 
 // FuzzBuildService feeds BuildService objects with arbitrary addresses,
@@ -17,6 +20,11 @@ func FuzzBuildService(f *testing.F) {
 	f.Add("10.96.0.10", "TCP", int32(80), "http", "IPv4", "10.244.1.1", "http", "TCP", int32(8080), uint8(0b111), "fd00::1", true)
 	f.Add("None", "UDP", int32(53), "", "FQDN", "example.com", "", "", int32(0), uint8(0), "", false)
 	f.Add("010.096.0.1", "SCTP", int32(65535), "a", "IPv6", "::ffff:10.0.0.1", "a", "SCTP", int32(70000), uint8(0b010), "1.2.3.4", true)
+	// The same address in both slices, terminating in one (a reused pod
+	// IP), with the mh scheduler (bit 4).
+	f.Add("10.96.0.10", "TCP", int32(80), "http", "IPv4", "10.244.1.1", "http", "TCP", int32(8080), uint8(0b10110), "10.244.1.1", false)
+	// A dual-stack Service's other-family slice.
+	f.Add("10.96.0.10", "UDP", int32(53), "dns", "IPv6", "fd00::5", "dns", "UDP", int32(5353), uint8(0b0011), "10.244.1.2", false)
 	f.Fuzz(func(t *testing.T, clusterIP, proto string, port int32, portName, addrType, addr, epPortName, epProto string, epPort int32, conds uint8, addr2 string, nilPort bool) {
 		svc := service("ns", "svc", withClusterIP(clusterIP), withPorts(
 			svcPort(portName, v1.Protocol(proto), port), svcPort(portName+"2", v1.ProtocolUDP, port)),
@@ -37,8 +45,12 @@ func FuzzBuildService(f *testing.F) {
 				withEndpoints(e, ep(addr2))),
 			slice("ns", "b", "svc", withSlicePorts(sp), withEndpoints(ep(addr), ep(addr2, onNode(testNode)))),
 		}
+		scheduler := "rr"
+		if conds&16 != 0 {
+			scheduler = "mh"
+		}
 		for _, family := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
-			cfg := BuildConfig{NodeName: testNode, Scheduler: "rr", Family: family}
+			cfg := BuildConfig{NodeName: testNode, Scheduler: scheduler, Family: family}
 			frag, _ := BuildService(svc, slices, cfg)
 			again, _ := BuildService(svc, []*discovery.EndpointSlice{slices[1], slices[0]}, cfg)
 			if !frag.Equal(again) {
@@ -51,20 +63,31 @@ func FuzzBuildService(f *testing.F) {
 
 func checkFragment(t *testing.T, f *Fragment, family v1.IPFamily) {
 	t.Helper()
-	for _, vs := range f.Servers {
-		k := vs.Service.Key
+	entries := slices.Clone(f.Entries)
+	for _, p := range f.Servers {
+		k := p.Service.Key
 		if familyOf(k.Addr) != family || k.Port == 0 || !k.Addr.IsValid() {
 			t.Fatalf("bad virtual server %s for %s", k, family)
 		}
-		for _, d := range vs.Dests {
+		if (p.Service.Scheduler == "mh") != (p.Service.Flags == ipvs.SchedFlag2) {
+			t.Fatalf("virtual server %s: scheduler %s with flags %v", k, p.Service.Scheduler, p.Service.Flags)
+		}
+		for i, d := range p.Dests {
 			if familyOf(d.Addr.Addr()) != family || d.Addr.Port() == 0 || d.Weight < 0 || d.Weight > weight {
 				t.Fatalf("bad real server %s of %s", d.Addr, k)
 			}
+			if i > 0 && p.Dests[i-1].Addr.Compare(d.Addr) >= 0 {
+				t.Fatalf("real servers of %s not sorted or not unique: %v", k, p.Dests)
+			}
 		}
+		entries = append(entries, p.Entries...)
 	}
-	for _, e := range f.Entries {
-		if !e.Entry.Addr.IsValid() {
+	for _, e := range entries {
+		if !e.Entry.Addr.IsValid() || familyOf(e.Entry.Addr) != family {
 			t.Fatalf("bad set entry %s", e)
 		}
+	}
+	if len(f.Servers) > 0 && len(f.Addrs) != 1 {
+		t.Fatalf("addresses %v for %d virtual servers", f.Addrs, len(f.Servers))
 	}
 }

@@ -52,6 +52,7 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string) *ag
 			},
 			DryRun:       cfg.Mode == config.ModeDryRun,
 			DrainTimeout: cfg.IPVS.DrainTimeout.Duration,
+			RetryMax:     cfg.IPVS.SyncPeriod.Duration,
 		},
 	}
 }
@@ -85,7 +86,7 @@ func (a *agent) run(ctx context.Context) error {
 		FullInterval: a.cfg.IPVS.SyncPeriod.Duration,
 		BackoffMin:   time.Second,
 		BackoffMax:   a.cfg.IPVS.SyncPeriod.Duration,
-	}, p.Sync)
+	}, p)
 	w, err := proxier.NewWatcher(client, a.cfg.NodeName, a.cfg.ServiceProxyName, p, r.Request)
 	if err != nil {
 		return err
@@ -112,7 +113,7 @@ func (a *agent) prepare() error {
 	if err := a.ipvs.SetTimeouts(c.TCPTimeout.Duration, c.TCPFinTimeout.Duration, c.UDPTimeout.Duration); err != nil {
 		return err
 	}
-	if err := proxier.Setup(a.kernel, netif.NewProcSysctl()); err != nil {
+	if err := proxier.Setup(a.log, a.kernel, netif.NewProcSysctl()); err != nil {
 		return fmt.Errorf("preparing the node: %w", err)
 	}
 	return nil
