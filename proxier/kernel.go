@@ -90,7 +90,7 @@ func EnsureRules(k Kernel, r Rules, missingSets []iptables.Set) ([]string, error
 	var changed []string
 	for _, s := range missingSets {
 		if err := k.Sets.CreateSet(s); err != nil && !errors.Is(err, iptables.ErrExists) {
-			return changed, fmt.Errorf("creating ipset %s: %w", s.Name, err)
+			return changed, err
 		}
 		changed = append(changed, fmt.Sprintf("ipset create %s %s", s.Name, s.Type))
 	}
@@ -103,7 +103,7 @@ func EnsureRules(k Kernel, r Rules, missingSets []iptables.Set) ([]string, error
 			continue
 		}
 		if err := k.IPTables.RestoreChains(table, stale); err != nil {
-			return changed, fmt.Errorf("restoring %s chains: %w", table, err)
+			return changed, err
 		}
 		for _, c := range stale {
 			changed = append(changed, fmt.Sprintf("iptables-restore -t %s %s", table, c.Name))
@@ -112,13 +112,13 @@ func EnsureRules(k Kernel, r Rules, missingSets []iptables.Set) ([]string, error
 	for _, j := range r.Jumps {
 		have, err := k.IPTables.ListRules(j.Table, j.Chain)
 		if err != nil {
-			return changed, fmt.Errorf("listing %s %s: %w", j.Table, j.Chain, err)
+			return changed, err
 		}
 		if slices.ContainsFunc(have, func(r []string) bool { return slices.Equal(r, j.Spec) }) {
 			continue
 		}
 		if _, err := k.IPTables.EnsureRule(j.Table, j.Chain, j.Spec); err != nil {
-			return changed, fmt.Errorf("adding jump from %s %s: %w", j.Table, j.Chain, err)
+			return changed, err
 		}
 		changed = append(changed, fmt.Sprintf("iptables -t %s -I %s %s", j.Table, j.Chain, strings.Join(j.Spec, " ")))
 	}
@@ -131,7 +131,7 @@ func staleChains(ipt iptables.Interface, table string, want []iptables.Chain) ([
 	for _, c := range want {
 		have, err := ipt.ListRules(table, c.Name)
 		if err != nil && !errors.Is(err, iptables.ErrNotFound) {
-			return nil, fmt.Errorf("listing %s %s: %w", table, c.Name, err)
+			return nil, err
 		}
 		if err != nil || !slices.EqualFunc(have, c.Rules, slices.Equal) {
 			stale = append(stale, c)

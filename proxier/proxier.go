@@ -281,7 +281,7 @@ func (p *Proxier) fullSync() error {
 		// accepted. Like `ip link add`, it writes only when something is
 		// missing.
 		if err := p.kernel.Addrs.EnsureLink(); err != nil {
-			return fmt.Errorf("ensuring dummy interface: %w", err)
+			return err
 		}
 	}
 	adopt := func(k ipvs.ServiceKey) bool { _, ok := p.want.state.Servers[k]; return ok }

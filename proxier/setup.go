@@ -45,7 +45,7 @@ const (
 // the explicit step constructors leave out.
 func Setup(log *zap.Logger, k Kernel, sc netif.Sysctl) error {
 	if err := k.Addrs.EnsureLink(); err != nil {
-		return fmt.Errorf("creating dummy interface: %w", err)
+		return err
 	}
 	for _, s := range Sysctls {
 		if err := ensureSysctl(sc, s); err != nil {
@@ -70,7 +70,7 @@ func ensureSysctl(sc netif.Sysctl, s Sysctl) error {
 		return nil
 	}
 	if err := sc.Set(s.Key, s.Value); err != nil {
-		return fmt.Errorf("setting sysctl %s=%s (%s): %w", s.Key, s.Value, s.Why, err)
+		return fmt.Errorf("%w (kube-ipvs needs it: %s)", err, s.Why)
 	}
 	return nil
 }
