@@ -2,29 +2,21 @@ package iptables
 
 import (
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kube-ipvs/kube-ipvs/test/fixtures/kubeproxy"
 )
 
-// The kube-proxy fixture (testdata/kube-proxy-ipvs at the repository root)
-// is what kube-proxy's IPVS mode leaves in iptables-nft and ipset on a node
-// with a few Services; see its README.
-
-func readFixture(t *testing.T, name string) string {
-	t.Helper()
-	b, err := os.ReadFile("../testdata/kube-proxy-ipvs/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
+// The kube-proxy fixture (test/fixtures/kubeproxy) is what kube-proxy's
+// IPVS mode leaves in iptables-nft and ipset on a node with a few
+// Services; see its README.
 
 // loadKubeProxy returns linked fakes holding the fixture.
 func loadKubeProxy(t *testing.T) (*Fake, *FakeSets, string, string) {
 	t.Helper()
-	rules, sets := readFixture(t, "iptables.save"), readFixture(t, "ipset.save")
+	rules, sets := kubeproxy.IPTablesSave, kubeproxy.IPSetSave
 	f, s := NewFakeKernel()
 	if err := s.Load(sets); err != nil {
 		t.Fatalf("FakeSets.Load: %v", err)

@@ -148,10 +148,10 @@ func CleanupAgent(t testing.TB) {
 			t.Errorf("kube-ipvs --cleanup: %v\n%s", err, out)
 		}
 		left := []string{}
-		if out, _ := Exec(Node, "iptables-save"); strings.Contains(out, "KUBE-IPVS") {
+		if out, _ := Exec(Node, "iptables-save"); strings.Contains(out, "KIPVS-") {
 			left = append(left, "iptables:\n"+out)
 		}
-		if out, _ := Exec(Node, "ipset", "list", "-n"); strings.Contains(out, "KUBE-IPVS") {
+		if out, _ := Exec(Node, "ipset", "list", "-n"); strings.Contains(out, "KIPVS-") {
 			left = append(left, "ipsets: "+out)
 		}
 		if out, err := Exec(Node, "ip", "link", "show", "kipvs0"); err == nil {

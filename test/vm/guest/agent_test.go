@@ -222,7 +222,7 @@ func TestAgentHostPortsAreNotReachableOnClusterIPs(t *testing.T) {
 	}
 	// Without kube-ipvs' filter the host process does answer on the VIP, so
 	// the check above is not vacuous; the next full resync restores the rule.
-	Run(t, Node, "iptables", "-F", "KUBE-IPVS-FILTER")
+	Run(t, Node, "iptables", "-F", "KIPVS-FILTER")
 	if r, err := AskTCP("client", netip.AddrPortFrom(webVIP, 9999)); err != nil || r.Name != "hostproc" {
 		t.Errorf("with the filter flushed, expected the host process on the VIP: %+v, %v", r, err)
 	}
