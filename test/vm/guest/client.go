@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
+	"testing"
 	"time"
 )
 
@@ -215,4 +217,108 @@ func CountUDP(ns string, addr netip.AddrPort, n int) Tally {
 		t.Failed = n
 	}
 	return t
+}
+
+// UDPStream is one UDP socket that sends a datagram at a fixed interval and
+// records every answer, as a long-lived UDP client (DNS, games, media)
+// keeps its source port.
+type UDPStream struct {
+	mu      sync.Mutex
+	answers []TimedReply
+	stop    chan struct{}
+	done    chan error
+}
+
+// TimedReply is an answer and when it came.
+type TimedReply struct {
+	Reply
+	At time.Time
+}
+
+// StartUDPStream sends "hello" from one socket in ns to addr every
+// interval until the test ends, waiting at most interval for each answer.
+func StartUDPStream(t testing.TB, ns string, addr netip.AddrPort, interval time.Duration) *UDPStream {
+	s := &UDPStream{stop: make(chan struct{}), done: make(chan error, 1)}
+	ready := make(chan *net.UDPConn, 1)
+	go func() {
+		s.done <- InNetns(ns, func() error {
+			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(addr))
+			if err != nil {
+				ready <- nil
+				return err
+			}
+			ready <- c
+			return nil
+		})
+	}()
+	c := <-ready
+	if err := <-s.done; c == nil || err != nil {
+		t.Fatalf("UDP socket in %s to %s: %v", ns, addr, err)
+	}
+	go s.run(c, interval)
+	t.Cleanup(func() {
+		close(s.stop)
+		<-s.done
+		c.Close()
+	})
+	return s
+}
+
+func (s *UDPStream) run(c *net.UDPConn, interval time.Duration) {
+	buf := make([]byte, 512)
+	for {
+		select {
+		case <-s.stop:
+			s.done <- nil
+			return
+		default:
+		}
+		sent := time.Now()
+		_ = c.SetDeadline(sent.Add(interval))
+		if _, err := c.Write([]byte("hello\n")); err == nil {
+			if n, err := c.Read(buf); err == nil {
+				if r, err := parseReply(string(buf[:n])); err == nil {
+					s.mu.Lock()
+					s.answers = append(s.answers, TimedReply{Reply: r, At: time.Now()})
+					s.mu.Unlock()
+				}
+			}
+		}
+		time.Sleep(time.Until(sent.Add(interval)))
+	}
+}
+
+// WaitAnswer waits for the first answer.
+func (s *UDPStream) WaitAnswer(t testing.TB, timeout time.Duration) TimedReply {
+	t.Helper()
+	return s.WaitAnswerFrom(t, timeout, func(Reply) bool { return true })
+}
+
+// WaitAnswerFrom waits for the first answer, from now on, that ok accepts.
+func (s *UDPStream) WaitAnswerFrom(t testing.TB, timeout time.Duration, ok func(Reply) bool) TimedReply {
+	t.Helper()
+	since := time.Now()
+	deadline := since.Add(timeout)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		for _, a := range s.answers {
+			if !a.At.Before(since) && ok(a.Reply) {
+				s.mu.Unlock()
+				return a
+			}
+		}
+		s.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.Fatalf("no such UDP answer within %v; the last answers: %v", timeout, lastAnswers(s.answers, 5))
+	return TimedReply{}
+}
+
+func lastAnswers(a []TimedReply, n int) []TimedReply {
+	if len(a) > n {
+		return a[len(a)-n:]
+	}
+	return a
 }

@@ -107,7 +107,6 @@ func TestE2EServiceLifecycle(t *testing.T) {
 
 	t.Log("scale down: pod3 terminating (its open connection drains), then gone")
 	held := connTo(t, vs, pods[2].Name)
-	defer held.Close()
 	api.TerminatePod(t, pods[2])
 	slices.Sync(t)
 	WaitIPVSFor(t, 30*time.Second, &vs, append(servedBy(pods[:2]), DrainLine(rsOf(pods[2])))...)
@@ -119,13 +118,19 @@ func TestE2EServiceLifecycle(t *testing.T) {
 	if n := len(slices.Sync(t).Endpoints); n != 2 {
 		t.Errorf("EndpointSlice has %d endpoints after pod3 went, want 2", n)
 	}
-	WaitIPVSFor(t, 30*time.Second, &vs, servedBy(pods[:2], pods[2])...)
+	// Gone from the slice with a connection still open: the real server
+	// stays at weight 0 until the kernel counts no connection on it.
+	WaitIPVSFor(t, 30*time.Second, &vs, append(servedBy(pods[:2]), DrainLine(rsOf(pods[2])))...)
+	if r, err := held.Ask(); err != nil || r.Name != pods[2].Name {
+		t.Errorf("the connection to pod3 broke when it left the slice: %+v, %v", r, err)
+	}
+	held.Close()
 
 	t.Log("scale up: pod4")
 	pod4 := api.StartPod(t, "web", 4)
 	slices.Sync(t)
 	now := []*APIPod{pods[0], pods[1], pod4}
-	WaitIPVSFor(t, 30*time.Second, &vs, servedBy(now, pods[2])...)
+	WaitIPVSFor(t, 30*time.Second, &vs, append(servedBy(now), "!"+RSLine(rsOf(pods[2])))...)
 	wantEven(t, CountTCP("client", vs, 90), podsOf(now...), 30)
 
 	t.Log("delete the Service and, as the garbage collector would, its EndpointSlice")
@@ -200,7 +205,9 @@ func TestE2EAPIOutage(t *testing.T) {
 	api.Slices(t, late).Sync(t)
 	// client-go's reflectors back off up to 30 s (plus jitter) while the
 	// apiserver is gone, so the first relist may take that long.
-	WaitIPVSFor(t, 90*time.Second, &vs, servedBy(pods[:2], pods[2])...)
+	// pod3's real server goes, or drains at weight 0 while the kernel
+	// still counts the closed connections of the rounds above (TIME_WAIT).
+	WaitIPVSFor(t, 90*time.Second, &vs, append(servedBy(pods[:2]), "!"+RSLine(rsOf(pods[2])))...)
 	WaitIPVSFor(t, 30*time.Second, &lateVS, append(servedBy([]*APIPod{pod5}), VSLine("TCP", lateVS, "rr"))...)
 	t.Logf("both changes programmed %v after kube-apiserver came back", time.Since(back).Round(100*time.Millisecond))
 	wantEven(t, CountTCP("client", vs, 20), podsOf(pods[:2]...), 10)
