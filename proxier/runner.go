@@ -31,15 +31,6 @@ type Syncer interface {
 	RetryAt() time.Time
 }
 
-// SyncFunc adapts a function to a Syncer that never asks for a retry.
-type SyncFunc func(full bool) error
-
-// Sync calls f.
-func (f SyncFunc) Sync(full bool) error { return f(full) }
-
-// RetryAt is always zero.
-func (SyncFunc) RetryAt() time.Time { return time.Time{} }
-
 // Runner calls a Syncer when asked, never more often than MinInterval,
 // fully every FullInterval, when the Syncer's RetryAt comes, and again with
 // backoff after a failed sync (that retry is always a full sync, and
