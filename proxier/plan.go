@@ -99,40 +99,49 @@ func Plan(desired, current *State, scope *Scope) []Op {
 		scope.addState(desired)
 		scope.addState(current)
 	}
-	var byKind [OpDelEntry + 1][]Op
-	add := func(o Op) { byKind[o.Kind] = append(byKind[o.Kind], o) }
-	for _, k := range slices.SortedFunc(maps.Keys(scope.Servers), ipvs.ServiceKey.Compare) {
-		owner := scope.Servers[k]
-		planServer(func(o Op) { o.Owner = owner; add(o) }, k, desired.Servers, current.Servers)
-	}
-	for _, a := range slices.SortedFunc(maps.Keys(scope.Addrs), netip.Addr.Compare) {
-		_, want := desired.Addrs[a]
-		_, have := current.Addrs[a]
-		switch {
-		case want && !have:
-			add(Op{Kind: OpBindAddr, Addr: a, Owner: scope.Addrs[a]})
-		case have && !want:
-			add(Op{Kind: OpUnbindAddr, Addr: a, Owner: scope.Addrs[a]})
+	servers := slices.SortedFunc(maps.Keys(scope.Servers), ipvs.ServiceKey.Compare)
+	addrs := slices.SortedFunc(maps.Keys(scope.Addrs), netip.Addr.Compare)
+	entries := slices.SortedFunc(maps.Keys(scope.Entries), compareEntries)
+	diff := func(add func(Op)) {
+		for _, k := range servers {
+			owner := scope.Servers[k]
+			planServer(func(o Op) { o.Owner = owner; add(o) }, k, desired.Servers, current.Servers)
+		}
+		for _, a := range addrs {
+			_, want := desired.Addrs[a]
+			_, have := current.Addrs[a]
+			switch {
+			case want && !have:
+				add(Op{Kind: OpBindAddr, Addr: a, Owner: scope.Addrs[a]})
+			case have && !want:
+				add(Op{Kind: OpUnbindAddr, Addr: a, Owner: scope.Addrs[a]})
+			}
+		}
+		for _, e := range entries {
+			_, want := desired.Entries[e]
+			_, have := current.Entries[e]
+			switch {
+			case want && !have:
+				add(Op{Kind: OpAddEntry, Entry: e, Owner: scope.Entries[e]})
+			case have && !want:
+				add(Op{Kind: OpDelEntry, Entry: e, Owner: scope.Entries[e]})
+			}
 		}
 	}
-	for _, e := range slices.SortedFunc(maps.Keys(scope.Entries), compareEntries) {
-		_, want := desired.Entries[e]
-		_, have := current.Entries[e]
-		switch {
-		case want && !have:
-			add(Op{Kind: OpAddEntry, Entry: e, Owner: scope.Entries[e]})
-		case have && !want:
-			add(Op{Kind: OpDelEntry, Entry: e, Owner: scope.Entries[e]})
-		}
+	// Two passes: count the operations of each kind, then write each into
+	// its place. Ops are large; this copies each exactly once.
+	var next [OpDelEntry + 1]int
+	diff(func(o Op) { next[o.Kind]++ })
+	total := 0
+	for kind, n := range next {
+		next[kind] = total
+		total += n
 	}
-	n := 0
-	for _, ops := range byKind {
-		n += len(ops)
-	}
-	out := make([]Op, 0, n)
-	for _, ops := range byKind {
-		out = append(out, ops...)
-	}
+	out := make([]Op, total)
+	diff(func(o Op) {
+		out[next[o.Kind]] = o
+		next[o.Kind]++
+	})
 	return out
 }
 
