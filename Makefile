@@ -22,7 +22,7 @@ prepare-vm:
 	test/vm/prepare.sh
 
 test-vm: prepare-vm
-	$(GO) test -tags vmtest -count=1 -v -timeout 20m ./test/vm
+	$(GO) test -tags vmtest -count=1 -v -timeout 30m ./test/vm
 
 tools:
 	test/tools/build.sh

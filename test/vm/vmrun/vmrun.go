@@ -15,7 +15,7 @@
 //
 //	KIPVS_CACHE          cache root (default /var/cache/kube-ipvs); the tree is $KIPVS_CACHE/vm/current
 //	KIPVS_VM_RUN         regexp passed to the guest as -test.run
-//	KIPVS_VM_TIMEOUT     limit for the VM run (default 15m, capped by go test -timeout)
+//	KIPVS_VM_TIMEOUT     limit for the VM run (default 25m, capped by go test -timeout)
 //	KIPVS_VM_GUESTFWD    a host loopback port P: the guest reaches 127.0.0.1:P at 10.0.2.100:P
 //	KIPVS_GUEST_*        exported unchanged into the guest tests' environment
 //	KIPVS_VM_SHELL=1     boot interactively with a shell on stdio (see ../shell.sh)
@@ -35,7 +35,7 @@ import (
 )
 
 // DefaultTimeout bounds a whole VM run unless KIPVS_VM_TIMEOUT says otherwise.
-const DefaultTimeout = 15 * time.Minute
+const DefaultTimeout = 25 * time.Minute
 
 // APISuites matches the guest tests that need the apiserver that only the
 // e2e driver (test/vm/e2e) and the demo provide. The no-API suite skips them
