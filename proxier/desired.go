@@ -67,14 +67,8 @@ func (d *desired) replace(name types.NamespacedName, f *Fragment, sc *Scope) []S
 	if old.Equal(f) {
 		return nil
 	}
-	for _, fr := range []*Fragment{old, f} {
-		sc.AddFragment(name, fr)
-		if fr != nil {
-			for _, p := range fr.Servers {
-				addOnce(sc.Entries, ownedEntry(d.family, p.Service.Key), name)
-			}
-		}
-	}
+	d.scopeFragment(sc, name, old)
+	d.scopeFragment(sc, name, f)
 	d.remove(name, old, sc)
 	if f.empty() {
 		delete(d.frags, name)
@@ -250,31 +244,27 @@ func (d *desired) withDrains(vs VirtualServer) VirtualServer {
 	return vs
 }
 
-// fullScope names every key of the desired state and of current, each
-// attributed to the Service that owns it (for a member two Services share,
-// the first by name); what only current holds is attributed to no Service.
+// fullScope names every key of the desired state and of current. Names are
+// taken in order, so a key two Services share is attributed to the first
+// by name, which is also the owner of a virtual server they both claim;
+// what only current holds is attributed to no Service.
 func (d *desired) fullScope(current *State) *Scope {
 	sc := NewScope()
 	for _, name := range slices.SortedFunc(maps.Keys(d.frags), compareNames) {
-		f := d.frags[name]
-		for _, p := range f.Servers {
-			k := p.Service.Key
-			if d.claims[k][0] != name {
-				continue
-			}
-			addOnce(sc.Servers, k, name)
-			addOnce(sc.Entries, ownedEntry(d.family, k), name)
-			for _, e := range p.Entries {
-				addOnce(sc.Entries, e, name)
-			}
-		}
-		for _, a := range f.Addrs {
-			addOnce(sc.Addrs, a, name)
-		}
-		for _, e := range f.Entries {
-			addOnce(sc.Entries, e, name)
-		}
+		d.scopeFragment(sc, name, d.frags[name])
 	}
 	sc.addState(current)
 	return sc
+}
+
+// scopeFragment puts into sc every key a fragment touches, its virtual
+// servers' ownership records included, for name.
+func (d *desired) scopeFragment(sc *Scope, name types.NamespacedName, f *Fragment) {
+	if f == nil {
+		return
+	}
+	sc.AddFragment(name, f)
+	for _, p := range f.Servers {
+		addOnce(sc.Entries, ownedEntry(d.family, p.Service.Key), name)
+	}
 }

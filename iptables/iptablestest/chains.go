@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/kube-ipvs/kube-ipvs/internal/contract"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 )
 
@@ -64,7 +65,7 @@ func testBuiltinsExist(t *testing.T, e *env) {
 func testListMissing(t *testing.T, e *env) {
 	for _, table := range []string{iptables.TableFilter, iptables.TableNAT} {
 		_, err := e.k.IPTables.ListRules(table, Prefix+"NOPE")
-		wantErr(t, "ListRules in "+table, err, iptables.ErrNotFound)
+		contract.WantErr(t, "ListRules in "+table, err, iptables.ErrNotFound)
 	}
 }
 
@@ -107,7 +108,7 @@ func testCanonical(t *testing.T, e *env) {
 	for table, chains := range map[string][]iptables.Chain{iptables.TableFilter: filter, iptables.TableNAT: nat} {
 		e.restore(table, chains...)
 		for _, c := range chains {
-			wantEqual(t, "ListRules("+table+", "+c.Name+")", e.rules(table, c.Name), c.Rules)
+			contract.WantEqual(t, "ListRules("+table+", "+c.Name+")", e.rules(table, c.Name), c.Rules)
 		}
 	}
 	jump := args(`-m comment --comment "kube-ipvs service portals" -j ` + chainA)
@@ -127,14 +128,14 @@ func testRestoreOnlyNamed(t *testing.T, e *env) {
 
 	a.Rules = rules("-j DROP", "-j RETURN")
 	e.restore(iptables.TableFilter, a)
-	wantEqual(t, "restored chain", e.rules(iptables.TableFilter, chainA), a.Rules)
-	wantEqual(t, "other user chain", e.rules(iptables.TableFilter, chainB), b.Rules)
-	wantEqual(t, "FORWARD, which jumps to the restored chain", e.rules(iptables.TableFilter, "FORWARD"), forward)
+	contract.WantEqual(t, "restored chain", e.rules(iptables.TableFilter, chainA), a.Rules)
+	contract.WantEqual(t, "other user chain", e.rules(iptables.TableFilter, chainB), b.Rules)
+	contract.WantEqual(t, "FORWARD, which jumps to the restored chain", e.rules(iptables.TableFilter, "FORWARD"), forward)
 
 	e.restore(iptables.TableFilter, iptables.Chain{Name: chainA})
-	wantEqual(t, "chain restored empty", e.rules(iptables.TableFilter, chainA), [][]string(nil))
-	wantEqual(t, "other user chain", e.rules(iptables.TableFilter, chainB), b.Rules)
-	wantEqual(t, "FORWARD", e.rules(iptables.TableFilter, "FORWARD"), forward)
+	contract.WantEqual(t, "chain restored empty", e.rules(iptables.TableFilter, chainA), [][]string(nil))
+	contract.WantEqual(t, "other user chain", e.rules(iptables.TableFilter, chainB), b.Rules)
+	contract.WantEqual(t, "FORWARD", e.rules(iptables.TableFilter, "FORWARD"), forward)
 }
 
 func testRestoreBuiltin(t *testing.T, e *env) {
@@ -149,9 +150,9 @@ func testRestoreBuiltin(t *testing.T, e *env) {
 	if err == nil {
 		t.Error("RestoreChains of FORWARD accepted")
 	}
-	wantPlainMessage(t, "RestoreChains of FORWARD", err)
-	wantEqual(t, "FORWARD", e.rules(iptables.TableFilter, "FORWARD"), forward)
-	wantEqual(t, "the other chain of the call", e.rules(iptables.TableFilter, chainA), a.Rules)
+	contract.WantPlainMessage(t, "RestoreChains of FORWARD", err)
+	contract.WantEqual(t, "FORWARD", e.rules(iptables.TableFilter, "FORWARD"), forward)
+	contract.WantEqual(t, "the other chain of the call", e.rules(iptables.TableFilter, chainA), a.Rules)
 }
 
 func testRestoreAtomic(t *testing.T, e *env) {
@@ -167,14 +168,14 @@ func testRestoreAtomic(t *testing.T, e *env) {
 	for _, tc := range tests {
 		e.own(iptables.TableFilter, tc.bad)
 		err := e.k.IPTables.RestoreChains(iptables.TableFilter, []iptables.Chain{{Name: chainA, Rules: rules("-j DROP")}, tc.bad})
-		wantErr(t, tc.what, err, iptables.ErrNotFound)
-		wantEqual(t, tc.what+": the other chain of the call", e.rules(iptables.TableFilter, chainA), a.Rules)
+		contract.WantErr(t, tc.what, err, iptables.ErrNotFound)
+		contract.WantEqual(t, tc.what+": the other chain of the call", e.rules(iptables.TableFilter, chainA), a.Rules)
 		_, err = e.k.IPTables.ListRules(iptables.TableFilter, chainB)
-		wantErr(t, tc.what+": the chain that failed", err, iptables.ErrNotFound)
+		contract.WantErr(t, tc.what+": the chain that failed", err, iptables.ErrNotFound)
 	}
 	// A chain of the same call may be jumped to.
 	e.restore(iptables.TableFilter, iptables.Chain{Name: chainA, Rules: rules("-j " + chainB)}, iptables.Chain{Name: chainB})
-	wantEqual(t, "jump to a chain of the same call", e.rules(iptables.TableFilter, chainA), rules("-j "+chainB))
+	contract.WantEqual(t, "jump to a chain of the same call", e.rules(iptables.TableFilter, chainA), rules("-j "+chainB))
 }
 
 func testEnsureRule(t *testing.T, e *env) {
@@ -185,13 +186,13 @@ func testEnsureRule(t *testing.T, e *env) {
 		t.Error("EnsureRule of a new rule reported no insert")
 	}
 	want := append([][]string{head}, a.Rules...)
-	wantEqual(t, "after EnsureRule", e.rules(iptables.TableFilter, chainA), want)
+	contract.WantEqual(t, "after EnsureRule", e.rules(iptables.TableFilter, chainA), want)
 	for _, spec := range [][]string{head, a.Rules[1]} {
 		if e.ensure(iptables.TableFilter, chainA, spec) {
 			t.Errorf("EnsureRule(%q) of a present rule reported an insert", spec)
 		}
 	}
-	wantEqual(t, "after EnsureRule of present rules", e.rules(iptables.TableFilter, chainA), want)
+	contract.WantEqual(t, "after EnsureRule of present rules", e.rules(iptables.TableFilter, chainA), want)
 
 	jump := args(`-m comment --comment "kube-ipvs forwarding" -j ` + chainA)
 	for i := range 2 {
@@ -201,7 +202,7 @@ func testEnsureRule(t *testing.T, e *env) {
 	}
 	forward := e.rules(iptables.TableFilter, "FORWARD")
 	before := e.before[[2]string{iptables.TableFilter, "FORWARD"}]
-	wantEqual(t, "FORWARD", forward, append([][]string{jump}, before...))
+	contract.WantEqual(t, "FORWARD", forward, append([][]string{jump}, before...))
 }
 
 func testEnsureRuleErrors(t *testing.T, e *env) {
@@ -216,9 +217,9 @@ func testEnsureRuleErrors(t *testing.T, e *env) {
 	}
 	for _, tc := range tests {
 		_, err := e.k.IPTables.EnsureRule(iptables.TableFilter, tc.chain, tc.spec)
-		wantErr(t, tc.what, err, iptables.ErrNotFound)
+		contract.WantErr(t, tc.what, err, iptables.ErrNotFound)
 	}
-	wantEqual(t, "chain after", e.rules(iptables.TableFilter, chainA), [][]string(nil))
+	contract.WantEqual(t, "chain after", e.rules(iptables.TableFilter, chainA), [][]string(nil))
 }
 
 func testDeleteRule(t *testing.T, e *env) {
@@ -227,26 +228,26 @@ func testDeleteRule(t *testing.T, e *env) {
 	if err := e.k.IPTables.DeleteRule(iptables.TableFilter, chainA, args("-j DROP")); err != nil {
 		t.Fatal(err)
 	}
-	wantEqual(t, "after DeleteRule", e.rules(iptables.TableFilter, chainA), rules("-j RETURN", "-j DROP"))
+	contract.WantEqual(t, "after DeleteRule", e.rules(iptables.TableFilter, chainA), rules("-j RETURN", "-j DROP"))
 	err := e.k.IPTables.DeleteRule(iptables.TableFilter, chainA, args("-j ACCEPT"))
-	wantErr(t, "DeleteRule of an absent rule", err, iptables.ErrNotFound)
+	contract.WantErr(t, "DeleteRule of an absent rule", err, iptables.ErrNotFound)
 	err = e.k.IPTables.DeleteRule(iptables.TableFilter, Prefix+"NOPE", args("-j DROP"))
-	wantErr(t, "DeleteRule in a missing chain", err, iptables.ErrNotFound)
-	wantEqual(t, "after failed DeleteRules", e.rules(iptables.TableFilter, chainA), rules("-j RETURN", "-j DROP"))
+	contract.WantErr(t, "DeleteRule in a missing chain", err, iptables.ErrNotFound)
+	contract.WantEqual(t, "after failed DeleteRules", e.rules(iptables.TableFilter, chainA), rules("-j RETURN", "-j DROP"))
 }
 
 func testDeleteChainInUse(t *testing.T, e *env) {
 	a := iptables.Chain{Name: chainA, Rules: rules("-j DROP", "-j RETURN")}
 	b := iptables.Chain{Name: chainB, Rules: rules("-j " + chainA)}
 	e.restore(iptables.TableFilter, a, b)
-	wantErr(t, "DeleteChain jumped to from a user chain", e.k.IPTables.DeleteChain(iptables.TableFilter, chainA), iptables.ErrInUse)
-	wantEqual(t, "the chain after", e.rules(iptables.TableFilter, chainA), a.Rules)
+	contract.WantErr(t, "DeleteChain jumped to from a user chain", e.k.IPTables.DeleteChain(iptables.TableFilter, chainA), iptables.ErrInUse)
+	contract.WantEqual(t, "the chain after", e.rules(iptables.TableFilter, chainA), a.Rules)
 
 	e.restore(iptables.TableFilter, iptables.Chain{Name: chainB})
 	jump := args("-j " + chainA)
 	e.ensure(iptables.TableFilter, "FORWARD", jump)
-	wantErr(t, "DeleteChain jumped to from FORWARD", e.k.IPTables.DeleteChain(iptables.TableFilter, chainA), iptables.ErrInUse)
-	wantEqual(t, "the chain after", e.rules(iptables.TableFilter, chainA), a.Rules)
+	contract.WantErr(t, "DeleteChain jumped to from FORWARD", e.k.IPTables.DeleteChain(iptables.TableFilter, chainA), iptables.ErrInUse)
+	contract.WantEqual(t, "the chain after", e.rules(iptables.TableFilter, chainA), a.Rules)
 
 	if err := e.k.IPTables.DeleteRule(iptables.TableFilter, "FORWARD", jump); err != nil {
 		t.Fatal(err)
@@ -255,22 +256,22 @@ func testDeleteChainInUse(t *testing.T, e *env) {
 		t.Fatalf("DeleteChain of a chain with rules, no longer jumped to: %v", err)
 	}
 	_, err := e.k.IPTables.ListRules(iptables.TableFilter, chainA)
-	wantErr(t, "ListRules after DeleteChain", err, iptables.ErrNotFound)
+	contract.WantErr(t, "ListRules after DeleteChain", err, iptables.ErrNotFound)
 }
 
 func testDeleteChainErrors(t *testing.T, e *env) {
-	wantErr(t, "DeleteChain of a missing chain", e.k.IPTables.DeleteChain(iptables.TableNAT, Prefix+"NOPE"), iptables.ErrNotFound)
+	contract.WantErr(t, "DeleteChain of a missing chain", e.k.IPTables.DeleteChain(iptables.TableNAT, Prefix+"NOPE"), iptables.ErrNotFound)
 	for table, names := range builtins {
 		for _, c := range names {
 			err := e.k.IPTables.DeleteChain(table, c)
 			if err == nil {
 				t.Errorf("DeleteChain(%s, %s) of a built-in chain accepted", table, c)
 			}
-			wantPlainMessage(t, "DeleteChain of "+c, err)
+			contract.WantPlainMessage(t, "DeleteChain of "+c, err)
 		}
 	}
 	// A chain of the same name in the other table is another chain.
 	e.restore(iptables.TableNAT, iptables.Chain{Name: chainA, Rules: rules("-j RETURN")})
-	wantErr(t, "DeleteChain in the other table", e.k.IPTables.DeleteChain(iptables.TableFilter, chainA), iptables.ErrNotFound)
-	wantEqual(t, "the nat chain", e.rules(iptables.TableNAT, chainA), rules("-j RETURN"))
+	contract.WantErr(t, "DeleteChain in the other table", e.k.IPTables.DeleteChain(iptables.TableFilter, chainA), iptables.ErrNotFound)
+	contract.WantEqual(t, "the nat chain", e.rules(iptables.TableNAT, chainA), rules("-j RETURN"))
 }

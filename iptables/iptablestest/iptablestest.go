@@ -171,38 +171,6 @@ func (e *env) createSetFamily(name string, t iptables.SetType, ipv6 bool) {
 	}
 }
 
-// wantErr fails unless err wraps target.
-func wantErr(t *testing.T, what string, err, target error) {
-	t.Helper()
-	if !errors.Is(err, target) {
-		t.Errorf("%s: err = %v, want %v", what, err, target)
-	}
-	wantPlainMessage(t, what, err)
-}
-
-// wantPlainMessage fails if err's message says one thing twice in a row
-// ("listing X: listing X: …"): an adapter wraps its errors once.
-func wantPlainMessage(t *testing.T, what string, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	parts := strings.Split(err.Error(), ": ")
-	for i := 1; i < len(parts); i++ {
-		if parts[i] == parts[i-1] {
-			t.Errorf("%s: error %q says %q twice", what, err, parts[i])
-		}
-	}
-}
-
-// wantEqual fails unless got and want are deeply equal.
-func wantEqual[T any](t *testing.T, what string, got, want T) {
-	t.Helper()
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("%s:\n got %v\nwant %v", what, got, want)
-	}
-}
-
 // args splits a rule written as iptables -S prints it; a double-quoted
 // part is one argument (no escapes are needed by the suite's rules).
 func args(rule string) []string {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kube-ipvs/kube-ipvs/internal/contract"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 )
 
@@ -74,7 +75,7 @@ func testListSets(t *testing.T, e *env) {
 			ours = append(ours, n)
 		}
 	}
-	wantEqual(t, "the suite's sets", ours, []string{Prefix + "A", Prefix + "B-6", Prefix + "C"})
+	contract.WantEqual(t, "the suite's sets", ours, []string{Prefix + "A", Prefix + "B-6", Prefix + "C"})
 }
 
 func testCreateExists(t *testing.T, e *env) {
@@ -85,19 +86,19 @@ func testCreateExists(t *testing.T, e *env) {
 		{Name: setPort, Type: iptables.HashIP},
 		{Name: setPort, Type: iptables.HashNet, IPv6: true},
 	} {
-		wantErr(t, "CreateSet("+string(s.Type)+")", e.k.Sets.CreateSet(s), iptables.ErrExists)
+		contract.WantErr(t, "CreateSet("+string(s.Type)+")", e.k.Sets.CreateSet(s), iptables.ErrExists)
 	}
-	wantEqual(t, "members after", e.entries(setPort), []iptables.Entry{{Addr: addr("10.96.240.1"), Proto: "tcp", Port: 80}})
+	contract.WantEqual(t, "members after", e.entries(setPort), []iptables.Entry{{Addr: addr("10.96.240.1"), Proto: "tcp", Port: 80}})
 }
 
 func testSetNotFound(t *testing.T, e *env) {
 	name := Prefix + "NOPE"
 	m := iptables.Entry{Addr: addr("10.96.240.1")}
-	wantErr(t, "DestroySet", e.k.Sets.DestroySet(name), iptables.ErrNotFound)
+	contract.WantErr(t, "DestroySet", e.k.Sets.DestroySet(name), iptables.ErrNotFound)
 	_, err := e.k.Sets.ListEntries(name)
-	wantErr(t, "ListEntries", err, iptables.ErrNotFound)
-	wantErr(t, "AddEntry", e.k.Sets.AddEntry(name, m), iptables.ErrNotFound)
-	wantErr(t, "DelEntry", e.k.Sets.DelEntry(name, m), iptables.ErrNotFound)
+	contract.WantErr(t, "ListEntries", err, iptables.ErrNotFound)
+	contract.WantErr(t, "AddEntry", e.k.Sets.AddEntry(name, m), iptables.ErrNotFound)
+	contract.WantErr(t, "DelEntry", e.k.Sets.DelEntry(name, m), iptables.ErrNotFound)
 }
 
 // roundTrips are members of every set type and family kube-ipvs uses, each
@@ -155,7 +156,7 @@ func testEntriesRoundTrip(t *testing.T, e *env) {
 		reversed := slices.Clone(rt.entries)
 		slices.Reverse(reversed)
 		e.addEntries(name, reversed...)
-		wantEqual(t, "ListEntries("+name+")", e.entries(name), rt.entries)
+		contract.WantEqual(t, "ListEntries("+name+")", e.entries(name), rt.entries)
 		for _, m := range rt.entries[:len(rt.entries)/2+1] {
 			if err := e.k.Sets.DelEntry(name, m); err != nil {
 				t.Errorf("case %d: DelEntry(%s, %s): %v", i, name, m, err)
@@ -165,7 +166,7 @@ func testEntriesRoundTrip(t *testing.T, e *env) {
 		if len(rest) == 0 {
 			rest = nil
 		}
-		wantEqual(t, "ListEntries("+name+") after DelEntry", e.entries(name), rest)
+		contract.WantEqual(t, "ListEntries("+name+") after DelEntry", e.entries(name), rest)
 	}
 }
 
@@ -176,11 +177,11 @@ func testEntryErrors(t *testing.T, e *env) {
 		m.Addr = addr("fd00:96:240::1")
 	}
 	e.addEntries(setPort, m)
-	wantErr(t, "AddEntry twice", e.k.Sets.AddEntry(setPort, m), iptables.ErrExists)
+	contract.WantErr(t, "AddEntry twice", e.k.Sets.AddEntry(setPort, m), iptables.ErrExists)
 	other := m
 	other.Proto = "udp"
-	wantErr(t, "DelEntry of an absent member", e.k.Sets.DelEntry(setPort, other), iptables.ErrNotFound)
-	wantEqual(t, "members after", e.entries(setPort), []iptables.Entry{m})
+	contract.WantErr(t, "DelEntry of an absent member", e.k.Sets.DelEntry(setPort, other), iptables.ErrNotFound)
+	contract.WantEqual(t, "members after", e.entries(setPort), []iptables.Entry{m})
 }
 
 func testEntriesRefused(t *testing.T, e *env) {
@@ -199,10 +200,10 @@ func testEntriesRefused(t *testing.T, e *env) {
 		if err == nil {
 			t.Errorf("%s: accepted", b.what)
 		}
-		wantPlainMessage(t, b.what, err)
+		contract.WantPlainMessage(t, b.what, err)
 	}
-	wantEqual(t, "members of "+setIP, len(e.entries(setIP)), 0)
-	wantEqual(t, "members of "+setPort, len(e.entries(setPort)), 0)
+	contract.WantEqual(t, "members of "+setIP, len(e.entries(setIP)), 0)
+	contract.WantEqual(t, "members of "+setPort, len(e.entries(setPort)), 0)
 }
 
 func testSetInUse(t *testing.T, e *env) {
@@ -213,8 +214,8 @@ func testSetInUse(t *testing.T, e *env) {
 	}
 	e.addEntries(setPort, m)
 	e.restore(iptables.TableFilter, iptables.Chain{Name: chainA, Rules: rules("-m set --match-set " + setPort + " dst,dst -j RETURN")})
-	wantErr(t, "DestroySet of a matched set", e.k.Sets.DestroySet(setPort), iptables.ErrInUse)
-	wantEqual(t, "members after", e.entries(setPort), []iptables.Entry{m})
+	contract.WantErr(t, "DestroySet of a matched set", e.k.Sets.DestroySet(setPort), iptables.ErrInUse)
+	contract.WantEqual(t, "members after", e.entries(setPort), []iptables.Entry{m})
 	if err := e.k.IPTables.DeleteChain(iptables.TableFilter, chainA); err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +223,7 @@ func testSetInUse(t *testing.T, e *env) {
 		t.Fatalf("DestroySet once no rule matches: %v", err)
 	}
 	_, err := e.k.Sets.ListEntries(setPort)
-	wantErr(t, "ListEntries after DestroySet", err, iptables.ErrNotFound)
+	contract.WantErr(t, "ListEntries after DestroySet", err, iptables.ErrNotFound)
 }
 
 func testDestroyRemovesEntries(t *testing.T, e *env) {
@@ -232,7 +233,7 @@ func testDestroyRemovesEntries(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	e.createSetFamily(setIP, iptables.HashIP, false)
-	wantEqual(t, "members of the new set", len(e.entries(setIP)), 0)
+	contract.WantEqual(t, "members of the new set", len(e.entries(setIP)), 0)
 }
 
 func testForeignSet(t *testing.T, e *env) {
@@ -244,8 +245,8 @@ func testForeignSet(t *testing.T, e *env) {
 		t.Errorf("ListSets = %q, %v; want %s in it", names, err, name)
 	}
 	_, err = e.k.Sets.ListEntries(name)
-	wantErr(t, "ListEntries of a bitmap:port set", err, errors.ErrUnsupported)
-	wantErr(t, "CreateSet of its name", e.k.Sets.CreateSet(iptables.Set{Name: name, Type: iptables.HashIP}), iptables.ErrExists)
+	contract.WantErr(t, "ListEntries of a bitmap:port set", err, errors.ErrUnsupported)
+	contract.WantErr(t, "CreateSet of its name", e.k.Sets.CreateSet(iptables.Set{Name: name, Type: iptables.HashIP}), iptables.ErrExists)
 	if err := e.k.Sets.AddEntry(name, iptables.Entry{Addr: addr("10.96.240.1")}); err == nil {
 		t.Error("AddEntry of an IP to a bitmap:port set accepted")
 	}

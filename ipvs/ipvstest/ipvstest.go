@@ -13,10 +13,9 @@ package ipvstest
 import (
 	"errors"
 	"net/netip"
-	"reflect"
-	"strings"
 	"testing"
 
+	"github.com/kube-ipvs/kube-ipvs/internal/contract"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
 
@@ -162,38 +161,6 @@ func (c *suiteCase) dests(k ipvs.ServiceKey) []ipvs.Destination {
 	return ds
 }
 
-// wantErr fails unless err wraps target.
-func wantErr(t *testing.T, what string, err, target error) {
-	t.Helper()
-	if !errors.Is(err, target) {
-		t.Errorf("%s: err = %v, want %v", what, err, target)
-	}
-	wantPlainMessage(t, what, err)
-}
-
-// wantPlainMessage fails if err's message says one thing twice in a row
-// ("listing X: listing X: …"): an adapter wraps its errors once.
-func wantPlainMessage(t *testing.T, what string, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	parts := strings.Split(err.Error(), ": ")
-	for i := 1; i < len(parts); i++ {
-		if parts[i] == parts[i-1] {
-			t.Errorf("%s: error %q says %q twice", what, err, parts[i])
-		}
-	}
-}
-
-// wantEqual fails unless got and want are deeply equal.
-func wantEqual[T any](t *testing.T, what string, got, want T) {
-	t.Helper()
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("%s:\n got %+v\nwant %+v", what, got, want)
-	}
-}
-
 func key(addr string, proto ipvs.Protocol, port uint16) ipvs.ServiceKey {
 	return ipvs.ServiceKey{Addr: netip.MustParseAddr(addr), Proto: proto, Port: port}
 }
@@ -222,34 +189,34 @@ func testListServices(t *testing.T, c *suiteCase) {
 	for _, i := range []int{5, 2, 4, 0, 3, 1} {
 		c.add(want[i])
 	}
-	wantEqual(t, "ListServices", c.services(), want)
+	contract.WantEqual(t, "ListServices", c.services(), want)
 }
 
 func testAddServiceExists(t *testing.T, c *suiteCase) {
 	c.add(rr(web))
 	other := ipvs.Service{Key: web, Scheduler: "wlc", Persistent: true, Timeout: 60}
-	wantErr(t, "AddService of a taken key", c.h.IPVS.AddService(other), ipvs.ErrExists)
-	wantEqual(t, "the virtual server after", c.service(web), rr(web))
+	contract.WantErr(t, "AddService of a taken key", c.h.IPVS.AddService(other), ipvs.ErrExists)
+	contract.WantEqual(t, "the virtual server after", c.service(web), rr(web))
 }
 
 func testNoScheduler(t *testing.T, c *suiteCase) {
 	bad := ipvs.Service{Key: web, Scheduler: "kipvs-nosuch"}
-	wantErr(t, "AddService", c.h.IPVS.AddService(bad), ipvs.ErrNoScheduler)
-	wantEqual(t, "virtual servers after", c.services(), []ipvs.Service(nil))
+	contract.WantErr(t, "AddService", c.h.IPVS.AddService(bad), ipvs.ErrNoScheduler)
+	contract.WantEqual(t, "virtual servers after", c.services(), []ipvs.Service(nil))
 	c.add(rr(web))
-	wantErr(t, "UpdateService", c.h.IPVS.UpdateService(bad), ipvs.ErrNoScheduler)
-	wantEqual(t, "the virtual server after", c.service(web), rr(web))
+	contract.WantErr(t, "UpdateService", c.h.IPVS.UpdateService(bad), ipvs.ErrNoScheduler)
+	contract.WantEqual(t, "the virtual server after", c.service(web), rr(web))
 }
 
 func testServiceNotFound(t *testing.T, c *suiteCase) {
 	c.add(rr(dns)) // same address and port, other protocol
-	wantErr(t, "UpdateService", c.h.IPVS.UpdateService(rr(web)), ipvs.ErrNotFound)
+	contract.WantErr(t, "UpdateService", c.h.IPVS.UpdateService(rr(web)), ipvs.ErrNotFound)
 	bad := ipvs.Service{Key: web, Scheduler: "kipvs-nosuch"}
-	wantErr(t, "UpdateService with an unknown scheduler", c.h.IPVS.UpdateService(bad), ipvs.ErrNotFound)
-	wantErr(t, "DeleteService", c.h.IPVS.DeleteService(web), ipvs.ErrNotFound)
+	contract.WantErr(t, "UpdateService with an unknown scheduler", c.h.IPVS.UpdateService(bad), ipvs.ErrNotFound)
+	contract.WantErr(t, "DeleteService", c.h.IPVS.DeleteService(web), ipvs.ErrNotFound)
 	_, err := c.h.IPVS.ListDestinations(web)
-	wantErr(t, "ListDestinations", err, ipvs.ErrNotFound)
-	wantEqual(t, "virtual servers after", c.services(), []ipvs.Service{rr(dns)})
+	contract.WantErr(t, "ListDestinations", err, ipvs.ErrNotFound)
+	contract.WantEqual(t, "virtual servers after", c.services(), []ipvs.Service{rr(dns)})
 }
 
 func testUpdateService(t *testing.T, c *suiteCase) {
@@ -265,21 +232,21 @@ func testUpdateService(t *testing.T, c *suiteCase) {
 		if err := c.h.IPVS.UpdateService(s); err != nil {
 			t.Fatalf("UpdateService(%+v): %v", s, err)
 		}
-		wantEqual(t, "after UpdateService", c.service(web), s)
+		contract.WantEqual(t, "after UpdateService", c.service(web), s)
 	}
-	wantEqual(t, "real servers kept", c.dests(web), []ipvs.Destination{masq("10.244.240.2:8080", 1)})
+	contract.WantEqual(t, "real servers kept", c.dests(web), []ipvs.Destination{masq("10.244.240.2:8080", 1)})
 }
 
 func testPersistence(t *testing.T, c *suiteCase) {
 	sticky := ipvs.Service{Key: web, Scheduler: "rr", Persistent: true, Timeout: 10800}
 	c.add(sticky)
-	wantEqual(t, "persistent", c.service(web), sticky)
+	contract.WantEqual(t, "persistent", c.service(web), sticky)
 	c.add(ipvs.Service{Key: dns, Scheduler: "rr", Timeout: 300})
-	wantEqual(t, "not persistent, timeout given", c.service(dns), rr(dns))
+	contract.WantEqual(t, "not persistent, timeout given", c.service(dns), rr(dns))
 	if err := c.h.IPVS.UpdateService(ipvs.Service{Key: web, Scheduler: "rr", Timeout: 10800}); err != nil {
 		t.Fatal(err)
 	}
-	wantEqual(t, "persistence turned off", c.service(web), rr(web))
+	contract.WantEqual(t, "persistence turned off", c.service(web), rr(web))
 }
 
 func testSchedFlags(t *testing.T, c *suiteCase) {
@@ -293,7 +260,7 @@ func testSchedFlags(t *testing.T, c *suiteCase) {
 	for _, s := range all {
 		c.add(s)
 	}
-	wantEqual(t, "ListServices", c.services(), all)
+	contract.WantEqual(t, "ListServices", c.services(), all)
 }
 
 func testDestinations(t *testing.T, c *suiteCase) {
@@ -307,34 +274,34 @@ func testDestinations(t *testing.T, c *suiteCase) {
 	for _, i := range []int{3, 1, 0, 2} {
 		c.addDest(web, want[i])
 	}
-	wantEqual(t, "ListDestinations", c.dests(web), want)
+	contract.WantEqual(t, "ListDestinations", c.dests(web), want)
 
 	c.add(rr(web6))
 	want6 := []ipvs.Destination{masq("[fd00:244:240::2]:8080", 1), masq("[fd00:244:240::10]:8080", 5)}
 	c.addDest(web6, want6[1])
 	c.addDest(web6, want6[0])
-	wantEqual(t, "ListDestinations of IPv6", c.dests(web6), want6)
+	contract.WantEqual(t, "ListDestinations of IPv6", c.dests(web6), want6)
 
 	c.add(rr(dns))
-	wantEqual(t, "ListDestinations of a virtual server without any", len(c.dests(dns)), 0)
+	contract.WantEqual(t, "ListDestinations of a virtual server without any", len(c.dests(dns)), 0)
 }
 
 func testDestinationErrors(t *testing.T, c *suiteCase) {
 	c.add(rr(web))
 	d := masq("10.244.240.2:8080", 1)
 	c.addDest(web, d)
-	wantErr(t, "AddDestination twice", c.h.IPVS.AddDestination(web, masq("10.244.240.2:8080", 3)), ipvs.ErrExists)
-	wantErr(t, "AddDestination to a missing virtual server", c.h.IPVS.AddDestination(dns, d), ipvs.ErrNotFound)
+	contract.WantErr(t, "AddDestination twice", c.h.IPVS.AddDestination(web, masq("10.244.240.2:8080", 3)), ipvs.ErrExists)
+	contract.WantErr(t, "AddDestination to a missing virtual server", c.h.IPVS.AddDestination(dns, d), ipvs.ErrNotFound)
 	other := masq("10.244.240.3:8080", 1)
-	wantErr(t, "UpdateDestination of a missing real server", c.h.IPVS.UpdateDestination(web, other), ipvs.ErrNotFound)
-	wantErr(t, "UpdateDestination on a missing virtual server", c.h.IPVS.UpdateDestination(dns, d), ipvs.ErrNotFound)
-	wantErr(t, "DeleteDestination of a missing real server", c.h.IPVS.DeleteDestination(web, other.Addr), ipvs.ErrNotFound)
-	wantErr(t, "DeleteDestination on a missing virtual server", c.h.IPVS.DeleteDestination(dns, d.Addr), ipvs.ErrNotFound)
-	wantEqual(t, "real servers after", c.dests(web), []ipvs.Destination{d})
+	contract.WantErr(t, "UpdateDestination of a missing real server", c.h.IPVS.UpdateDestination(web, other), ipvs.ErrNotFound)
+	contract.WantErr(t, "UpdateDestination on a missing virtual server", c.h.IPVS.UpdateDestination(dns, d), ipvs.ErrNotFound)
+	contract.WantErr(t, "DeleteDestination of a missing real server", c.h.IPVS.DeleteDestination(web, other.Addr), ipvs.ErrNotFound)
+	contract.WantErr(t, "DeleteDestination on a missing virtual server", c.h.IPVS.DeleteDestination(dns, d.Addr), ipvs.ErrNotFound)
+	contract.WantEqual(t, "real servers after", c.dests(web), []ipvs.Destination{d})
 	if err := c.h.IPVS.DeleteDestination(web, d.Addr); err != nil {
 		t.Fatal(err)
 	}
-	wantEqual(t, "real servers after DeleteDestination", len(c.dests(web)), 0)
+	contract.WantEqual(t, "real servers after DeleteDestination", len(c.dests(web)), 0)
 }
 
 func testUpdateDestination(t *testing.T, c *suiteCase) {
@@ -350,7 +317,7 @@ func testUpdateDestination(t *testing.T, c *suiteCase) {
 		if err := c.h.IPVS.UpdateDestination(web, d); err != nil {
 			t.Fatalf("UpdateDestination(%+v): %v", d, err)
 		}
-		wantEqual(t, "after UpdateDestination", c.dests(web), []ipvs.Destination{d, masq("10.244.240.3:8080", 1)})
+		contract.WantEqual(t, "after UpdateDestination", c.dests(web), []ipvs.Destination{d, masq("10.244.240.3:8080", 1)})
 	}
 }
 
@@ -361,9 +328,9 @@ func testDeleteServiceRemovesDests(t *testing.T, c *suiteCase) {
 		t.Fatal(err)
 	}
 	_, err := c.h.IPVS.ListDestinations(web)
-	wantErr(t, "ListDestinations after DeleteService", err, ipvs.ErrNotFound)
+	contract.WantErr(t, "ListDestinations after DeleteService", err, ipvs.ErrNotFound)
 	c.add(rr(web))
-	wantEqual(t, "real servers of the new virtual server", len(c.dests(web)), 0)
+	contract.WantEqual(t, "real servers of the new virtual server", len(c.dests(web)), 0)
 }
 
 func testConns(t *testing.T, c *suiteCase) {
@@ -372,7 +339,7 @@ func testConns(t *testing.T, c *suiteCase) {
 	written := d
 	written.ActiveConns, written.InactiveConns = 7, 3
 	c.addDest(web, written)
-	wantEqual(t, "a new real server", c.dests(web), []ipvs.Destination{d})
+	contract.WantEqual(t, "a new real server", c.dests(web), []ipvs.Destination{d})
 
 	c.h.Connect(t, web, d.Addr)
 	before := c.dests(web)
@@ -408,8 +375,8 @@ func testInvalid(t *testing.T, c *suiteCase) {
 		if b.err == nil {
 			t.Errorf("%s: accepted", b.what)
 		}
-		wantPlainMessage(t, b.what, b.err)
+		contract.WantPlainMessage(t, b.what, b.err)
 	}
-	wantEqual(t, "virtual servers after", c.services(), []ipvs.Service{rr(web)})
-	wantEqual(t, "real servers after", len(c.dests(web)), 0)
+	contract.WantEqual(t, "virtual servers after", c.services(), []ipvs.Service{rr(web)})
+	contract.WantEqual(t, "real servers after", len(c.dests(web)), 0)
 }

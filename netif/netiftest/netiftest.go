@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/kube-ipvs/kube-ipvs/internal/contract"
 	"github.com/kube-ipvs/kube-ipvs/netif"
 )
 
@@ -62,29 +63,6 @@ var (
 	v6b = netip.MustParseAddr("fd00:96:240::2")
 )
 
-func wantErr(t *testing.T, what string, err, target error) {
-	t.Helper()
-	if !errors.Is(err, target) {
-		t.Errorf("%s: err = %v, want %v", what, err, target)
-	}
-	wantPlainMessage(t, what, err)
-}
-
-// wantPlainMessage fails if err's message says one thing twice in a row
-// ("listing X: listing X: …"): an adapter wraps its errors once.
-func wantPlainMessage(t *testing.T, what string, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	parts := strings.Split(err.Error(), ": ")
-	for i := 1; i < len(parts); i++ {
-		if parts[i] == parts[i-1] {
-			t.Errorf("%s: error %q says %q twice", what, err, parts[i])
-		}
-	}
-}
-
 // wantAddrs fails unless the link holds exactly want, in that order.
 func wantAddrs(t *testing.T, what string, a netif.Addrs, want ...netip.Addr) {
 	t.Helper()
@@ -107,7 +85,7 @@ func wantPlain(t *testing.T, what string, err error) {
 	if err == nil || errors.Is(err, netif.ErrNotFound) || errors.Is(err, netif.ErrExists) {
 		t.Errorf("%s = %v, want a plain error", what, err)
 	}
-	wantPlainMessage(t, what, err)
+	contract.WantPlainMessage(t, what, err)
 }
 
 func mustDo(t *testing.T, what string, err error) {
@@ -119,9 +97,9 @@ func mustDo(t *testing.T, what string, err error) {
 
 func testNoLink(t *testing.T, l Link) {
 	wantAddrs(t, "no link", l.Addrs)
-	wantErr(t, "AddAddr", l.Addrs.AddAddr(v4a), netif.ErrNotFound)
-	wantErr(t, "DelAddr", l.Addrs.DelAddr(v4a), netif.ErrNotFound)
-	wantErr(t, "DeleteLink", l.Addrs.DeleteLink(), netif.ErrNotFound)
+	contract.WantErr(t, "AddAddr", l.Addrs.AddAddr(v4a), netif.ErrNotFound)
+	contract.WantErr(t, "DelAddr", l.Addrs.DelAddr(v4a), netif.ErrNotFound)
+	contract.WantErr(t, "DeleteLink", l.Addrs.DeleteLink(), netif.ErrNotFound)
 	wantAddrs(t, "still no link", l.Addrs)
 }
 
@@ -149,10 +127,10 @@ func testAddrErrors(t *testing.T, l Link) {
 	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
 	mustDo(t, "AddAddr", l.Addrs.AddAddr(v4a))
 	mustDo(t, "AddAddr", l.Addrs.AddAddr(v6a))
-	wantErr(t, "AddAddr IPv4 twice", l.Addrs.AddAddr(v4a), netif.ErrExists)
-	wantErr(t, "AddAddr IPv6 twice", l.Addrs.AddAddr(v6a), netif.ErrExists)
-	wantErr(t, "DelAddr IPv4 unbound", l.Addrs.DelAddr(v4b), netif.ErrNotFound)
-	wantErr(t, "DelAddr IPv6 unbound", l.Addrs.DelAddr(v6b), netif.ErrNotFound)
+	contract.WantErr(t, "AddAddr IPv4 twice", l.Addrs.AddAddr(v4a), netif.ErrExists)
+	contract.WantErr(t, "AddAddr IPv6 twice", l.Addrs.AddAddr(v6a), netif.ErrExists)
+	contract.WantErr(t, "DelAddr IPv4 unbound", l.Addrs.DelAddr(v4b), netif.ErrNotFound)
+	contract.WantErr(t, "DelAddr IPv6 unbound", l.Addrs.DelAddr(v6b), netif.ErrNotFound)
 	wantAddrs(t, "after", l.Addrs, v4a, v6a)
 }
 
@@ -171,7 +149,7 @@ func testDeleteLink(t *testing.T, l Link) {
 	mustDo(t, "AddAddr", l.Addrs.AddAddr(v6a))
 	mustDo(t, "DeleteLink", l.Addrs.DeleteLink())
 	wantAddrs(t, "after DeleteLink", l.Addrs)
-	wantErr(t, "DeleteLink again", l.Addrs.DeleteLink(), netif.ErrNotFound)
+	contract.WantErr(t, "DeleteLink again", l.Addrs.DeleteLink(), netif.ErrNotFound)
 	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
 	wantAddrs(t, "the new link", l.Addrs)
 }
@@ -236,10 +214,10 @@ func testSet(t *testing.T, s netif.Sysctl, key string) {
 func testMissingKey(t *testing.T, s netif.Sysctl, _ string) {
 	const missing = "net/ipv4/kipvs-ct-nosuch"
 	_, err := s.Get(missing)
-	wantErr(t, "Get", err, netif.ErrNotFound)
-	wantErr(t, "Set", s.Set(missing, "1"), netif.ErrNotFound)
+	contract.WantErr(t, "Get", err, netif.ErrNotFound)
+	contract.WantErr(t, "Set", s.Set(missing, "1"), netif.ErrNotFound)
 	_, err = s.Get(missing)
-	wantErr(t, "Get after Set", err, netif.ErrNotFound)
+	contract.WantErr(t, "Get after Set", err, netif.ErrNotFound)
 }
 
 func testInvalidKeys(t *testing.T, s netif.Sysctl, _ string) {
@@ -254,7 +232,7 @@ func testBadValue(t *testing.T, s netif.Sysctl, key string) {
 	before, err := s.Get(key)
 	mustDo(t, "Get", err)
 	for _, v := range []string{"abc", "0x"} {
-		wantErr(t, "Set "+v, s.Set(key, v), syscall.EINVAL)
+		contract.WantErr(t, "Set "+v, s.Set(key, v), syscall.EINVAL)
 	}
 	if got, err := s.Get(key); err != nil || got != before {
 		t.Errorf("after refused Sets: Get = %q, %v; want %q", got, err, before)
