@@ -140,7 +140,15 @@ func TestDemo(t *testing.T) {
 		api.RemovePod(t, p)
 	}
 	say("    pod4 and pod5 have stopped; %s", describeSlice(slices.Sync(t)))
-	WaitIPVSFor(t, 30*time.Second, &vs, servedBy(pods[:3], pods[3:]...)...)
+	// Gone from the slice, they stay at weight 0 while IPVS still counts
+	// their closed connections (TIME_WAIT, InActConn), then go.
+	gone := servedBy(pods[:3])
+	for _, p := range pods[3:] {
+		gone = append(gone, "!"+RSLine(rsOf(p)))
+	}
+	WaitIPVSFor(t, 30*time.Second, &vs, gone...)
+	say("    their real servers stay at weight 0 until IPVS counts no connection on them (InActConn holds")
+	say("    the closed ones for IPVS's 2-minute TIME_WAIT), then go; new connections reach only pod1-3")
 	showIPVS(t)
 	requests(t, vs, 9)
 
