@@ -12,6 +12,7 @@ import (
 	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/kube-ipvs/kube-ipvs/config"
+	"github.com/kube-ipvs/kube-ipvs/test/deploy"
 )
 
 // serviceAccountFiles writes what kubelet mounts at serviceAccountDir: a
@@ -35,25 +36,7 @@ func serviceAccountFiles(t *testing.T, withCA bool) string {
 func kubeadmKubeconfig(t *testing.T, saDir, server string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kubeconfig.conf")
-	text := `apiVersion: v1
-kind: Config
-clusters:
-- cluster:
-    certificate-authority: ` + filepath.Join(saDir, "ca.crt") + `
-    server: ` + server + `
-  name: default
-contexts:
-- context:
-    cluster: default
-    namespace: default
-    user: default
-  name: default
-current-context: default
-users:
-- name: default
-  user:
-    tokenFile: ` + filepath.Join(saDir, "token") + `
-`
+	text := deploy.KubeadmKubeconfig(server, saDir)
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

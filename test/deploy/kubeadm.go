@@ -22,25 +22,7 @@ const (
 // pod's ServiceAccount token and CA files; config.conf is kube-proxy's own
 // configuration, which kube-ipvs does not read.
 func KubeadmKubeProxyConfigMap(server string) *corev1.ConfigMap {
-	kubeconfig := `apiVersion: v1
-kind: Config
-clusters:
-- cluster:
-    certificate-authority: ` + ServiceAccountDir + `/ca.crt
-    server: ` + server + `
-  name: default
-contexts:
-- context:
-    cluster: default
-    namespace: default
-    user: default
-  name: default
-current-context: default
-users:
-- name: default
-  user:
-    tokenFile: ` + ServiceAccountDir + `/token
-`
+	kubeconfig := KubeadmKubeconfig(server, ServiceAccountDir)
 	proxyConfig := `apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
@@ -55,4 +37,28 @@ mode: ipvs
 		},
 		Data: map[string]string{KubeProxyKubeconfig: kubeconfig, "config.conf": proxyConfig},
 	}
+}
+
+// KubeadmKubeconfig is key kubeconfig.conf of that ConfigMap: the server,
+// and the ServiceAccount token and CA files in saDir.
+func KubeadmKubeconfig(server, saDir string) string {
+	return `apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority: ` + saDir + `/ca.crt
+    server: ` + server + `
+  name: default
+contexts:
+- context:
+    cluster: default
+    namespace: default
+    user: default
+  name: default
+current-context: default
+users:
+- name: default
+  user:
+    tokenFile: ` + saDir + `/token
+`
 }
