@@ -39,10 +39,13 @@ XTABLES_NAMES=(iptables iptables-save iptables-restore ip6tables ip6tables-save 
 	iptables-nft iptables-nft-save iptables-nft-restore ip6tables-nft ip6tables-nft-save ip6tables-nft-restore)
 
 # Modules /init loads in this order (modprobe pulls dependencies from modules.dep).
+# bridge is the two-node bed's underlay (guest/bed.go; br_netfilter stays out,
+# so bridged frames skip iptables); sctp lets pods open SCTP sockets (IPVS's
+# SCTP support is built into ip_vs).
 MODULES=(
 	ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_sh ip_vs_dh
 	ip_vs_mh ip_vs_sed ip_vs_nq ip_vs_fo ip_vs_ovf
-	dummy veth
+	dummy veth bridge sctp
 	nf_conntrack nf_conntrack_netlink nf_nat
 	ip_set ip_set_hash_ip ip_set_hash_ipport ip_set_hash_ipportip ip_set_hash_ipportnet
 	ip_set_hash_net ip_set_bitmap_port

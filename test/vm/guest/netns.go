@@ -74,7 +74,7 @@ func AddNetns(t testing.TB, name string) string {
 	return name
 }
 
-// Pod is a network namespace wired to the node the way the ptp CNI plugin does
+// Pod is a network namespace wired to a node the way the ptp CNI plugin does
 // it: a veth pair, the pod's addresses on its eth0 as host routes, a default
 // route to a gateway address that the node holds on the host side of every pod's
 // veth, and a host route on the node back to each pod address.
@@ -82,6 +82,7 @@ type Pod struct {
 	Name     string       // the namespace; also a good backend name
 	IPs      []netip.Addr // the pod's addresses, as given to AddPod
 	HostVeth string       // node side of the veth pair: "veth-" + Name
+	NodeNS   string       // the node's namespace: Node (the VM's) or a bed node's (AddPodOn)
 }
 
 // IP is the pod's first address.
@@ -97,37 +98,45 @@ func Gateway(ip netip.Addr) netip.Addr {
 	return netip.PrefixFrom(ip, bits).Masked().Addr().Next()
 }
 
-// AddPod creates namespace name wired to the node (see Pod) with the given
-// addresses, e.g. AddPod(t, "pod1", netip.MustParseAddr("10.244.1.2")), and turns
-// on forwarding on the node as a CNI would. The veth goes at cleanup, before the
-// namespace.
+// AddPod creates namespace name wired to the node, the VM's initial namespace
+// (see Pod), with the given addresses, e.g. AddPod(t, "pod1",
+// netip.MustParseAddr("10.244.1.2")), and turns on forwarding on the node as a
+// CNI would. The veth goes at cleanup, before the namespace.
 func AddPod(t testing.TB, name string, ips ...netip.Addr) *Pod {
 	t.Helper()
-	p := &Pod{Name: name, IPs: ips, HostVeth: "veth-" + name}
+	return AddPodOn(t, Node, name, ips...)
+}
+
+// AddPodOn is AddPod on the node whose network namespace is node (Node for
+// the VM's initial one, or a bed node's: see BedNode.AddPod). Pod names are
+// namespace names, so they are unique across every node.
+func AddPodOn(t testing.TB, node, name string, ips ...netip.Addr) *Pod {
+	t.Helper()
+	p := &Pod{Name: name, IPs: ips, HostVeth: "veth-" + name, NodeNS: node}
 	if len(ips) == 0 || len(p.HostVeth) > 15 {
 		t.Fatalf("AddPod(%q, %v): want at least one address and a name of at most 10 bytes", name, ips)
 	}
 	AddNetns(t, name)
-	Run(t, Node, "ip", "link", "add", p.HostVeth, "type", "veth", "peer", "name", "eth0", "netns", name)
+	Run(t, node, "ip", "link", "add", p.HostVeth, "type", "veth", "peer", "name", "eth0", "netns", name)
 	t.Cleanup(func() {
-		if _, err := Exec(Node, "ip", "link", "del", p.HostVeth); err != nil {
+		if _, err := Exec(node, "ip", "link", "del", p.HostVeth); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
-	Run(t, Node, "ip", "link", "set", p.HostVeth, "up")
+	Run(t, node, "ip", "link", "set", p.HostVeth, "up")
 	Run(t, name, "ip", "link", "set", "eth0", "up")
 	for _, ip := range ips {
 		gw := Gateway(ip)
 		if ip == gw {
 			t.Fatalf("AddPod(%q): %v is the gateway address of its subnet", name, ip)
 		}
-		Run(t, Node, addrCmd("replace", gw, p.HostVeth)...)
-		Run(t, Node, "ip", "route", "add", hostPrefix(ip), "dev", p.HostVeth, "src", gw.String())
+		Run(t, node, addrCmd("replace", gw, p.HostVeth)...)
+		Run(t, node, "ip", "route", "add", hostPrefix(ip), "dev", p.HostVeth, "src", gw.String())
 		Run(t, name, addrCmd("add", ip, "eth0")...)
 		Run(t, name, "ip", "route", "add", hostPrefix(gw), "dev", "eth0")
 		Run(t, name, "ip", "route", "add", "default", "via", gw.String(), "dev", "eth0")
 	}
-	Run(t, Node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	Run(t, node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 	return p
 }
 
