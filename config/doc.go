@@ -20,7 +20,10 @@
 // (sigs.k8s.io/yaml). Keys are case-sensitive; an unknown key, at any depth,
 // is an error. A field left out, or set to null, keeps its default. Durations
 // are Go duration strings ("30s", "1m30s", "500ms"); a bare number is an
-// error, not nanoseconds.
+// error, not nanoseconds. Lists are YAML sequences ("[10.0.0.0/8,
+// fd00::/64]", or one "- " line per entry); an empty list, [], is not the
+// same as leaving the field out. An error in a list's entry names it by
+// index, from 0: "nodePortAddresses[1]: invalid CIDR …".
 //
 // # Fields
 //
@@ -83,6 +86,23 @@
 // a packet for masquerade, 0 to 31. 14 is mark 0x4000, the same as
 // kube-proxy, like `iptables -j MARK --or-mark 0x4000`.
 //
+// nodePortAddresses (default ["primary"], flag --nodeport-addresses,
+// comma-separated): the local addresses NodePorts are served on, as
+// kube-proxy's nodePortAddresses. Either the single entry "primary", the
+// Node object's InternalIP addresses of the family served (kube-proxy's
+// default in nftables mode; its IPVS mode defaults to every local
+// address), or a list of CIDRs, IPv4 and/or IPv6: a local address inside
+// one of them serves NodePorts ("192.168.10.0/24", "0.0.0.0/0" for every
+// IPv4 address). "primary" mixed with CIDRs is an error, as in kube-proxy.
+// A family the list has no CIDR of is served on every local address of
+// that family, and an empty list ([], or --nodeport-addresses=) on every
+// local address, both as kube-proxy does; the start-up warnings say so.
+// The addresses on kube-ipvs' dummy interface are never NodePort
+// addresses, nor are loopback addresses: a CIDR inside 127.0.0.0/8, or
+// ::1/128, is accepted with a warning that it selects nothing. CIDRs are
+// parsed as clusterCIDR's entries. Configuration.NodePortPrimary and
+// Configuration.NodePortCIDRs give the parsed value.
+//
 // ipvs.scheduler (default "rr", flag --scheduler): the scheduler of every
 // virtual server, like `ipvsadm -A -t VIP:PORT -s rr`: one of rr wrr lc wlc
 // lblc lblcr sh dh mh sed nq (ipvs.Schedulers). The kernel module of the
@@ -107,6 +127,37 @@
 // UDP real servers are deleted at once and their conntrack entries removed.
 // 0 means no drain: delete at once. Must be 0 or greater; need not be whole
 // seconds.
+//
+// ipvs.strictARP (default false, flag --ipvs-strict-arp): set
+// net.ipv4.conf.all.arp_ignore=1 and net.ipv4.conf.all.arp_announce=2 at
+// start-up, as kube-proxy's ipvs.strictARP does, so that the node neither
+// answers ARP for the Service addresses on its dummy interface nor uses
+// them as the source of its own ARP requests. MetalLB in L2 mode needs it:
+// otherwise every node answers for a LoadBalancer IP. It changes ARP for
+// the whole node (a reply only for an address of the interface asked on);
+// false leaves both sysctls as they are, and cleanup never resets them.
+//
+// externalIPs.allowedCIDRs (default [], no flag): the CIDRs a Service's
+// spec.externalIPs may lie in, IPv4 and/or IPv6. An external IP outside
+// all of them is not programmed; the rest of the Service still is. Empty
+// allows every address, as kube-proxy does. Anyone who may create a
+// Service may write any address in spec.externalIPs and capture the
+// traffic the cluster's nodes send to it (CVE-2020-8554); list the
+// addresses your operators hand out. To refuse external IPs altogether,
+// enable the apiserver's DenyServiceExternalIPs admission plugin. CIDRs
+// are parsed as clusterCIDR's entries; Configuration.AllowedExternalIPCIDRs
+// gives the parsed list.
+//
+// loadBalancerIPs.allowedCIDRs (default [], no flag): the CIDRs a
+// Service's status.loadBalancer.ingress[].ip may lie in; one outside all
+// of them is not programmed. Empty allows every address, as kube-proxy
+// does. Whoever may update a Service's status can otherwise point a
+// LoadBalancer IP at any address (CVE-2020-8554 again). The check is on
+// the address, not on who wrote it: the Service does not reliably say who
+// set its status (the manager in managedFields is whatever name the client
+// chose), while the operator knows the pools the load-balancer controller
+// (MetalLB, a cloud controller) allocates from, so list those pools.
+// Configuration.AllowedLoadBalancerIPCIDRs gives the parsed list.
 //
 // logging.level (default "info", flag --log-level): debug, info, warn or
 // error.

@@ -87,11 +87,14 @@ func TestMarshalRoundTrip(t *testing.T) {
 	c := Default()
 	c.NodeName, c.ClusterCIDR, c.MasqueradeAll = "node-1", "10.244.0.0/16", true
 	c.IPVS.TCPTimeout.Duration = 900e9
+	c.IPVS.StrictARP = true
+	c.NodePortAddresses = []string{"192.168.10.0/24", "2001:db8:10::/64"}
+	c.ExternalIPs.AllowedCIDRs = []string{"203.0.113.0/24"}
 	data, err := yaml.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(data), "tcpTimeout: 15m0s\n") {
+	if !strings.Contains(string(data), "tcpTimeout: 15m0s\n") || !strings.Contains(string(data), "loadBalancerIPs:\n  allowedCIDRs: []\n") {
 		t.Errorf("Marshal wrote durations as:\n%s", data)
 	}
 	back, err := Load(data)
@@ -106,8 +109,9 @@ func TestMarshalRoundTrip(t *testing.T) {
 func TestLeafPaths(t *testing.T) {
 	want := []string{
 		"apiVersion", "kind", "mode", "nodeName", "kubeconfig", "apiServer", "serviceProxyName", "clusterCIDR",
-		"masqueradeAll", "masqueradeBit", "ipvs.scheduler", "ipvs.syncPeriod", "ipvs.minSyncPeriod",
-		"ipvs.tcpTimeout", "ipvs.tcpFinTimeout", "ipvs.udpTimeout", "ipvs.drainTimeout", "logging.level", "logging.format",
+		"masqueradeAll", "masqueradeBit", "nodePortAddresses", "ipvs.scheduler", "ipvs.syncPeriod", "ipvs.minSyncPeriod",
+		"ipvs.tcpTimeout", "ipvs.tcpFinTimeout", "ipvs.udpTimeout", "ipvs.drainTimeout", "ipvs.strictARP",
+		"externalIPs.allowedCIDRs", "loadBalancerIPs.allowedCIDRs", "logging.level", "logging.format",
 	}
 	if got := allPaths(); !reflect.DeepEqual(got, want) {
 		t.Errorf("paths = %q, want %q", got, want)

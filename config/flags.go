@@ -36,9 +36,11 @@ type override struct {
 //	--node-name           nodeName
 //	--cluster-cidr        clusterCIDR
 //	--masquerade-all      masqueradeAll
+//	--nodeport-addresses  nodePortAddresses, comma-separated
 //	--scheduler           ipvs.scheduler
 //	--sync-period         ipvs.syncPeriod
 //	--min-sync-period     ipvs.minSyncPeriod
+//	--ipvs-strict-arp     ipvs.strictARP
 //	--service-proxy-name  serviceProxyName
 //	--log-level           logging.level
 //	--log-format          logging.format
@@ -62,12 +64,16 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 		"comma-separated pod CIDRs, IPv4 and/or IPv6; traffic to a Service from outside them is masqueraded")
 	bind(f, fs.BoolVar, "masquerade-all", "masqueradeAll", func(c *Configuration) *bool { return &c.MasqueradeAll },
 		"masquerade all traffic to Services")
+	bind(f, listVar(fs), "nodeport-addresses", "nodePortAddresses", func(c *Configuration) *[]string { return &c.NodePortAddresses },
+		"comma-separated `CIDRs` of the local addresses NodePorts are served on, or \"primary\" for the Node's InternalIP addresses; empty means every local address")
 	bind(f, fs.StringVar, "scheduler", "ipvs.scheduler", func(c *Configuration) *string { return &c.IPVS.Scheduler },
 		"IPVS scheduler for every virtual server (rr wrr lc wlc lblc lblcr sh dh mh sed nq)")
 	bind(f, fs.DurationVar, "sync-period", "ipvs.syncPeriod", func(c *Configuration) *time.Duration { return &c.IPVS.SyncPeriod.Duration },
 		"interval of the full resync that reads the kernel back and repairs drift")
 	bind(f, fs.DurationVar, "min-sync-period", "ipvs.minSyncPeriod", func(c *Configuration) *time.Duration { return &c.IPVS.MinSyncPeriod.Duration },
 		"minimum interval between two syncs; changes in between are coalesced")
+	bind(f, fs.BoolVar, "ipvs-strict-arp", "ipvs.strictARP", func(c *Configuration) *bool { return &c.IPVS.StrictARP },
+		"set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2, so the node does not answer or announce ARP for Service addresses (MetalLB L2 needs it)")
 	bind(f, fs.StringVar, "service-proxy-name", "serviceProxyName", func(c *Configuration) *string { return &c.ServiceProxyName },
 		"serve only Services labelled service.kubernetes.io/service-proxy-name=<this>; empty means only unlabelled ones")
 	bind(f, fs.StringVar, "log-level", "logging.level", func(c *Configuration) *string { return &c.Logging.Level },
@@ -85,6 +91,37 @@ func bind[T any](f *Flags, define func(p *T, name string, value T, usage string)
 	p := get(&f.values)
 	define(p, name, *p, usage+" (overrides "+field+")")
 	f.overrides[name] = override{field: field, apply: func(c *Configuration) { *get(c) = *p }}
+}
+
+// listVar returns a define function, for bind, of a flag that holds a
+// comma-separated list: "a, b" is ["a" "b"] (spaces around entries are
+// ignored), "" the empty list. Given twice, the last one wins.
+func listVar(fs *flag.FlagSet) func(p *[]string, name string, value []string, usage string) {
+	return func(p *[]string, name string, value []string, usage string) {
+		*p = value
+		fs.Var((*commaList)(p), name, usage)
+	}
+}
+
+// commaList is a flag.Value of a comma-separated list.
+type commaList []string
+
+func (l *commaList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+func (l *commaList) Set(s string) error {
+	*l = []string{}
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	for entry := range strings.SplitSeq(s, ",") {
+		*l = append(*l, strings.TrimSpace(entry))
+	}
+	return nil
 }
 
 // Cleanup reports whether --cleanup was given.
@@ -135,8 +172,8 @@ func (f *Flags) Resolve(readFile func(string) ([]byte, error), getenv func(strin
 	}
 	cfg.NodeName = name
 	for _, err := range cfg.validate() {
-		if fe, ok := err.(*FieldError); ok && fromFlag[fe.Field] != "" {
-			err = &FieldError{Field: fe.Field + " (" + fromFlag[fe.Field] + ")", Detail: fe.Detail}
+		if fe, ok := err.(*FieldError); ok && fromFlag[fieldOf(fe.Field)] != "" {
+			err = &FieldError{Field: fe.Field + " (" + fromFlag[fieldOf(fe.Field)] + ")", Detail: fe.Detail}
 		}
 		errs = append(errs, err)
 	}
@@ -144,6 +181,13 @@ func (f *Flags) Resolve(readFile func(string) ([]byte, error), getenv func(strin
 		return nil, errors.Join(errs...)
 	}
 	return cfg, nil
+}
+
+// fieldOf returns the field of a path that may name an entry of a list:
+// "nodePortAddresses[1]" is "nodePortAddresses".
+func fieldOf(path string) string {
+	field, _, _ := strings.Cut(path, "[")
+	return field
 }
 
 // ResolveNodeName returns the name of this node's Node object: configured if

@@ -84,8 +84,9 @@ func TestResolve(t *testing.T) {
 			"--kubeconfig=/root/.kube/config", "--api-server=https://192.0.2.10:6443", "--mode=dry-run", "--node-name=node-7",
 			"--cluster-cidr=10.244.0.0/16,fd00:10:244::/56", "--masquerade-all", "--scheduler=sh",
 			"--sync-period=2m", "--min-sync-period=0s", "--service-proxy-name=kube-ipvs",
-			"--log-level=warn", "--log-format=console",
+			"--log-level=warn", "--log-format=console", "--nodeport-addresses=0.0.0.0/0", "--ipvs-strict-arp",
 		}, env: env{hostname: "host-a"}, want: func(c *Configuration) {
+			c.NodePortAddresses, c.IPVS.StrictARP = []string{"0.0.0.0/0"}, true
 			c.Kubeconfig, c.Mode, c.NodeName = "/root/.kube/config", ModeDryRun, "node-7"
 			c.APIServer = "https://192.0.2.10:6443"
 			c.ClusterCIDR, c.MasqueradeAll = "10.244.0.0/16,fd00:10:244::/56", true
@@ -93,6 +94,20 @@ func TestResolve(t *testing.T) {
 			c.ServiceProxyName = "kube-ipvs"
 			c.Logging = LoggingConfiguration{Level: "warn", Format: "console"}
 		}},
+		{name: "node port addresses from the flag, spaces ignored", args: []string{"--nodeport-addresses", "192.168.10.0/24, 2001:db8:10::/64"},
+			env:  env{hostname: "host-a"},
+			want: func(c *Configuration) { c.NodePortAddresses = []string{"192.168.10.0/24", "2001:db8:10::/64"} }},
+		{name: "node port addresses flag replaces the file's list", args: []string{"--config", configPath, "--nodeport-addresses=primary"},
+			env:  withFile("nodePortAddresses: [10.0.0.0/8, 192.168.0.0/16]\n"),
+			want: func(c *Configuration) {}},
+		{name: "empty node port addresses flag: every address", args: []string{"--nodeport-addresses="},
+			env: env{hostname: "host-a"}, want: func(c *Configuration) { c.NodePortAddresses = []string{} }},
+		{name: "node port addresses flag given twice: the last wins", args: []string{"--nodeport-addresses=10.0.0.0/8", "--nodeport-addresses=192.168.0.0/16"},
+			env: env{hostname: "host-a"}, want: func(c *Configuration) { c.NodePortAddresses = []string{"192.168.0.0/16"} }},
+		{name: "strict ARP flag", args: []string{"--ipvs-strict-arp"}, env: env{hostname: "host-a"},
+			want: func(c *Configuration) { c.IPVS.StrictARP = true }},
+		{name: "strict ARP flag false overrides the file", args: []string{"--config", configPath, "--ipvs-strict-arp=false"},
+			env: withFile("ipvs:\n  strictARP: true\n"), want: func(c *Configuration) {}},
 		{name: "cleanup needs no file", args: []string{"--cleanup"}, env: env{hostname: "host-a"},
 			want: func(c *Configuration) {}},
 
@@ -104,6 +119,16 @@ func TestResolve(t *testing.T) {
 			env: env{hostname: "host-a"},
 			wantErr: `ipvs.scheduler (--scheduler): unsupported value "fifo": must be one of ` + schedulers + "\n" +
 				`logging.format (--log-format): unsupported value "xml": must be one of "json", "console"`},
+		{name: "bad node port addresses from the flag name the flag and the entry",
+			args: []string{"--nodeport-addresses", "10.0.0.0/8,primary,,10.1.2.3"}, env: env{hostname: "host-a"},
+			wantErr: strings.Join([]string{
+				`nodePortAddresses[1] (--nodeport-addresses): invalid value "primary": must be the only entry (can't use both "primary" and CIDRs)`,
+				`nodePortAddresses[2] (--nodeport-addresses): empty entry: must be a CIDR (like 10.244.0.0/16 or fd00:10:244::/56)`,
+				`nodePortAddresses[3] (--nodeport-addresses): invalid CIDR "10.1.2.3": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)`,
+			}, "\n")},
+		{name: "bad node port addresses from the file do not name the flag",
+			args: []string{"--config", configPath}, env: withFile("nodePortAddresses: [Primary]\n"),
+			wantErr: `nodePortAddresses[0]: invalid value "Primary": must be "primary", in lower case, or a CIDR`},
 		{name: "flag corrects a bad file value", args: []string{"--config", configPath, "--mode", "ipvs"},
 			env: withFile("mode: userspace\n"), want: func(c *Configuration) {}},
 		{name: "min sync period from flag above sync period from file",
@@ -257,6 +282,7 @@ func TestFlagsUsage(t *testing.T) {
 		"(overrides ipvs.syncPeriod) (default 30s)", "(overrides ipvs.minSyncPeriod) (default 1s)",
 		"(overrides serviceProxyName)", "(overrides logging.level) (default \"info\")",
 		"(overrides logging.format) (default \"json\")",
+		"-nodeport-addresses CIDRs\n", "(overrides nodePortAddresses) (default primary)", "(overrides ipvs.strictARP)\n",
 	} {
 		if !strings.Contains(usage, want) {
 			t.Errorf("usage lacks %q:\n%s", want, usage)
@@ -264,8 +290,8 @@ func TestFlagsUsage(t *testing.T) {
 	}
 	var names []string
 	fset.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	want := []string{"api-server", "cleanup", "cluster-cidr", "config", "kubeconfig", "log-format", "log-level", "masquerade-all",
-		"min-sync-period", "mode", "node-name", "scheduler", "service-proxy-name", "sync-period"}
+	want := []string{"api-server", "cleanup", "cluster-cidr", "config", "ipvs-strict-arp", "kubeconfig", "log-format", "log-level",
+		"masquerade-all", "min-sync-period", "mode", "node-name", "nodeport-addresses", "scheduler", "service-proxy-name", "sync-period"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("flags = %q, want %q", names, want)
 	}

@@ -125,9 +125,13 @@ func decodeValue(path string, raw json.RawMessage, v reflect.Value) []error {
 	// Decode into a fresh value so that a failure leaves the default intact.
 	fresh := reflect.New(v.Type())
 	if err := json.Unmarshal(raw, fresh.Interface()); err != nil {
-		want := kindName(v.Kind())
+		want := kindName(v.Type())
 		if v.Kind() == reflect.String && raw[0] != '{' && raw[0] != '[' {
 			want += " (quote it in YAML)"
+		}
+		var single string
+		if v.Kind() == reflect.Slice && json.Unmarshal(raw, &single) == nil {
+			want += " (write a YAML list: [" + single + "])"
 		}
 		return []error{fieldErrorf(path, "invalid value %s: must be %s", abbreviate(raw), want)}
 	}
@@ -171,8 +175,8 @@ func jsonName(f reflect.StructField) (string, bool) {
 	return name, true
 }
 
-func kindName(k reflect.Kind) string {
-	switch k {
+func kindName(t reflect.Type) string {
+	switch t.Kind() {
 	case reflect.String:
 		return "a string"
 	case reflect.Bool:
@@ -183,9 +187,12 @@ func kindName(k reflect.Kind) string {
 	case reflect.Float32, reflect.Float64:
 		return "a number"
 	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.String {
+			return "a list of strings"
+		}
 		return "a list"
 	}
-	return "a " + k.String()
+	return "a " + t.Kind().String()
 }
 
 func joinPath(prefix, key string) string {

@@ -56,6 +56,26 @@ ipvs:
 		}},
 		{name: "drain timeout 0 means no drain", doc: header + "ipvs:\n  drainTimeout: 0s\n",
 			want: func(c *Configuration) { c.IPVS.DrainTimeout = Duration{} }},
+		{name: "lists and strictARP", doc: header + `
+nodePortAddresses: [192.168.10.0/24, "2001:db8:10::/64"]
+ipvs:
+  strictARP: true
+externalIPs:
+  allowedCIDRs:
+  - 203.0.113.0/24
+  - 2001:db8:203::/48
+loadBalancerIPs:
+  allowedCIDRs: [198.51.100.0/24]
+`, want: func(c *Configuration) {
+			c.NodePortAddresses = []string{"192.168.10.0/24", "2001:db8:10::/64"}
+			c.IPVS.StrictARP = true
+			c.ExternalIPs.AllowedCIDRs = []string{"203.0.113.0/24", "2001:db8:203::/48"}
+			c.LoadBalancerIPs.AllowedCIDRs = []string{"198.51.100.0/24"}
+		}},
+		{name: "an empty list is not the default", doc: header + "nodePortAddresses: []\n",
+			want: func(c *Configuration) { c.NodePortAddresses = []string{} }},
+		{name: "a null list keeps the default", doc: header + "nodePortAddresses: null\nexternalIPs:\n  allowedCIDRs: ~\n",
+			want: func(c *Configuration) {}},
 		{name: "logging", doc: header + "logging:\n  level: debug\n  format: console\n",
 			want: func(c *Configuration) { c.Logging = LoggingConfiguration{Level: "debug", Format: "console"} }},
 		{name: "null keeps the default", doc: header + "mode: null\nipvs: null\nlogging:\n  level: ~\n",
@@ -76,12 +96,12 @@ zeta: 1
 alpha: 2
 ipvs:
   schedular: lc
-  strictARP: true
+  excludeCIDRs: [10.0.0.0/8]
 logging:
   colour: true
 `, wantErr: `alpha: unknown field
+ipvs.excludeCIDRs: unknown field
 ipvs.schedular: unknown field
-ipvs.strictARP: unknown field
 logging.colour: unknown field
 zeta: unknown field`},
 
@@ -104,6 +124,19 @@ zeta: unknown field`},
 			wantErr: `nodeName: invalid value 1234: must be a string (quote it in YAML)`},
 		{name: "string field given a mapping", doc: header + "mode:\n  ipvs: true\n",
 			wantErr: `mode: invalid value {"ipvs":true}: must be a string`},
+		{name: "list given a string", doc: header + "nodePortAddresses: primary\n",
+			wantErr: `nodePortAddresses: invalid value "primary": must be a list of strings (write a YAML list: [primary])`},
+		{name: "list of numbers", doc: header + "loadBalancerIPs:\n  allowedCIDRs: [1, 2]\n",
+			wantErr: `loadBalancerIPs.allowedCIDRs: invalid value [1,2]: must be a list of strings`},
+		{name: "list given a mapping", doc: header + "externalIPs:\n  allowedCIDRs: {a: b}\n",
+			wantErr: `externalIPs.allowedCIDRs: invalid value {"a":"b"}: must be a list of strings`},
+		{name: "strictARP given a string", doc: header + "ipvs:\n  strictARP: maybe\n",
+			wantErr: `ipvs.strictARP: invalid value "maybe": must be true or false`},
+		{name: "new sections check their keys", doc: header + "externalIPs:\n  allowedCidrs: []\nloadBalancerIPs:\n  trustedControllers: [metallb]\n",
+			wantErr: "externalIPs.allowedCidrs: unknown field (did you mean \"allowedCIDRs\"?)\nloadBalancerIPs.trustedControllers: unknown field"},
+		{name: "list entries validated after decoding", doc: header + "nodePortAddresses: [10.0.0.0/8, primary]\nexternalIPs:\n  allowedCIDRs: [203.0.113.7]\n",
+			wantErr: "nodePortAddresses[1]: invalid value \"primary\": must be the only entry (can't use both \"primary\" and CIDRs)\n" +
+				`externalIPs.allowedCIDRs[0]: invalid CIDR "203.0.113.7": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)`},
 		{name: "section given a scalar", doc: header + "ipvs: rr\n",
 			wantErr: `ipvs: invalid value "rr": must be a mapping`},
 		{name: "section given a list", doc: header + "logging: [info]\n",
@@ -134,6 +167,9 @@ mode: userspace
 masqueradeAll: sometimes
 masqueradeBit: 99
 clusterCIDR: 010.0.0.0/8
+nodePortAddresses: [192.168.10.0/33]
+loadBalancerIPs:
+  allowedCIDRs: 198.51.100.0/24
 ipvs:
   schedular: lc
   scheduler: fifo
@@ -145,12 +181,14 @@ logging:
 `, wantErr: strings.Join([]string{
 			`ipvs.schedular: unknown field`,
 			`ipvs.syncPeriod: invalid duration "3x"`,
+			`loadBalancerIPs.allowedCIDRs: invalid value "198.51.100.0/24": must be a list of strings (write a YAML list: [198.51.100.0/24])`,
 			`logging.colour: unknown field`,
 			`masqueradeAll: invalid value "sometimes": must be true or false`,
 			`apiVersion: missing: must be "kube-ipvs.io/v1alpha1"`,
 			`mode: unsupported value "userspace": must be one of "ipvs", "dry-run"`,
 			`clusterCIDR: invalid CIDR "010.0.0.0/8": IPv4 field has octet with leading zero`,
 			`masqueradeBit: invalid value 99: must be between 0 and 31`,
+			`nodePortAddresses[0]: invalid CIDR "192.168.10.0/33": prefix length "33" must be a number from 0 to 32`,
 			`ipvs.scheduler: unsupported value "fifo": must be one of ` + schedulers,
 			`ipvs.minSyncPeriod: invalid value "2m0s": must not exceed ipvs.syncPeriod ("30s")`,
 			`logging.level: unsupported value "trace": must be one of "debug", "info", "warn", "error"`,
@@ -230,7 +268,8 @@ func FuzzLoad(f *testing.F) {
 	}
 	for _, s := range []string{
 		"", header, header + "ipvs: rr\n", header + "masqueradeBit: 1e100\n", header + "ipvs:\n  syncPeriod: 30\n",
-		header + "clusterCIDR: 10.0.0.0/8,fd00::/56\n", "- 1\n", "a: &x [*x]\n", header + "logging: {level: [1]}\n",
+		header + "clusterCIDR: 10.0.0.0/8,fd00::/56\n", header + "nodePortAddresses: [10.0.0.0/8, primary, \"\"]\n",
+		header + "nodePortAddresses: []\nexternalIPs: {allowedCIDRs: [null]}\n", "- 1\n", "a: &x [*x]\n", header + "logging: {level: [1]}\n",
 	} {
 		f.Add([]byte(s))
 	}

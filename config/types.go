@@ -45,19 +45,27 @@ var (
 // documentation describes every field. The zero value is not useful: start
 // from Default or Load.
 type Configuration struct {
-	APIVersion       string               `json:"apiVersion"`
-	Kind             string               `json:"kind"`
-	Mode             string               `json:"mode"`
-	NodeName         string               `json:"nodeName"`
-	Kubeconfig       string               `json:"kubeconfig"`
-	APIServer        string               `json:"apiServer"`
-	ServiceProxyName string               `json:"serviceProxyName"`
-	ClusterCIDR      string               `json:"clusterCIDR"`
-	MasqueradeAll    bool                 `json:"masqueradeAll"`
-	MasqueradeBit    int                  `json:"masqueradeBit"`
-	IPVS             IPVSConfiguration    `json:"ipvs"`
-	Logging          LoggingConfiguration `json:"logging"`
+	APIVersion        string                       `json:"apiVersion"`
+	Kind              string                       `json:"kind"`
+	Mode              string                       `json:"mode"`
+	NodeName          string                       `json:"nodeName"`
+	Kubeconfig        string                       `json:"kubeconfig"`
+	APIServer         string                       `json:"apiServer"`
+	ServiceProxyName  string                       `json:"serviceProxyName"`
+	ClusterCIDR       string                       `json:"clusterCIDR"`
+	MasqueradeAll     bool                         `json:"masqueradeAll"`
+	MasqueradeBit     int                          `json:"masqueradeBit"`
+	NodePortAddresses []string                     `json:"nodePortAddresses"`
+	IPVS              IPVSConfiguration            `json:"ipvs"`
+	ExternalIPs       ExternalIPsConfiguration     `json:"externalIPs"`
+	LoadBalancerIPs   LoadBalancerIPsConfiguration `json:"loadBalancerIPs"`
+	Logging           LoggingConfiguration         `json:"logging"`
 }
+
+// NodePortAddressesPrimary is the value of NodePortAddresses, alone, that
+// means the Node's InternalIP addresses, as kube-proxy's
+// `--nodeport-addresses primary`.
+const NodePortAddressesPrimary = "primary"
 
 // IPVSConfiguration is the `ipvs:` section.
 type IPVSConfiguration struct {
@@ -68,6 +76,20 @@ type IPVSConfiguration struct {
 	TCPFinTimeout Duration `json:"tcpFinTimeout"`
 	UDPTimeout    Duration `json:"udpTimeout"`
 	DrainTimeout  Duration `json:"drainTimeout"`
+	StrictARP     bool     `json:"strictARP"`
+}
+
+// ExternalIPsConfiguration is the `externalIPs:` section: which addresses
+// a Service's spec.externalIPs may take; see AllowedExternalIPCIDRs.
+type ExternalIPsConfiguration struct {
+	AllowedCIDRs []string `json:"allowedCIDRs"`
+}
+
+// LoadBalancerIPsConfiguration is the `loadBalancerIPs:` section: which
+// addresses a Service's status.loadBalancer.ingress[].ip may take; see
+// AllowedLoadBalancerIPCIDRs.
+type LoadBalancerIPsConfiguration struct {
+	AllowedCIDRs []string `json:"allowedCIDRs"`
 }
 
 // LoggingConfiguration is the `logging:` section.
@@ -80,16 +102,19 @@ type LoggingConfiguration struct {
 // not set. It passes Validate; NodeName is left empty for ResolveNodeName.
 func Default() *Configuration {
 	return &Configuration{
-		APIVersion:    APIVersion,
-		Kind:          Kind,
-		Mode:          ModeIPVS,
-		MasqueradeBit: 14,
+		APIVersion:        APIVersion,
+		Kind:              Kind,
+		Mode:              ModeIPVS,
+		MasqueradeBit:     14,
+		NodePortAddresses: []string{NodePortAddressesPrimary},
 		IPVS: IPVSConfiguration{
 			Scheduler:     "rr",
 			SyncPeriod:    Duration{30 * time.Second},
 			MinSyncPeriod: Duration{time.Second},
 			DrainTimeout:  Duration{15 * time.Minute},
 		},
+		ExternalIPs:     ExternalIPsConfiguration{AllowedCIDRs: []string{}},
+		LoadBalancerIPs: LoadBalancerIPsConfiguration{AllowedCIDRs: []string{}},
 		Logging: LoggingConfiguration{
 			Level:  LogLevelInfo,
 			Format: LogFormatJSON,

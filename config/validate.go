@@ -2,15 +2,12 @@ package config
 
 import (
 	"errors"
-	"fmt"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
@@ -49,12 +46,14 @@ func (c *Configuration) validate() []error {
 	if c.ServiceProxyName != "" {
 		add(checkK8s("serviceProxyName", c.ServiceProxyName, content.IsLabelValue))
 	}
-	_, cidrErrs, _ := parseClusterCIDR(c.ClusterCIDR)
-	errs = append(errs, cidrErrs...)
+	errs = append(errs, parseClusterCIDR(c.ClusterCIDR).errs...)
 	if c.MasqueradeBit < 0 || c.MasqueradeBit > 31 {
 		add(fieldErrorf("masqueradeBit", "invalid value %d: must be between 0 and 31", c.MasqueradeBit))
 	}
+	errs = append(errs, parseNodePortAddresses(c.NodePortAddresses).errs...)
 	errs = append(errs, c.IPVS.validate("ipvs")...)
+	errs = append(errs, parseCIDRs(pathExternalIPs, c.ExternalIPs.AllowedCIDRs).errs...)
+	errs = append(errs, parseCIDRs(pathLoadBalancerIPs, c.LoadBalancerIPs.AllowedCIDRs).errs...)
 	add(checkOneOf("logging.level", c.Logging.Level, LogLevels))
 	add(checkOneOf("logging.format", c.Logging.Format, LogFormats))
 	return errs
@@ -146,105 +145,4 @@ func checkK8s(path, value string, validator func(string) []string) *FieldError {
 		return fieldErrorf(path, "invalid value %q: %s", value, strings.Join(msgs, "; "))
 	}
 	return nil
-}
-
-// ClusterCIDRs returns the prefixes of ClusterCIDR, masked to their network
-// address ("10.244.1.0/16" gives 10.244.0.0/16), in the order written and
-// without duplicates. Entries that do not parse are skipped: call it after
-// Validate has passed. An empty ClusterCIDR gives nil.
-func (c *Configuration) ClusterCIDRs() []netip.Prefix {
-	prefixes, _, _ := parseClusterCIDR(c.ClusterCIDR)
-	return prefixes
-}
-
-// Warnings returns notes about values that are accepted but probably not
-// what was meant, for an agent serving the IP families in served: a cluster
-// CIDR with host bits set or listed twice, no clusterCIDR at all, or none of
-// a served family (like kube-proxy's "no cluster CIDR specified for primary
-// IP family"). The last two are left out under masqueradeAll, which does not
-// read clusterCIDR. They are meant to be logged at start-up; nil when there
-// is nothing to say.
-func (c *Configuration) Warnings(served []v1.IPFamily) []string {
-	prefixes, _, warnings := parseClusterCIDR(c.ClusterCIDR)
-	if c.MasqueradeAll {
-		return warnings
-	}
-	if len(prefixes) == 0 {
-		return append(warnings, "clusterCIDR is empty: only traffic the node sends from a ClusterIP is masqueraded; "+
-			"set clusterCIDR (or masqueradeAll) so clients outside the pod network get answers")
-	}
-	for _, family := range served {
-		if !slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return prefixFamily(p) == family }) {
-			warnings = append(warnings, fmt.Sprintf("clusterCIDR %q has no %s prefix, and kube-ipvs serves %s: "+
-				"for %s Services it is as if clusterCIDR were empty (only traffic the node sends from a ClusterIP is masqueraded); "+
-				"add the %s pod CIDR", c.ClusterCIDR, family, family, family, family))
-		}
-	}
-	return warnings
-}
-
-func prefixFamily(p netip.Prefix) v1.IPFamily {
-	if p.Addr().Is4() {
-		return v1.IPv4Protocol
-	}
-	return v1.IPv6Protocol
-}
-
-// parseClusterCIDR splits the comma-separated list (spaces around entries are
-// ignored) and parses each entry strictly, as Kubernetes validates new CIDR
-// fields: no leading zeros ("010.0.0.0/8"), no IPv4-mapped IPv6, no zone.
-// Host bits beyond the prefix length are accepted with a warning.
-func parseClusterCIDR(s string) (prefixes []netip.Prefix, errs []error, warnings []string) {
-	const path = "clusterCIDR"
-	if strings.TrimSpace(s) == "" {
-		return nil, nil, nil
-	}
-	for entry := range strings.SplitSeq(s, ",") {
-		entry = strings.TrimSpace(entry)
-		if entry == "" {
-			errs = append(errs, fieldErrorf(path, "invalid value %q: empty entry in the list", s))
-			continue
-		}
-		p, err := netip.ParsePrefix(entry)
-		if err != nil {
-			errs = append(errs, fieldErrorf(path, "invalid CIDR %q: %s", entry, cidrReason(entry, err)))
-			continue
-		}
-		if p.Addr().Is4In6() {
-			errs = append(errs, fieldErrorf(path, "invalid CIDR %q: must not have an IPv4-mapped IPv6 address", entry))
-			continue
-		}
-		masked := p.Masked()
-		if masked != p {
-			warnings = append(warnings, fmt.Sprintf("%s: CIDR %q has bits set beyond the prefix length; using %q", path, entry, masked))
-		}
-		if slices.Contains(prefixes, masked) {
-			warnings = append(warnings, fmt.Sprintf("%s: %q is listed more than once", path, masked))
-			continue
-		}
-		prefixes = append(prefixes, masked)
-	}
-	return prefixes, errs, warnings
-}
-
-// cidrReason explains why netip.ParsePrefix refused entry, in fewer words
-// than its error, which repeats the input twice.
-func cidrReason(entry string, err error) string {
-	i := strings.LastIndexByte(entry, '/')
-	if i < 0 {
-		return "missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)"
-	}
-	addrPart, bitsPart := entry[:i], entry[i+1:]
-	addr, aerr := netip.ParseAddr(addrPart)
-	if aerr != nil {
-		return strings.TrimPrefix(aerr.Error(), "ParseAddr("+strconv.Quote(addrPart)+"): ")
-	}
-	if addr.Zone() != "" {
-		return "must not have an IPv6 zone"
-	}
-	bitLen := addr.BitLen()
-	if bits, berr := strconv.Atoi(bitsPart); berr != nil || bits < 0 || bits > bitLen || bitsPart != strconv.Itoa(bits) {
-		return fmt.Sprintf("prefix length %q must be a number from 0 to %d", bitsPart, bitLen)
-	}
-	return err.Error()
 }

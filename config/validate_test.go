@@ -59,6 +59,16 @@ func TestValidate(t *testing.T) {
 			c.IPVS.TCPTimeout, c.IPVS.TCPFinTimeout, c.IPVS.UDPTimeout = dur("900s"), dur("2m"), dur("300s")
 		}, ""},
 		{"debug console logging", func(c *Configuration) { c.Logging = LoggingConfiguration{"debug", "console"} }, ""},
+		{"node port CIDRs, dual-stack", func(c *Configuration) { c.NodePortAddresses = []string{"192.168.10.0/24", "2001:db8:10::/64"} }, ""},
+		{"node port addresses empty", func(c *Configuration) { c.NodePortAddresses = []string{} }, ""},
+		{"node port addresses nil", func(c *Configuration) { c.NodePortAddresses = nil }, ""},
+		{"node port loopback CIDRs are accepted", func(c *Configuration) { c.NodePortAddresses = []string{"127.0.0.1/32", "::1/128"} }, ""},
+		{"node port CIDR with host bits is accepted", func(c *Configuration) { c.NodePortAddresses = []string{"192.168.10.7/24"} }, ""},
+		{"strict ARP", func(c *Configuration) { c.IPVS.StrictARP = true }, ""},
+		{"allowed CIDRs set", func(c *Configuration) {
+			c.ExternalIPs.AllowedCIDRs = []string{"203.0.113.0/24", "2001:db8:203::/48"}
+			c.LoadBalancerIPs.AllowedCIDRs = []string{"198.51.100.0/24", "0.0.0.0/0"}
+		}, ""},
 
 		{"wrong apiVersion", func(c *Configuration) { c.APIVersion = "v1" },
 			`apiVersion: unsupported value "v1": must be "kube-ipvs.io/v1alpha1"`},
@@ -134,6 +144,36 @@ func TestValidate(t *testing.T) {
 			`ipvs.tcpFinTimeout: invalid value "1.5s": must be a whole number of seconds`},
 		{"udp timeout above the kernel's limit", func(c *Configuration) { c.IPVS.UDPTimeout = dur("1000h") },
 			`ipvs.udpTimeout: invalid value "1000h0m0s": must be at most "596h31m23s"`},
+		{"primary before a CIDR", func(c *Configuration) { c.NodePortAddresses = []string{"primary", "127.0.0.1/32"} },
+			`nodePortAddresses[0]: invalid value "primary": must be the only entry (can't use both "primary" and CIDRs)`},
+		{"primary after a CIDR", func(c *Configuration) { c.NodePortAddresses = []string{"127.0.0.1/32", "primary"} },
+			`nodePortAddresses[1]: invalid value "primary": must be the only entry (can't use both "primary" and CIDRs)`},
+		{"primary twice is reported once", func(c *Configuration) { c.NodePortAddresses = []string{"primary", "primary"} },
+			`nodePortAddresses[0]: invalid value "primary": must be the only entry (can't use both "primary" and CIDRs)`},
+		{"primary and a bad CIDR: both reported", func(c *Configuration) { c.NodePortAddresses = []string{"primary", "foo"} },
+			"nodePortAddresses[0]: invalid value \"primary\": must be the only entry (can't use both \"primary\" and CIDRs)\n" +
+				`nodePortAddresses[1]: invalid CIDR "foo": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)`},
+		{"primary in the wrong case", func(c *Configuration) { c.NodePortAddresses = []string{"Primary"} },
+			`nodePortAddresses[0]: invalid value "Primary": must be "primary", in lower case, or a CIDR`},
+		{"node port address without prefix length", func(c *Configuration) { c.NodePortAddresses = []string{"127.0.0.1/32", "10.20.30.40", "1.2.3.0/24"} },
+			`nodePortAddresses[1]: invalid CIDR "10.20.30.40": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)`},
+		{"node port addresses, IPv6 without prefix lengths", func(c *Configuration) { c.NodePortAddresses = []string{"::0", "::1", "2001:db8::/32"} },
+			"nodePortAddresses[0]: invalid CIDR \"::0\": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)\n" +
+				`nodePortAddresses[1]: invalid CIDR "::1": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)`},
+		{"node port address bad IPv6", func(c *Configuration) { c.NodePortAddresses = []string{"::1/128", "2001:db8::/32", "2001:db8:xyz/64"} },
+			`nodePortAddresses[2]: invalid CIDR "2001:db8:xyz/64": each colon-separated field must have at least one digit (at "xyz")`},
+		{"node port address leading zero", func(c *Configuration) { c.NodePortAddresses = []string{"192.168.010.0/24"} },
+			`nodePortAddresses[0]: invalid CIDR "192.168.010.0/24": IPv4 field has octet with leading zero`},
+		{"node port address empty entry", func(c *Configuration) { c.NodePortAddresses = []string{"10.0.0.0/8", ""} },
+			`nodePortAddresses[1]: empty entry: must be a CIDR (like 10.244.0.0/16 or fd00:10:244::/56)`},
+		{"node port address IPv4-mapped", func(c *Configuration) { c.NodePortAddresses = []string{"::ffff:10.0.0.0/104"} },
+			`nodePortAddresses[0]: invalid CIDR "::ffff:10.0.0.0/104": must not have an IPv4-mapped IPv6 address`},
+		{"external IP allowed CIDR is an address", func(c *Configuration) { c.ExternalIPs.AllowedCIDRs = []string{"203.0.113.0/24", "203.0.114.7"} },
+			`externalIPs.allowedCIDRs[1]: invalid CIDR "203.0.114.7": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)`},
+		{"load balancer allowed CIDR with a zone", func(c *Configuration) { c.LoadBalancerIPs.AllowedCIDRs = []string{"fe80::%eth0/64"} },
+			`loadBalancerIPs.allowedCIDRs[0]: invalid CIDR "fe80::%eth0/64": must not have an IPv6 zone`},
+		{"primary is no allowed CIDR", func(c *Configuration) { c.LoadBalancerIPs.AllowedCIDRs = []string{"primary"} },
+			`loadBalancerIPs.allowedCIDRs[0]: invalid CIDR "primary": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)`},
 		{"bad log level", func(c *Configuration) { c.Logging.Level = "verbose" },
 			`logging.level: unsupported value "verbose": must be one of "debug", "info", "warn", "error"`},
 		{"bad log format", func(c *Configuration) { c.Logging.Format = "text" },
@@ -143,6 +183,9 @@ func TestValidate(t *testing.T) {
 			c.Mode = "nft"
 			c.ClusterCIDR = "010.0.0.0/8,fd00::/56,10.0.0.0"
 			c.MasqueradeBit = 40
+			c.NodePortAddresses = []string{"10.0.0.0/8", "primary"}
+			c.ExternalIPs.AllowedCIDRs = []string{"203.0.113.0/33"}
+			c.LoadBalancerIPs.AllowedCIDRs = []string{"", "198.51.100.0/24"}
 			c.IPVS.Scheduler = "fifo"
 			c.IPVS.SyncPeriod = dur("0s")
 			c.IPVS.MinSyncPeriod = dur("-1s")
@@ -153,10 +196,13 @@ func TestValidate(t *testing.T) {
 clusterCIDR: invalid CIDR "010.0.0.0/8": IPv4 field has octet with leading zero
 clusterCIDR: invalid CIDR "10.0.0.0": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)
 masqueradeBit: invalid value 40: must be between 0 and 31
+nodePortAddresses[1]: invalid value "primary": must be the only entry (can't use both "primary" and CIDRs)
 ipvs.scheduler: unsupported value "fifo": must be one of ` + schedulers + `
 ipvs.syncPeriod: invalid value "0s": must be greater than 0
 ipvs.minSyncPeriod: invalid value "-1s": must be 0 or greater
 ipvs.udpTimeout: invalid value "-1s": must be 0 or greater
+externalIPs.allowedCIDRs[0]: invalid CIDR "203.0.113.0/33": prefix length "33" must be a number from 0 to 32
+loadBalancerIPs.allowedCIDRs[0]: empty entry: must be a CIDR (like 10.244.0.0/16 or fd00:10:244::/56)
 logging.level: unsupported value "trace": must be one of "debug", "info", "warn", "error"
 logging.format: unsupported value "xml": must be one of "json", "console"`},
 	}
@@ -271,6 +317,134 @@ func TestWarnings(t *testing.T) {
 			}
 			if got := c.Warnings(tt.served); !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Warnings(%v):\ngot  %q\nwant %q", tt.served, got, tt.want)
+			}
+		})
+	}
+}
+
+var dualStack = []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol}
+
+func prefixes(ss ...string) []netip.Prefix {
+	if len(ss) == 0 {
+		return nil
+	}
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
+}
+
+func TestNodePortAddresses(t *testing.T) {
+	const empty = "nodePortAddresses is empty: NodePorts are served on every local address; " +
+		`consider "primary" (the Node's InternalIP addresses) or the CIDRs of the node's networks`
+	noFamily := func(family string) string {
+		return "nodePortAddresses has no " + family + " CIDR, and kube-ipvs serves " + family + ": " +
+			family + " NodePorts are served on every local " + family + " address, as kube-proxy does; add the " + family + " CIDRs to serve"
+	}
+	loopback := func(path, cidr string) string {
+		return path + `: "` + cidr + `" holds only loopback addresses, and NodePorts are never served on loopback: this entry selects no address`
+	}
+	tests := []struct {
+		name     string
+		entries  []string
+		served   []v1.IPFamily
+		primary  bool
+		want     []netip.Prefix
+		warnings []string
+	}{
+		{name: "default", entries: Default().NodePortAddresses, served: dualStack, primary: true},
+		{name: "IPv4 CIDRs, IPv4 served", entries: []string{"192.168.10.0/24", "10.0.0.0/8"}, served: ipv4Only,
+			want: prefixes("192.168.10.0/24", "10.0.0.0/8", "::/0")},
+		{name: "IPv4 CIDR, dual-stack served: IPv6 everywhere", entries: []string{"192.168.10.0/24"}, served: dualStack,
+			want: prefixes("192.168.10.0/24", "::/0"), warnings: []string{noFamily("IPv6")}},
+		{name: "IPv6 CIDR only, IPv4 served", entries: []string{"2001:db8::/64"}, served: ipv4Only,
+			want: prefixes("2001:db8::/64", "0.0.0.0/0"), warnings: []string{noFamily("IPv4")}},
+		{name: "both families", entries: []string{"2001:db8::/64", "192.168.10.0/24"}, served: dualStack,
+			want: prefixes("2001:db8::/64", "192.168.10.0/24")},
+		{name: "empty list: everywhere", entries: []string{}, served: dualStack,
+			want: prefixes("0.0.0.0/0", "::/0"), warnings: []string{empty}},
+		{name: "nil list: everywhere", served: ipv4Only, want: prefixes("0.0.0.0/0", "::/0"), warnings: []string{empty}},
+		{name: "every address, said explicitly", entries: []string{"0.0.0.0/0", "::/0"}, served: dualStack,
+			want: prefixes("0.0.0.0/0", "::/0")},
+		{name: "loopback entries warned about", entries: []string{"127.0.0.0/8", "127.0.0.1/32", "::1/128", "0.0.0.0/0"}, served: dualStack,
+			want: prefixes("127.0.0.0/8", "127.0.0.1/32", "::1/128", "0.0.0.0/0"), warnings: []string{
+				loopback("nodePortAddresses[0]", "127.0.0.0/8"), loopback("nodePortAddresses[1]", "127.0.0.1/32"),
+				loopback("nodePortAddresses[2]", "::1/128"),
+			}},
+		{name: "prefixes holding loopback and more are not", entries: []string{"0.0.0.0/0", "126.0.0.0/7", "::/127"}, served: dualStack,
+			want: prefixes("0.0.0.0/0", "126.0.0.0/7", "::/127")},
+		{name: "host bits cleared, duplicates dropped", entries: []string{"192.168.10.7/24", "192.168.10.0/24", "127.0.0.1/8"},
+			served: ipv4Only, want: prefixes("192.168.10.0/24", "127.0.0.0/8", "::/0"), warnings: []string{
+				`nodePortAddresses[0]: CIDR "192.168.10.7/24" has bits set beyond the prefix length; using "192.168.10.0/24"`,
+				`nodePortAddresses[1]: "192.168.10.0/24" is listed more than once`,
+				`nodePortAddresses[2]: CIDR "127.0.0.1/8" has bits set beyond the prefix length; using "127.0.0.0/8"`,
+				loopback("nodePortAddresses[2]", "127.0.0.0/8"),
+			}},
+		{name: "invalid entries skipped", entries: []string{"192.168.10.0/24", "bogus"}, served: ipv4Only,
+			want: prefixes("192.168.10.0/24", "::/0")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.ClusterCIDR = "10.244.0.0/16,fd00:10:244::/56"
+			c.NodePortAddresses = tt.entries
+			if got := c.NodePortPrimary(); got != tt.primary {
+				t.Errorf("NodePortPrimary() = %v, want %v", got, tt.primary)
+			}
+			if got := c.NodePortCIDRs(); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("NodePortCIDRs() = %v, want %v", got, tt.want)
+			}
+			if got := c.Warnings(tt.served); !reflect.DeepEqual(got, tt.warnings) {
+				t.Errorf("Warnings(%v):\ngot  %q\nwant %q", tt.served, got, tt.warnings)
+			}
+		})
+	}
+}
+
+func TestAllowedCIDRs(t *testing.T) {
+	tests := []struct {
+		name     string
+		entries  []string
+		want     []netip.Prefix
+		warnings []string // for externalIPs; loadBalancerIPs' are the same with its path
+	}{
+		{name: "empty allows everything", entries: []string{}},
+		{name: "nil allows everything", entries: nil},
+		{name: "order kept", entries: []string{"2001:db8:203::/48", "203.0.113.0/24"}, want: prefixes("2001:db8:203::/48", "203.0.113.0/24")},
+		{name: "host bits cleared, duplicates dropped", entries: []string{"203.0.113.9/24", "203.0.113.0/24"},
+			want: prefixes("203.0.113.0/24"), warnings: []string{
+				`@[0]: CIDR "203.0.113.9/24" has bits set beyond the prefix length; using "203.0.113.0/24"`,
+				`@[1]: "203.0.113.0/24" is listed more than once`,
+			}},
+		{name: "loopback is not special here", entries: []string{"127.0.0.0/8"}, want: prefixes("127.0.0.0/8")},
+		{name: "invalid entries skipped", entries: []string{"bogus", "203.0.113.0/24"}, want: prefixes("203.0.113.0/24")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, section := range []struct {
+				path string
+				set  func(c *Configuration)
+				get  func(c *Configuration) []netip.Prefix
+			}{
+				{"externalIPs.allowedCIDRs", func(c *Configuration) { c.ExternalIPs.AllowedCIDRs = tt.entries },
+					(*Configuration).AllowedExternalIPCIDRs},
+				{"loadBalancerIPs.allowedCIDRs", func(c *Configuration) { c.LoadBalancerIPs.AllowedCIDRs = tt.entries },
+					(*Configuration).AllowedLoadBalancerIPCIDRs},
+			} {
+				c := Default()
+				c.ClusterCIDR = "10.244.0.0/16"
+				section.set(c)
+				if got := section.get(c); !reflect.DeepEqual(got, tt.want) {
+					t.Errorf("%s: prefixes = %v, want %v", section.path, got, tt.want)
+				}
+				var want []string
+				for _, w := range tt.warnings {
+					want = append(want, strings.Replace(w, "@", section.path, 1))
+				}
+				if got := c.Warnings(ipv4Only); !reflect.DeepEqual(got, want) {
+					t.Errorf("%s: Warnings() = %q, want %q", section.path, got, want)
+				}
 			}
 		})
 	}

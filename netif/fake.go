@@ -23,6 +23,7 @@ const (
 	MethodDelAddr    = "DelAddr"
 	MethodGet        = "Get"
 	MethodSet        = "Set"
+	MethodLocalAddrs = "LocalAddrs"
 )
 
 var _ Addrs = (*FakeAddrs)(nil)
@@ -355,3 +356,71 @@ func (f *FakeSysctl) Dump() string {
 	}
 	return b.String()
 }
+
+var _ AddrSource = (*FakeAddrSource)(nil)
+
+// FakeAddrSource is an in-memory AddrSource: the node's addresses are what
+// Set last gave, and LocalAddrs returns those of the family asked, sorted
+// and without duplicates, leaving out IPv6 link-local addresses as
+// KernelAddrSource does (the excepted link's addresses are simply not
+// Set). Errors are worded like LocalAddrs'. It counts calls and injects
+// failures (FailOn). It is safe for concurrent use.
+type FakeAddrSource struct {
+	mu    sync.Mutex
+	addrs map[netip.Addr]bool
+	rec   *fakecall.Recorder[bool]
+}
+
+// NewFakeAddrSource returns a fake holding addrs, as Set.
+func NewFakeAddrSource(addrs ...netip.Addr) *FakeAddrSource {
+	f := &FakeAddrSource{rec: fakecall.New[bool]("netif.FakeAddrSource", []string{MethodLocalAddrs}, nil)}
+	f.Set(addrs...)
+	return f
+}
+
+// Set replaces the node's addresses, of both families, with addrs: IPv4-mapped
+// IPv6 addresses count as IPv4 and zones are dropped, as the kernel reports
+// neither. It is not counted as a call. It panics on the zero Addr.
+func (f *FakeAddrSource) Set(addrs ...netip.Addr) {
+	set := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		if !a.IsValid() {
+			panic("netif.FakeAddrSource.Set: invalid address")
+		}
+		set[a.Unmap().WithZone("")] = true
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrs = set
+}
+
+// LocalAddrs returns the addresses of the family, sorted; empty, not nil,
+// when there are none.
+func (f *FakeAddrSource) LocalAddrs(ipv6 bool) ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.rec.Begin(MethodLocalAddrs); err != nil {
+		return nil, fmt.Errorf("listing local %s addresses: %w", familyName(ipv6), err)
+	}
+	out := []netip.Addr{}
+	for _, a := range sortedAddrs(f.addrs) {
+		if a.Is6() == ipv6 && !(a.Is6() && a.IsLinkLocalUnicast()) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// FailOn makes every later LocalAddrs fail with err, wrapped as
+// LocalAddrs wraps its errors; a nil err removes the failure. Failed calls
+// are counted.
+func (f *FakeAddrSource) FailOn(err error) { f.rec.FailOn(MethodLocalAddrs, false, err) }
+
+// Calls returns how many times LocalAddrs was called, failures included.
+func (f *FakeAddrSource) Calls() map[string]int { return f.rec.Calls() }
+
+// ResetCalls zeroes the call counters; addresses and failures stay.
+func (f *FakeAddrSource) ResetCalls() { f.rec.Reset() }
+
+// Reads returns the number of LocalAddrs calls.
+func (f *FakeAddrSource) Reads() int { return f.rec.Reads() }

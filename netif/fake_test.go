@@ -3,6 +3,7 @@ package netif
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -403,5 +404,79 @@ func TestFakeSysctlValues(t *testing.T) {
 		if tt.ok != (err == nil) || (!tt.ok && !errors.Is(err, syscall.EINVAL)) {
 			t.Errorf("Set(%s, %q) = %v, want ok %v (else EINVAL)", tt.key, tt.value, err, tt.ok)
 		}
+	}
+}
+
+func TestFakeAddrSource(t *testing.T) {
+	a := netip.MustParseAddr
+	tests := []struct {
+		name     string
+		set      []netip.Addr
+		want4    []netip.Addr
+		want6    []netip.Addr
+		setAgain []netip.Addr // a second Set, when not nil, replaces the first
+	}{
+		{name: "nothing", want4: []netip.Addr{}, want6: []netip.Addr{}},
+		{name: "sorted by family, duplicates once",
+			set:   []netip.Addr{a("2001:db8::7"), a("192.168.10.7"), a("127.0.0.1"), a("10.0.0.7"), a("::1"), a("192.168.10.7")},
+			want4: []netip.Addr{a("10.0.0.7"), a("127.0.0.1"), a("192.168.10.7")}, want6: []netip.Addr{a("::1"), a("2001:db8::7")}},
+		{name: "IPv4-mapped is IPv4, zones dropped, IPv6 link-local left out",
+			set:   []netip.Addr{a("::ffff:192.168.10.7"), a("fe80::1%eth0"), a("fe80::2"), a("fd00::7%eth0")},
+			want4: []netip.Addr{a("192.168.10.7")}, want6: []netip.Addr{a("fd00::7")}},
+		{name: "Set replaces both families", set: []netip.Addr{a("192.168.10.7"), a("2001:db8::7")},
+			setAgain: []netip.Addr{a("192.168.10.8")}, want4: []netip.Addr{a("192.168.10.8")}, want6: []netip.Addr{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := NewFakeAddrSource(tt.set...)
+			if tt.setAgain != nil {
+				f.Set(tt.setAgain...)
+			}
+			for _, c := range []struct {
+				ipv6 bool
+				want []netip.Addr
+			}{{false, tt.want4}, {true, tt.want6}} {
+				got, err := f.LocalAddrs(c.ipv6)
+				if err != nil || got == nil || !slices.Equal(got, c.want) {
+					t.Errorf("LocalAddrs(%v) = %#v, %v; want %v", c.ipv6, got, err, c.want)
+				}
+			}
+		})
+	}
+}
+
+func TestFakeAddrSourceCallsAndFailOn(t *testing.T) {
+	boom := errors.New("boom")
+	f := NewFakeAddrSource(vip)
+	f.FailOn(boom)
+	if _, err := f.LocalAddrs(true); !errors.Is(err, boom) || err.Error() != "listing local IPv6 addresses: boom" {
+		t.Errorf("LocalAddrs with a failure = %v", err)
+	}
+	f.FailOn(nil)
+	if got, err := f.LocalAddrs(false); err != nil || !slices.Equal(got, []netip.Addr{vip}) {
+		t.Errorf("LocalAddrs after FailOn(nil) = %v, %v", got, err)
+	}
+	if c := f.Calls(); c[MethodLocalAddrs] != 2 || f.Reads() != 2 {
+		t.Errorf("Calls = %v, Reads %d; want 2 LocalAddrs", c, f.Reads())
+	}
+	f.Set(vip2) // not a call
+	f.ResetCalls()
+	if len(f.Calls()) != 0 || f.Reads() != 0 {
+		t.Errorf("after ResetCalls: %v", f.Calls())
+	}
+	defer func() {
+		if recover() == nil {
+			t.Errorf("Set(netip.Addr{}) did not panic")
+		}
+	}()
+	f.Set(netip.Addr{})
+}
+
+func TestKernelAddrSource(t *testing.T) {
+	if s := NewAddrSource(""); s.ExceptLink() != DefaultLink {
+		t.Errorf("NewAddrSource(\"\").ExceptLink() = %q, want %q", s.ExceptLink(), DefaultLink)
+	}
+	if s := NewAddrSource("kube-ipvs0"); s.ExceptLink() != "kube-ipvs0" {
+		t.Errorf("ExceptLink() = %q", s.ExceptLink())
 	}
 }

@@ -120,13 +120,7 @@ func (d *Dummy) ListAddrs() ([]netip.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses: %w", err)
 	}
-	var raw []netlink.Addr
-	for range dumpRetries {
-		raw, err = netlink.AddrList(l, netlink.FAMILY_ALL)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	raw, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses of %s: %w", d.name, err)
 	}

@@ -1,6 +1,7 @@
 // Package netif owns the node-side plumbing IPVS needs outside the IPVS
 // table: the dummy interface that holds the Service addresses (so the node
-// accepts packets for them) and the sysctls IPVS relies on.
+// accepts packets for them), the sysctls IPVS relies on, and the node's
+// own local addresses (where NodePorts are served).
 package netif
 
 import (
@@ -39,4 +40,16 @@ type Addrs interface {
 type Sysctl interface {
 	Get(key string) (string, error)
 	Set(key, value string) error
+}
+
+// AddrSource lists the node's local addresses: those NodePorts may be
+// served on.
+type AddrSource interface {
+	// LocalAddrs returns the addresses of one family (IPv6 if ipv6, else
+	// IPv4) bound on the links of the network namespace, sorted and
+	// without duplicates, like `ip -br addr`, leaving out the excepted
+	// link of the implementation (kube-ipvs' dummy interface) and IPv6
+	// link-local addresses. Loopback addresses are included: callers
+	// filter them. An empty list has no error.
+	LocalAddrs(ipv6 bool) ([]netip.Addr, error)
 }

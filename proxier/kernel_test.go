@@ -80,7 +80,7 @@ func testOptions() Options {
 // newTestProxier sets the fake node up and returns a proxier on it.
 func newTestProxier(t testing.TB, n *fakeNode, opts Options) *Proxier {
 	t.Helper()
-	if err := Setup(zap.NewNop(), n.kernel(), n.sysctl); err != nil {
+	if err := Setup(zap.NewNop(), n.kernel(), n.sysctl, SetupOptions{}); err != nil {
 		t.Fatalf("setup: %v", err)
 	}
 	return New(zap.NewNop(), n.kernel(), opts)

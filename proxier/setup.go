@@ -3,6 +3,7 @@ package proxier
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -29,6 +30,27 @@ var Sysctls = []Sysctl{
 	{"net/ipv4/ip_forward", "1", "the node forwards traffic to pods"},
 }
 
+// StrictARPSysctls are what Setup writes with SetupOptions.StrictARP, the
+// same as kube-proxy's ipvs.strictARP, like
+// `sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2`.
+// Without it they are not read or written; Cleanup leaves them either way.
+var StrictARPSysctls = []Sysctl{
+	{"net/ipv4/conf/all/arp_ignore", "1",
+		"ARP is answered only for an address of the interface asked on, so no node answers for the Service addresses on the dummy interface (ipvs.strictARP)"},
+	{"net/ipv4/conf/all/arp_announce", "2",
+		"ARP requests name the outgoing interface's own address, never a Service address of the dummy interface (ipvs.strictARP)"},
+}
+
+// SetupOptions are the node-wide choices of Setup that come from the
+// configuration.
+type SetupOptions struct {
+	// StrictARP writes StrictARPSysctls, so that the VIPs bound on the
+	// dummy interface are neither answered nor announced by ARP: with
+	// MetalLB in L2 mode only the node MetalLB elects answers for a
+	// LoadBalancer IP. config's ipvs.strictARP.
+	StrictARP bool
+}
+
 // Keys Setup reads or writes besides Sysctls.
 const (
 	sysctlOSRelease     = "kernel/osrelease"
@@ -41,13 +63,18 @@ const (
 // 5.8 it also sets net.ipv4.vs.conn_reuse_mode=0, as kube-proxy does: there
 // a client reusing a source port of a closed connection waits a second per
 // SYN (kubernetes#81775); 5.9 fixed that, and the value is left as it is.
-// It warns when bridged traffic bypasses iptables (br_netfilter). It is
-// the explicit step constructors leave out.
-func Setup(log *zap.Logger, k Kernel, sc netif.Sysctl) error {
+// It warns when bridged traffic bypasses iptables (br_netfilter). With
+// o.StrictARP it also sets StrictARPSysctls. It is the explicit step
+// constructors leave out.
+func Setup(log *zap.Logger, k Kernel, sc netif.Sysctl, o SetupOptions) error {
 	if err := k.Addrs.EnsureLink(); err != nil {
 		return err
 	}
-	for _, s := range Sysctls {
+	want := Sysctls
+	if o.StrictARP {
+		want = slices.Concat(Sysctls, StrictARPSysctls)
+	}
+	for _, s := range want {
 		if err := ensureSysctl(sc, s); err != nil {
 			return err
 		}

@@ -113,7 +113,7 @@ func (a *agent) prepare() error {
 	if err := a.ipvs.SetTimeouts(c.TCPTimeout.Duration, c.TCPFinTimeout.Duration, c.UDPTimeout.Duration); err != nil {
 		return err
 	}
-	if err := proxier.Setup(a.log, a.kernel, netif.NewProcSysctl()); err != nil {
+	if err := proxier.Setup(a.log, a.kernel, netif.NewProcSysctl(), proxier.SetupOptions{StrictARP: a.cfg.IPVS.StrictARP}); err != nil {
 		return fmt.Errorf("preparing the node: %w", err)
 	}
 	return nil

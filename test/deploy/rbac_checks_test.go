@@ -393,7 +393,7 @@ func checkAgentSyncs(ctx context.Context, t *testing.T, admin, sa kubernetes.Int
 	for _, s := range proxier.Sysctls {
 		sysctls[s.Key] = s.Value
 	}
-	if err := proxier.Setup(zap.NewNop(), k, netif.NewFakeSysctl(sysctls)); err != nil {
+	if err := proxier.Setup(zap.NewNop(), k, netif.NewFakeSysctl(sysctls), proxier.SetupOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p := proxier.New(zap.NewNop(), k, proxier.Options{
