@@ -16,7 +16,8 @@ test-unit:
 	$(GO) test -race ./...
 
 fuzz:
-	$(GO) test ./proxier -run '^$$' -fuzz FuzzBuildService -fuzztime $(FUZZTIME)
+	$(GO) test ./proxier -run '^$$' -fuzz '^FuzzBuildService$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proxier -run '^$$' -fuzz '^FuzzBuildNorthSouth$$' -fuzztime $(FUZZTIME)
 
 prepare-vm:
 	test/vm/prepare.sh

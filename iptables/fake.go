@@ -15,7 +15,7 @@ import (
 // Fake is an in-memory iptables of one family with the error semantics of
 // Kernel. It starts with the built-in chains of nat (PREROUTING, INPUT,
 // OUTPUT, POSTROUTING) and filter (INPUT, FORWARD, OUTPUT), empty, policy
-// ACCEPT. Load seeds it with foreign rules; Dump shows it like
+// ACCEPT; mangle appears with its five once used. Load seeds it with foreign rules; Dump shows it like
 // `iptables-save`. It is safe for concurrent use.
 //
 // Beyond Kernel's errors, writes are checked as the kernel would: a rule's
@@ -44,6 +44,28 @@ type Fake struct {
 
 type fakeTable struct {
 	chains map[string]*fakeChain
+}
+
+// lazyTables are the tables that exist in the kernel but appear in the
+// fake (and its Dump) only once used, as iptables-save shows a table only
+// once its module is loaded.
+var lazyTables = map[string][]string{
+	TableMangle: {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+}
+
+// table returns a table, creating a lazy one on first use. f.mu must be
+// held.
+func (f *Fake) table(name string) (*fakeTable, bool) {
+	if t, ok := f.tables[name]; ok {
+		return t, true
+	}
+	builtins, ok := lazyTables[name]
+	if !ok {
+		return nil, false
+	}
+	t := newBuiltinTable(builtins...)
+	f.tables[name] = t
+	return t, true
 }
 
 type fakeChain struct {
@@ -117,7 +139,7 @@ func (f *Fake) RestoreChains(table string, chains []Chain) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	t, ok := f.tables[table]
+	t, ok := f.table(table)
 	if !ok {
 		return fmt.Errorf("%s: table does not exist", what)
 	}
@@ -231,7 +253,7 @@ func (f *Fake) ReferencesSet(name string) bool {
 // chain returns a chain, or ErrNotFound (callers name the chain in their
 // message, as Kernel does). f.mu must be held.
 func (f *Fake) chain(table, chain string) (*fakeChain, error) {
-	if t, ok := f.tables[table]; ok {
+	if t, ok := f.table(table); ok {
 		if c, ok := t.chains[chain]; ok {
 			return c, nil
 		}

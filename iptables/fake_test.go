@@ -55,7 +55,7 @@ func TestFakeErrors(t *testing.T) {
 		},
 		{
 			name: "ListRules missing table",
-			op:   func(f *Fake) error { _, err := f.ListRules("mangle", "PREROUTING"); return err },
+			op:   func(f *Fake) error { _, err := f.ListRules("nosuch", "PREROUTING"); return err },
 			want: ErrNotFound,
 		},
 		{
@@ -115,7 +115,7 @@ func TestFakeErrors(t *testing.T) {
 		},
 		{
 			name:    "RestoreChains unknown table",
-			op:      func(f *Fake) error { return f.RestoreChains("mangle", []Chain{post}) },
+			op:      func(f *Fake) error { return f.RestoreChains("nosuch", []Chain{post}) },
 			wantAny: true,
 		},
 		{

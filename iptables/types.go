@@ -42,6 +42,7 @@ const (
 const (
 	TableNAT    = "nat"
 	TableFilter = "filter"
+	TableMangle = "mangle"
 )
 
 // Chain is a chain and its whole body, each rule as the arguments that

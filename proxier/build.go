@@ -15,11 +15,30 @@ import (
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
 
-// BuildConfig is the part of the configuration Build depends on.
+// BuildConfig is the part of the configuration Build depends on. Its
+// node-wide fields (the addresses) change at run time: every Service that
+// depends on them is rebuilt then.
 type BuildConfig struct {
 	NodeName  string
 	Scheduler string
 	Family    v1.IPFamily // the family this proxier serves: v1.IPv4Protocol or v1.IPv6Protocol
+
+	// NodePortAddrs are the node addresses NodePorts are served on, sorted
+	// (see NodePortAddrs); none: no NodePort is served.
+	NodePortAddrs []netip.Addr
+	// NodeIPs are the node's primary addresses (its Node's InternalIPs of
+	// Family): a load balancer's source ranges that contain one let the
+	// node reach the load-balancer IP itself.
+	NodeIPs []netip.Addr
+	// LocalAddrs are every address of the node but kipvs0's. An external or
+	// load-balancer IP that is one of them is not bound on kipvs0 (the node
+	// accepts it already) and stays out of the VIP set.
+	LocalAddrs map[netip.Addr]bool
+	// ExternalIPCIDRs and LoadBalancerCIDRs, when not empty, are the only
+	// ranges spec.externalIPs and status.loadBalancer.ingress IPs are
+	// programmed from (CVE-2020-8554).
+	ExternalIPCIDRs   []netip.Prefix
+	LoadBalancerCIDRs []netip.Prefix
 }
 
 // Fragment is what one Kubernetes Service contributes to the desired State:
@@ -27,11 +46,20 @@ type BuildConfig struct {
 // the addresses the node must accept (bound on kipvs0), and the set members
 // of the Service as a whole. Every list is sorted, so equal inputs give
 // equal fragments. Nothing is derived from the server keys later: what a
-// fragment needs bound or in a set, it says.
+// fragment needs bound or in a set, it says. Health is its health-check
+// node port, for a Service with externalTrafficPolicy Local.
 type Fragment struct {
 	Servers []ServerPart
 	Addrs   []netip.Addr
 	Entries []SetEntry
+	Health  *Health
+}
+
+// Health is what a Service's health-check node port answers from: the
+// number of its ready endpoints on this node.
+type Health struct {
+	Port           uint16
+	LocalEndpoints int
 }
 
 // ServerPart is one virtual server of a Fragment and the set members that
@@ -49,12 +77,13 @@ func (f *Fragment) Equal(o *Fragment) bool {
 	}
 	return slices.EqualFunc(f.Servers, o.Servers, func(a, b ServerPart) bool {
 		return a.Service == b.Service && slices.Equal(a.Dests, b.Dests) && slices.Equal(a.Entries, b.Entries)
-	}) && slices.Equal(f.Addrs, o.Addrs) && slices.Equal(f.Entries, o.Entries)
+	}) && slices.Equal(f.Addrs, o.Addrs) && slices.Equal(f.Entries, o.Entries) &&
+		(f.Health == o.Health || (f.Health != nil && o.Health != nil && *f.Health == *o.Health))
 }
 
 // empty reports whether the fragment programs nothing.
 func (f *Fragment) empty() bool {
-	return f == nil || (len(f.Servers) == 0 && len(f.Addrs) == 0 && len(f.Entries) == 0)
+	return f == nil || (len(f.Servers) == 0 && len(f.Addrs) == 0 && len(f.Entries) == 0 && f.Health == nil)
 }
 
 // Reason says why part of an API object was not programmed.
@@ -75,6 +104,17 @@ const (
 	ReasonDuplicateInSlice      Reason = "same endpoint twice in one slice"
 	ReasonSliceWithoutService   Reason = "EndpointSlice without kubernetes.io/service-name label"
 	ReasonConflictingVIPAndPort Reason = "virtual server claimed by another Service"
+
+	ReasonBadNodePort            Reason = "nodePort out of range"
+	ReasonBadHealthCheckNodePort Reason = "healthCheckNodePort 0 or out of range on a Local Service"
+	ReasonBadExternalIP          Reason = "unparseable externalIP"
+	ReasonOtherFamilyExternalIP  Reason = "externalIP of the other family"
+	ReasonDisallowedExternalIP   Reason = "externalIP outside externalIPs.allowedCIDRs"
+	ReasonLoadBalancerHostname   Reason = "load-balancer ingress without an IP"
+	ReasonBadLoadBalancerIP      Reason = "unparseable load-balancer ingress IP"
+	ReasonOtherFamilyLBIP        Reason = "load-balancer ingress IP of the other family"
+	ReasonDisallowedLBIP         Reason = "load-balancer ingress IP outside loadBalancerIPs.allowedCIDRs"
+	ReasonBadSourceRange         Reason = "loadBalancerSourceRanges entry that is not a CIDR"
 )
 
 // Input that is normal, not bad: a dual-stack Service's slice of the other
@@ -82,12 +122,21 @@ const (
 // moves it (or a reused pod IP). It is reported for debugging only: never
 // counted as skipped, never logged above debug.
 const (
-	NoteOtherFamilySlice  Reason = "EndpointSlice of the other family"
-	NoteDuplicateEndpoint Reason = "same endpoint in two slices"
+	NoteOtherFamilySlice   Reason = "EndpointSlice of the other family"
+	NoteDuplicateEndpoint  Reason = "same endpoint in two slices"
+	NoteOtherFamilyAddress Reason = "external or load-balancer IP of a dual-stack Service's other family"
+	NoteProxyIPMode        Reason = "load-balancer ingress with ipMode Proxy (traffic goes through the load balancer)"
+	NoteNoNodePortAddress  Reason = "no node address to serve NodePorts on"
 )
 
 // Normal reports whether r is normal input (a Note…), not bad input.
-func (r Reason) Normal() bool { return r == NoteOtherFamilySlice || r == NoteDuplicateEndpoint }
+func (r Reason) Normal() bool {
+	switch r {
+	case NoteOtherFamilySlice, NoteDuplicateEndpoint, NoteOtherFamilyAddress, NoteProxyIPMode, NoteNoNodePortAddress:
+		return true
+	}
+	return false
+}
 
 // Skip is one piece of input that was not programmed, and why.
 type Skip struct {
@@ -108,6 +157,14 @@ const weight = 1
 // the same Fragment. Headless, ExternalName and Services without a
 // ClusterIP of cfg.Family give an empty fragment. Input the apiserver would
 // have defaulted or rejected is skipped with a Skip, never a panic.
+//
+// Every port gets a virtual server on the ClusterIP and, when the Service
+// is reachable from outside, one on each external IP, each load-balancer
+// ingress IP and each NodePort address (see external.go). The ClusterIP's
+// real servers follow internalTrafficPolicy, the others
+// externalTrafficPolicy: with Local, only this node's endpoints, and none
+// when it has none (IPVS then refuses the connection: it is never sent to
+// another node, whose reply could not come back through this one).
 func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConfig) (*Fragment, []Skip) {
 	f := &Fragment{}
 	if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
@@ -126,6 +183,9 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 		base.Persistent, base.Timeout = true, affinityTimeout(svc, skip)
 	}
 	ends := collectEndpoints(eps, cfg.Family, skip)
+	ext := externalAddrs(svc, cfg, skip)
+	internalLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == v1.ServiceInternalTrafficPolicyLocal
+	externalLocal := externallyAccessible(svc) && svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal
 	for _, sp := range svc.Spec.Ports {
 		proto, ok := protocol(sp.Protocol)
 		if !ok {
@@ -136,28 +196,85 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 			skip(ReasonZeroServicePort, "port %q is %d", sp.Name, sp.Port)
 			continue
 		}
-		part := ServerPart{VirtualServer: VirtualServer{Service: base}}
-		part.Service.Key = ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)}
-		part.Entries = append(part.Entries, clusterIPEntry(cfg.Family, part.Service.Key))
-		for _, ep := range ends.forPort(sp.Name, sp.Protocol) {
-			part.Dests = append(part.Dests, ipvs.Destination{Addr: ep.addr, Weight: ep.weight, Forward: ipvs.Masquerade})
-			if ep.local(cfg.NodeName) {
-				part.Entries = append(part.Entries, loopBackEntry(cfg.Family, ep.addr, proto))
+		cluster, external := ends.forPort(sp.Name, sp.Protocol), ends.forPort(sp.Name, sp.Protocol)
+		if internalLocal || externalLocal {
+			local := ends.localForPort(sp.Name, sp.Protocol, cfg.NodeName)
+			if internalLocal {
+				cluster = local
+			}
+			if externalLocal {
+				external = local
 			}
 		}
-		slices.SortFunc(part.Dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
-		slices.SortFunc(part.Entries, compareEntries)
-		part.Entries = slices.Compact(part.Entries)
-		f.Servers = append(f.Servers, part)
+		b := partBuilder{cfg: cfg, base: base, proto: proto}
+		f.Servers = append(f.Servers, b.part(ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)}, cluster,
+			clusterIPEntry(cfg.Family, ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)})))
+		for _, a := range ext.addrs {
+			k := ipvs.ServiceKey{Addr: a.addr, Proto: proto, Port: uint16(sp.Port)}
+			f.Servers = append(f.Servers, b.part(k, external, a.entries(cfg.Family, k, externalLocal)...))
+		}
+		if np, ok := nodePort(svc, sp, skip); ok {
+			if len(cfg.NodePortAddrs) == 0 {
+				skip(NoteNoNodePortAddress, "port %q nodePort %d", sp.Name, np)
+			}
+			for _, a := range cfg.NodePortAddrs {
+				k := ipvs.ServiceKey{Addr: a, Proto: proto, Port: np}
+				entries := []SetEntry{keyEntry(SetNodePort, cfg.Family, k)}
+				if externalLocal {
+					entries = append(entries, keyEntry(SetExternalLocal, cfg.Family, k))
+				}
+				f.Servers = append(f.Servers, b.part(k, external, entries...))
+			}
+		}
 	}
-	slices.SortFunc(f.Servers, func(a, b ServerPart) int { return a.Service.Key.Compare(b.Service.Key) })
+	// Equal keys (an external IP listed twice, or equal to a NodePort
+	// address) keep the first part, deterministically.
+	slices.SortStableFunc(f.Servers, func(a, b ServerPart) int { return a.Service.Key.Compare(b.Service.Key) })
 	f.Servers = slices.CompactFunc(f.Servers, func(a, b ServerPart) bool { return a.Service.Key == b.Service.Key })
 	if len(f.Servers) > 0 {
-		// A ClusterIP is accepted on the node by binding it on kipvs0.
-		f.Addrs = []netip.Addr{vip}
-		f.Entries = []SetEntry{vipEntry(cfg.Family, vip)}
+		// A ClusterIP, external IP or load-balancer IP is accepted on the
+		// node by binding it on kipvs0, unless the node has it already.
+		f.Addrs = append(f.Addrs, vip)
+		for _, a := range ext.addrs {
+			if a.bind {
+				f.Addrs = append(f.Addrs, a.addr)
+			}
+		}
+		slices.SortFunc(f.Addrs, netip.Addr.Compare)
+		f.Addrs = slices.Compact(f.Addrs)
+		for _, a := range f.Addrs {
+			f.Entries = append(f.Entries, vipEntry(cfg.Family, a))
+		}
+		f.Health = health(svc, ends, cfg.NodeName, skip)
 	}
 	return f, skips
+}
+
+// partBuilder makes the ServerParts of one Service port.
+type partBuilder struct {
+	cfg   BuildConfig
+	base  ipvs.Service
+	proto ipvs.Protocol
+}
+
+// part is virtual server k with real servers ws and the given set members,
+// plus a LOOP-BACK member for each local endpoint, so that a pod reaching
+// itself through the virtual server is masqueraded (hairpin).
+func (b partBuilder) part(k ipvs.ServiceKey, ws []weighted, entries ...SetEntry) ServerPart {
+	part := ServerPart{VirtualServer: VirtualServer{Service: b.base}}
+	part.Service.Key = k
+	part.Entries = append(part.Entries, entries...)
+	part.Dests = make([]ipvs.Destination, 0, len(ws))
+	for _, ep := range ws {
+		part.Dests = append(part.Dests, ipvs.Destination{Addr: ep.addr, Weight: ep.weight, Forward: ipvs.Masquerade})
+		if ep.local(b.cfg.NodeName) {
+			part.Entries = append(part.Entries, loopBackEntry(b.cfg.Family, ep.addr, b.proto))
+		}
+	}
+	slices.SortFunc(part.Dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
+	slices.SortFunc(part.Entries, compareEntries)
+	part.Entries = slices.Compact(part.Entries)
+	return part
 }
 
 // schedFlags are the scheduler flags kube-ipvs sets, as kube-proxy does:
@@ -245,8 +362,11 @@ func familyOf(a netip.Addr) v1.IPFamily {
 	return v1.IPv6Protocol
 }
 
-func clusterIPEntry(f v1.IPFamily, k ipvs.ServiceKey) SetEntry {
-	return SetEntry{Set: setName(SetClusterIP, f), Entry: iptables.Entry{Addr: k.Addr, Proto: k.Proto.String(), Port: k.Port}}
+func clusterIPEntry(f v1.IPFamily, k ipvs.ServiceKey) SetEntry { return keyEntry(SetClusterIP, f, k) }
+
+// keyEntry is virtual server k as a member of hash:ip,port set base.
+func keyEntry(base string, f v1.IPFamily, k ipvs.ServiceKey) SetEntry {
+	return SetEntry{Set: setName(base, f), Entry: iptables.Entry{Addr: k.Addr, Proto: k.Proto.String(), Port: k.Port}}
 }
 
 func vipEntry(f v1.IPFamily, a netip.Addr) SetEntry {

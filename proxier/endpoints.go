@@ -37,11 +37,30 @@ type endpoints map[portKey][]endpoint
 // serving-but-terminating ones stay as real servers with weight 0, so the
 // connections they still hold drain instead of being reset.
 func (es endpoints) forPort(name string, proto v1.Protocol) []weighted {
+	return es.choose(name, proto, "")
+}
+
+// localForPort is forPort restricted to the endpoints on node: what a
+// traffic policy of Local sends to. The KEP-1669 fallback applies among the
+// local endpoints alone: a node whose local endpoints all terminate sends
+// to them, never to another node's.
+func (es endpoints) localForPort(name string, proto v1.Protocol, node string) []weighted {
+	if node == "" {
+		return nil
+	}
+	return es.choose(name, proto, node)
+}
+
+// choose implements forPort and localForPort; node "" means every node.
+func (es endpoints) choose(name string, proto v1.Protocol, node string) []weighted {
 	if proto == "" {
 		proto = v1.ProtocolTCP
 	}
 	var ready, terminating []weighted
 	for _, e := range es[portKey{name, proto}] {
+		if node != "" && !e.local(node) {
+			continue
+		}
 		switch {
 		case e.ready:
 			ready = append(ready, weighted{e, weight})
@@ -192,4 +211,18 @@ func toEndpoint(s *discovery.EndpointSlice, ep discovery.Endpoint, port uint16, 
 		e.nodeName = *ep.NodeName
 	}
 	return e, true
+}
+
+// localReady counts the distinct addresses of ready endpoints on node, over
+// every port: what a health-check node port reports as localEndpoints.
+func (es endpoints) localReady(node string) int {
+	seen := map[netip.Addr]bool{}
+	for _, list := range es {
+		for _, e := range list {
+			if e.ready && e.local(node) {
+				seen[e.addr.Addr()] = true
+			}
+		}
+	}
+	return len(seen)
 }

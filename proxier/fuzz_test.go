@@ -87,7 +87,60 @@ func checkFragment(t *testing.T, f *Fragment, family v1.IPFamily) {
 			t.Fatalf("bad set entry %s", e)
 		}
 	}
-	if len(f.Servers) > 0 && len(f.Addrs) != 1 {
-		t.Fatalf("addresses %v for %d virtual servers", f.Addrs, len(f.Servers))
+	if len(f.Servers) > 0 && len(f.Addrs) == 0 {
+		t.Fatalf("no address for %d virtual servers", len(f.Servers))
 	}
+	for _, a := range f.Addrs {
+		if !a.IsValid() || familyOf(a) != family || a.IsLoopback() {
+			t.Fatalf("bad address to bind %s", a)
+		}
+	}
+	if h := f.Health; h != nil && (h.Port == 0 || h.LocalEndpoints < 0) {
+		t.Fatalf("bad health-check port %+v", *h)
+	}
+}
+
+// FuzzBuildNorthSouth feeds BuildService the north-south fields of a
+// Service (type, external and load-balancer IPs, ipMode, source ranges,
+// node and health-check node ports, traffic policies) with arbitrary
+// values. It must never panic, must be deterministic, must program only
+// well-formed state, and never a NodePort outside the NodePort addresses.
+func FuzzBuildNorthSouth(f *testing.F) {
+	f.Add("NodePort", "198.51.100.9", "203.0.113.7", "VIP", "10.0.0.0/8", int32(30080), int32(0), "Cluster", "Cluster")
+	f.Add("LoadBalancer", "not-an-ip", "", "Proxy", "bogus", int32(70000), int32(0), "Local", "Local")
+	f.Add("LoadBalancer", "2001:db8::9", "2001:db8::7", "", "2001:db8::/64", int32(-1), int32(32000), "Local", "Cluster")
+	f.Add("ClusterIP", "192.168.50.11", "999.1.1.1", "VIP", "0.0.0.0/0", int32(30080), int32(65536), "Local", "")
+	f.Add("LoadBalancer", "010.001.002.003", "127.0.0.1", "VIP", "::ffff:10.0.0.0/104", int32(30081), int32(32001), "Local", "Local")
+	f.Fuzz(func(t *testing.T, typ, extIP, lbIP, ipMode, srcRange string, nodePort, hcnp int32, etp, itp string) {
+		svc := service("ns", "svc", externalIPs(extIP), sourceRangesOf(srcRange), func(s *v1.Service) {
+			s.Spec.Type = v1.ServiceType(typ)
+			s.Spec.Ports[0].NodePort = nodePort
+			s.Spec.HealthCheckNodePort = hcnp
+			s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicy(etp)
+			s.Spec.InternalTrafficPolicy = ptr.To(v1.ServiceInternalTrafficPolicy(itp))
+			ing := v1.LoadBalancerIngress{IP: lbIP}
+			if ipMode != "" {
+				ing.IPMode = ptr.To(v1.LoadBalancerIPMode(ipMode))
+			}
+			s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{ing, {Hostname: "lb.example.com"}}
+		})
+		eps := []*discovery.EndpointSlice{slice("ns", "a", "svc", withEndpoints(ep("10.244.1.1", onNode(testNode)), ep("10.244.2.1")))}
+		for _, family := range []v1.IPFamily{v1.IPv4Protocol, v1.IPv6Protocol} {
+			cfg := nsBuild
+			cfg.Family = family
+			frag, _ := BuildService(svc, eps, cfg)
+			again, _ := BuildService(svc.DeepCopy(), eps, cfg)
+			if !frag.Equal(again) {
+				t.Fatalf("not deterministic:\n%s\nvs\n%s", fragmentDump(frag), fragmentDump(again))
+			}
+			checkFragment(t, frag, family)
+			for _, p := range frag.Servers {
+				for _, e := range p.Entries {
+					if e.Set == setName(SetNodePort, family) && !slices.Contains(cfg.NodePortAddrs, e.Entry.Addr) {
+						t.Fatalf("NodePort member %s off the NodePort addresses", e)
+					}
+				}
+			}
+		}
+	})
 }

@@ -24,6 +24,9 @@ type Kernel struct {
 	IPTables  iptables.Interface
 	Sets      iptables.Sets
 	Conntrack conntrack.Interface
+	// Local lists the node's own addresses, for NodePorts and for the
+	// external IPs the node holds already; nil: none are known.
+	Local LocalAddrs
 }
 
 // ReadState reads back what kube-ipvs owns in the kernel, in bulk: the
@@ -94,7 +97,7 @@ func EnsureRules(k Kernel, r Rules, missingSets []iptables.Set) ([]string, error
 		}
 		changed = append(changed, fmt.Sprintf("ipset create %s %s", s.Name, s.Type))
 	}
-	for _, table := range []string{iptables.TableFilter, iptables.TableNAT} {
+	for _, table := range r.Tables() {
 		stale, err := staleChains(k.IPTables, table, r.Chains[table])
 		if err != nil {
 			return changed, err

@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kube-ipvs/kube-ipvs/conntrack"
+	"github.com/kube-ipvs/kube-ipvs/healthcheck"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
@@ -40,6 +41,23 @@ type Options struct {
 	RetryMin, RetryMax time.Duration
 	// Clock is the time source of drains and retries; nil is the real clock.
 	Clock clock.Clock
+	// NodePorts says which node addresses NodePorts are served on.
+	NodePorts NodePortConfig
+	// Health serves the health-check node ports; nil serves none.
+	Health HealthServer
+}
+
+// NodePortConfig is the nodePortAddresses configuration: the Node's
+// primary addresses, or the local addresses inside CIDRs.
+type NodePortConfig struct {
+	Primary bool
+	CIDRs   []netip.Prefix
+}
+
+// HealthServer serves the health-check node ports of the Services with
+// externalTrafficPolicy Local (package healthcheck).
+type HealthServer interface {
+	Sync(addrs []netip.Addr, services []healthcheck.Service) error
 }
 
 // Proxier holds the snapshot of the API objects and what was last applied.
@@ -57,16 +75,21 @@ type Proxier struct {
 	skipped map[Reason]int
 
 	// Owned by Sync.
-	services   map[types.NamespacedName]*v1.Service
-	bySvc      map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice
-	sliceSvc   map[types.NamespacedName]types.NamespacedName
-	node       *v1.Node // this node; Build does not use it yet (topology, NodePort addresses will)
-	want       *desired
-	applied    *State // what the kernel holds, as far as we know; nil: read it back
-	drainSince map[ipvs.ServiceKey]map[netip.AddrPort]time.Time
-	failures   map[types.NamespacedName]*retry
-	staleFlows []conntrack.Flow // UDP conntrack entries still to delete
-	flowErr    string           // the last conntrack error logged
+	services     map[types.NamespacedName]*v1.Service
+	bySvc        map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice
+	sliceSvc     map[types.NamespacedName]types.NamespacedName
+	node         *v1.Node     // this node, as last seen
+	local        []netip.Addr // the node's addresses but kipvs0's, as last read
+	build        BuildConfig  // opts.Build with the node-wide inputs filled in
+	health       map[types.NamespacedName]Health
+	healthSync   bool // health changed since the health server was last synced
+	healthFailed bool // the health server's last Sync failed: try again
+	want         *desired
+	applied      *State // what the kernel holds, as far as we know; nil: read it back
+	drainSince   map[ipvs.ServiceKey]map[netip.AddrPort]time.Time
+	failures     map[types.NamespacedName]*retry
+	staleFlows   []conntrack.Flow // UDP conntrack entries still to delete
+	flowErr      string           // the last conntrack error logged
 }
 
 // changes is what the event handlers recorded since the last sync. A nil
@@ -75,6 +98,8 @@ type changes struct {
 	services map[types.NamespacedName]*v1.Service
 	slices   map[types.NamespacedName]*discovery.EndpointSlice
 	node     *v1.Node
+	// addrs records that the node's addresses may have changed.
+	addrs bool
 }
 
 // New returns a proxier. It does nothing to the kernel.
@@ -102,6 +127,8 @@ func New(log *zap.Logger, k Kernel, opts Options) *Proxier {
 		want:       newDesired(opts.Build.Family),
 		drainSince: map[ipvs.ServiceKey]map[netip.AddrPort]time.Time{},
 		failures:   map[types.NamespacedName]*retry{},
+		build:      opts.Build,
+		health:     map[types.NamespacedName]Health{},
 	}
 	p.pending = newChanges()
 	return p
@@ -145,6 +172,14 @@ func (p *Proxier) OnNode(n *v1.Node) {
 	p.pending.node = n
 }
 
+// OnLocalAddrsChanged records that an address was added to or removed from
+// one of the node's interfaces.
+func (p *Proxier) OnLocalAddrsChanged() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pending.addrs = true
+}
+
 // Skipped returns how many times each kind of bad input was skipped.
 func (p *Proxier) Skipped() map[Reason]int {
 	p.mu.Lock()
@@ -162,7 +197,9 @@ func (p *Proxier) Skipped() map[Reason]int {
 // (the kernel could not be read, the rules not written), and then the next
 // sync is full.
 func (p *Proxier) Sync(full bool) error {
-	sc := p.absorb(p.takeChanges())
+	defer p.syncHealth()
+	ch := p.takeChanges()
+	sc := p.absorb(ch, p.updateNodeInputs(ch, full || p.applied == nil))
 	if full || p.applied == nil {
 		return p.fullSync()
 	}
@@ -185,9 +222,15 @@ func (p *Proxier) takeChanges() changes {
 }
 
 // absorb folds changes into the snapshot, rebuilds the fragments of the
-// Services they touch and returns the keys whose desired state moved.
-func (p *Proxier) absorb(ch changes) *Scope {
+// Services they touch (every Service when all is set: a node-wide input
+// changed) and returns the keys whose desired state moved.
+func (p *Proxier) absorb(ch changes, all bool) *Scope {
 	dirty := map[types.NamespacedName]bool{}
+	if all {
+		for name := range p.services {
+			dirty[name] = true
+		}
+	}
 	for name, svc := range ch.services {
 		if svc == nil {
 			delete(p.services, name)
@@ -198,9 +241,6 @@ func (p *Proxier) absorb(ch changes) *Scope {
 	}
 	for key, s := range ch.slices {
 		p.absorbSlice(key, s, dirty)
-	}
-	if ch.node != nil {
-		p.node = ch.node
 	}
 	sc := NewScope()
 	for name := range dirty {
@@ -242,15 +282,17 @@ func (p *Proxier) rebuild(name types.NamespacedName, sc *Scope) {
 	svc := p.services[name]
 	if svc == nil {
 		p.count(name, p.want.replace(name, nil, sc))
+		p.setHealth(name, nil)
 		return
 	}
 	eps := make([]*discovery.EndpointSlice, 0, len(p.bySvc[name]))
 	for _, s := range p.bySvc[name] {
 		eps = append(eps, s)
 	}
-	f, skips := BuildService(svc, eps, p.opts.Build)
+	f, skips := BuildService(svc, eps, p.build)
 	p.count(name, skips)
 	p.count(name, p.want.replace(name, f, sc))
+	p.setHealth(name, f.Health)
 }
 
 // count counts and logs skipped input; normal input (Reason.Normal) is

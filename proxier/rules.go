@@ -2,7 +2,9 @@ package proxier
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 
 	v1 "k8s.io/api/core/v1"
 
@@ -17,14 +19,36 @@ const (
 	Prefix = "KIPVS-"
 
 	ChainServices    = Prefix + "SERVICES"
+	ChainCluster     = Prefix + "CLUSTER"
+	ChainExternal    = Prefix + "EXTERNAL"
 	ChainMarkMasq    = Prefix + "MARK-MASQ"
 	ChainPostrouting = Prefix + "POSTROUTING"
 	ChainFilter      = Prefix + "FILTER"
 	ChainForward     = Prefix + "FORWARD"
+	ChainFirewall    = Prefix + "FIREWALL"
 
-	// SetClusterIP holds VIP,proto:port of every Service virtual server.
+	// SetClusterIP holds VIP,proto:port of every ClusterIP virtual server.
 	SetClusterIP = Prefix + "CLUSTER-IP"
-	// SetVIP holds every bound VIP.
+	// SetNodePort holds nodeIP,proto:nodePort of every NodePort virtual
+	// server.
+	SetNodePort = Prefix + "NODE-PORT"
+	// SetLoadBalancer holds IP,proto:port of every load-balancer ingress
+	// IP virtual server.
+	SetLoadBalancer = Prefix + "LOAD-BALANCER"
+	// SetExternalIP holds IP,proto:port of every spec.externalIPs virtual
+	// server.
+	SetExternalIP = Prefix + "EXTERNAL-IP"
+	// SetExternalLocal holds the members of NODE-PORT, LOAD-BALANCER and
+	// EXTERNAL-IP whose Service has externalTrafficPolicy Local: their
+	// clients keep their source address.
+	SetExternalLocal = Prefix + "EXTERNAL-LOCAL"
+	// SetFirewall holds the load-balancer virtual servers whose Service
+	// has loadBalancerSourceRanges, and SetSourceRanges the sources each
+	// lets through (IP,proto:port,CIDR).
+	SetFirewall     = Prefix + "LB-FIREWALL"
+	SetSourceRanges = Prefix + "LB-SOURCES"
+	// SetVIP holds every address bound on kipvs0: ClusterIPs, and the
+	// external and load-balancer IPs that are not node addresses.
 	SetVIP = Prefix + "VIP"
 	// SetLoopBack holds endpoint,proto:port,endpoint of local endpoints,
 	// to masquerade a pod reaching itself through its Service (hairpin).
@@ -69,24 +93,38 @@ type Rules struct {
 
 // BuildRules computes the rules for a configuration. Like Build, it is pure.
 //
-// nat: a packet to a Service virtual server (CLUSTER-IP set) is marked for
-// masquerade when it comes from outside the cluster CIDRs (without any
+// nat: a packet to a ClusterIP virtual server (CLUSTER-IP set) is marked
+// for masquerade when it comes from outside the cluster CIDRs (without any
 // cluster CIDR: only what the node sends from a VIP), or always with
-// masqueradeAll, and is then ACCEPTed, as kube-proxy does: no later nat rule
-// (a CNI hostPort DNAT, Docker's DOCKER chain, both of which match any local
-// address) can take it from IPVS. POSTROUTING masquerades what was marked,
-// after IPVS picked a real server, and hairpin traffic (LOOP-BACK set).
+// masqueradeAll. A packet to a NodePort, load-balancer or external IP
+// virtual server is marked unless its Service has externalTrafficPolicy
+// Local (EXTERNAL-LOCAL set), whose clients keep their address. Either is
+// then ACCEPTed, as kube-proxy does: no later nat rule (a CNI hostPort
+// DNAT, Docker's DOCKER chain, both of which match any local address) can
+// take it from IPVS. POSTROUTING masquerades what was marked, after IPVS
+// picked a real server, and hairpin traffic (LOOP-BACK set).
 //
 // filter: FORWARD accepts what was marked for masquerade and conntrack
 // RELATED,ESTABLISHED traffic, so that replies from pods are forwarded on a
 // node whose FORWARD policy is DROP (kube-proxy's KUBE-FORWARD); INPUT
-// rejects a new connection to a VIP on a port that is not a Service port, so
-// host services do not answer on ClusterIPs (kubernetes#72236).
+// rejects a new connection to an address bound on kipvs0 on a port that is
+// not one of its virtual servers, so host services do not answer on
+// ClusterIPs or load-balancer IPs (kubernetes#72236).
+//
+// mangle: PREROUTING and OUTPUT drop a packet to a load-balancer virtual
+// server with source ranges (FIREWALL set) whose source is not in them
+// (SOURCE-RANGES set). This runs before IPVS sees the packet in both
+// directions: from outside (IPVS hooks INPUT after the filter table) and
+// from the node itself (IPVS hooks OUTPUT before it), which
+// kube-proxy's IPVS mode needs a rule per load-balancer IP for.
+//
+// Every rule names a set; none depends on a Service.
 func BuildRules(c RuleConfig) Rules {
 	v6 := c.Family == v1.IPv6Protocol
-	clusterIP, vip := setName(SetClusterIP, c.Family), setName(SetVIP, c.Family)
+	name := func(base string) string { return setName(base, c.Family) }
 	mark := fmt.Sprintf("%#x", uint32(1)<<c.MasqueradeBit)
 	comment := func(text string) []string { return []string{"-m", "comment", "--comment", text} }
+	match := func(set, dir string) []string { return []string{"-m", "set", "--match-set", name(set), dir} }
 	icmp, reject := "icmp", "icmp-port-unreachable"
 	if v6 {
 		icmp, reject = "ipv6-icmp", "icmp6-port-unreachable"
@@ -94,19 +132,40 @@ func BuildRules(c RuleConfig) Rules {
 	jump := func(table, chain, text, target string) Jump {
 		return Jump{Table: table, Chain: chain, Spec: append(comment(text), "-j", target)}
 	}
+	set := func(base string, t iptables.SetType) iptables.Set {
+		return iptables.Set{Name: name(base), Type: t, IPv6: v6}
+	}
+	rule := func(parts ...[]string) []string { return slices.Concat(parts...) }
 	return Rules{
 		Sets: []iptables.Set{
-			{Name: setName(SetOwned, c.Family), Type: iptables.HashIPPort, IPv6: v6},
-			{Name: clusterIP, Type: iptables.HashIPPort, IPv6: v6},
-			{Name: vip, Type: iptables.HashIP, IPv6: v6},
-			{Name: setName(SetLoopBack, c.Family), Type: iptables.HashIPPortIP, IPv6: v6},
+			set(SetOwned, iptables.HashIPPort),
+			set(SetClusterIP, iptables.HashIPPort),
+			set(SetNodePort, iptables.HashIPPort),
+			set(SetLoadBalancer, iptables.HashIPPort),
+			set(SetExternalIP, iptables.HashIPPort),
+			set(SetExternalLocal, iptables.HashIPPort),
+			set(SetFirewall, iptables.HashIPPort),
+			set(SetSourceRanges, iptables.HashIPPortNet),
+			set(SetVIP, iptables.HashIP),
+			set(SetLoopBack, iptables.HashIPPortIP),
 		},
 		Chains: map[string][]iptables.Chain{
 			iptables.TableNAT: {
-				{Name: ChainServices, Rules: servicesChain(c, clusterIP, vip)},
+				{Name: ChainServices, Rules: [][]string{
+					rule(match(SetClusterIP, "dst,dst"), []string{"-j", ChainCluster}),
+					rule(match(SetNodePort, "dst,dst"), []string{"-j", ChainExternal}),
+					rule(match(SetLoadBalancer, "dst,dst"), []string{"-j", ChainExternal}),
+					rule(match(SetExternalIP, "dst,dst"), []string{"-j", ChainExternal}),
+				}},
+				{Name: ChainCluster, Rules: clusterChain(c, name(SetVIP))},
+				{Name: ChainExternal, Rules: [][]string{
+					rule(match(SetExternalLocal, "dst,dst"), []string{"-j", "ACCEPT"}),
+					{"-j", ChainMarkMasq},
+					{"-j", "ACCEPT"},
+				}},
 				{Name: ChainMarkMasq, Rules: [][]string{{"-j", "MARK", "--set-xmark", mark + "/" + mark}}},
 				{Name: ChainPostrouting, Rules: [][]string{
-					{"-m", "set", "--match-set", setName(SetLoopBack, c.Family), "dst,dst,src", "-j", "MASQUERADE"},
+					rule(match(SetLoopBack, "dst,dst,src"), []string{"-j", "MASQUERADE"}),
 					{"-m", "mark", "!", "--mark", mark + "/" + mark, "-j", "RETURN"},
 					{"-j", "MARK", "--set-xmark", mark + "/0x0"},
 					{"-j", "MASQUERADE", "--random-fully"},
@@ -114,14 +173,21 @@ func BuildRules(c RuleConfig) Rules {
 			},
 			iptables.TableFilter: {
 				{Name: ChainFilter, Rules: [][]string{
-					{"-m", "set", "--match-set", clusterIP, "dst,dst", "-j", "RETURN"},
+					rule(match(SetClusterIP, "dst,dst"), []string{"-j", "RETURN"}),
+					rule(match(SetLoadBalancer, "dst,dst"), []string{"-j", "RETURN"}),
+					rule(match(SetExternalIP, "dst,dst"), []string{"-j", "RETURN"}),
 					{"-p", icmp, "-j", "RETURN"},
-					{"-m", "set", "--match-set", vip, "dst", "-m", "conntrack", "--ctstate", "NEW",
-						"-j", "REJECT", "--reject-with", reject},
+					rule(match(SetVIP, "dst"), []string{"-m", "conntrack", "--ctstate", "NEW",
+						"-j", "REJECT", "--reject-with", reject}),
 				}},
 				{Name: ChainForward, Rules: [][]string{
 					append(comment("kube-ipvs masqueraded traffic"), "-m", "mark", "--mark", mark+"/"+mark, "-j", "ACCEPT"),
 					append(comment("kube-ipvs replies and related traffic"), "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"),
+				}},
+			},
+			iptables.TableMangle: {
+				{Name: ChainFirewall, Rules: [][]string{
+					rule(match(SetFirewall, "dst,dst"), []string{"-m", "set", "!", "--match-set", name(SetSourceRanges), "dst,dst,src", "-j", "DROP"}),
 				}},
 			},
 		},
@@ -131,15 +197,19 @@ func BuildRules(c RuleConfig) Rules {
 			jump(iptables.TableNAT, "POSTROUTING", "kube-ipvs postrouting", ChainPostrouting),
 			jump(iptables.TableFilter, "INPUT", "kube-ipvs VIP filter", ChainFilter),
 			jump(iptables.TableFilter, "FORWARD", "kube-ipvs forwarding", ChainForward),
+			jump(iptables.TableMangle, "PREROUTING", "kube-ipvs load-balancer source ranges", ChainFirewall),
+			jump(iptables.TableMangle, "OUTPUT", "kube-ipvs load-balancer source ranges", ChainFirewall),
 		},
 	}
 }
 
-// servicesChain is the body of the nat chain every packet to a Service
+// Tables are the tables r has chains in, sorted.
+func (r Rules) Tables() []string { return slices.Sorted(maps.Keys(r.Chains)) }
+
+// clusterChain is the body of the nat chain every packet to a ClusterIP
 // virtual server goes through: mark it for masquerade when it must be,
 // then ACCEPT it.
-func servicesChain(c RuleConfig, clusterIP, vip string) [][]string {
-	rules := [][]string{{"-m", "set", "!", "--match-set", clusterIP, "dst,dst", "-j", "RETURN"}}
+func clusterChain(c RuleConfig, vip string) [][]string {
 	var inside [][]string
 	if !c.MasqueradeAll {
 		for _, p := range c.ClusterCIDRs {
@@ -148,6 +218,7 @@ func servicesChain(c RuleConfig, clusterIP, vip string) [][]string {
 			}
 		}
 	}
+	var rules [][]string
 	switch {
 	case c.MasqueradeAll || len(inside) > 0:
 		// From a pod: keep its source. From anywhere else: masquerade.

@@ -170,7 +170,7 @@ func Cleanup(k Kernel, r Rules, family v1.IPFamily) error {
 	for _, j := range r.Jumps {
 		keep(k.IPTables.DeleteRule(j.Table, j.Chain, j.Spec), iptables.ErrNotFound)
 	}
-	for _, table := range []string{iptables.TableNAT, iptables.TableFilter} {
+	for _, table := range r.Tables() {
 		for _, c := range r.Chains[table] {
 			keep(k.IPTables.DeleteChain(table, c.Name), iptables.ErrNotFound)
 		}

@@ -51,38 +51,65 @@ func TestFirstSyncProgramsEverything(t *testing.T) {
 -A INPUT -m comment --comment "kube-ipvs VIP filter" -j KIPVS-FILTER
 -A FORWARD -m comment --comment "kube-ipvs forwarding" -j KIPVS-FORWARD
 -A KIPVS-FILTER -m set --match-set KIPVS-CLUSTER-IP dst,dst -j RETURN
+-A KIPVS-FILTER -m set --match-set KIPVS-LOAD-BALANCER dst,dst -j RETURN
+-A KIPVS-FILTER -m set --match-set KIPVS-EXTERNAL-IP dst,dst -j RETURN
 -A KIPVS-FILTER -p icmp -j RETURN
 -A KIPVS-FILTER -m set --match-set KIPVS-VIP dst -m conntrack --ctstate NEW -j REJECT --reject-with icmp-port-unreachable
 -A KIPVS-FORWARD -m comment --comment "kube-ipvs masqueraded traffic" -m mark --mark 0x4000/0x4000 -j ACCEPT
 -A KIPVS-FORWARD -m comment --comment "kube-ipvs replies and related traffic" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+*mangle
+:PREROUTING ACCEPT
+:INPUT ACCEPT
+:FORWARD ACCEPT
+:OUTPUT ACCEPT
+:POSTROUTING ACCEPT
+:KIPVS-FIREWALL -
+-A PREROUTING -m comment --comment "kube-ipvs load-balancer source ranges" -j KIPVS-FIREWALL
+-A OUTPUT -m comment --comment "kube-ipvs load-balancer source ranges" -j KIPVS-FIREWALL
+-A KIPVS-FIREWALL -m set --match-set KIPVS-LB-FIREWALL dst,dst -m set ! --match-set KIPVS-LB-SOURCES dst,dst,src -j DROP
 COMMIT
 *nat
 :PREROUTING ACCEPT
 :INPUT ACCEPT
 :OUTPUT ACCEPT
 :POSTROUTING ACCEPT
+:KIPVS-CLUSTER -
+:KIPVS-EXTERNAL -
 :KIPVS-MARK-MASQ -
 :KIPVS-POSTROUTING -
 :KIPVS-SERVICES -
 -A PREROUTING -m comment --comment "kube-ipvs service portals" -j KIPVS-SERVICES
 -A OUTPUT -m comment --comment "kube-ipvs service portals" -j KIPVS-SERVICES
 -A POSTROUTING -m comment --comment "kube-ipvs postrouting" -j KIPVS-POSTROUTING
+-A KIPVS-CLUSTER -s 10.244.0.0/16 -j ACCEPT
+-A KIPVS-CLUSTER -j KIPVS-MARK-MASQ
+-A KIPVS-CLUSTER -j ACCEPT
+-A KIPVS-EXTERNAL -m set --match-set KIPVS-EXTERNAL-LOCAL dst,dst -j ACCEPT
+-A KIPVS-EXTERNAL -j KIPVS-MARK-MASQ
+-A KIPVS-EXTERNAL -j ACCEPT
 -A KIPVS-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
 -A KIPVS-POSTROUTING -m set --match-set KIPVS-LOOP-BACK dst,dst,src -j MASQUERADE
 -A KIPVS-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
 -A KIPVS-POSTROUTING -j MARK --set-xmark 0x4000/0x0
 -A KIPVS-POSTROUTING -j MASQUERADE --random-fully
--A KIPVS-SERVICES -m set ! --match-set KIPVS-CLUSTER-IP dst,dst -j RETURN
--A KIPVS-SERVICES -s 10.244.0.0/16 -j ACCEPT
--A KIPVS-SERVICES -j KIPVS-MARK-MASQ
--A KIPVS-SERVICES -j ACCEPT
+-A KIPVS-SERVICES -m set --match-set KIPVS-CLUSTER-IP dst,dst -j KIPVS-CLUSTER
+-A KIPVS-SERVICES -m set --match-set KIPVS-NODE-PORT dst,dst -j KIPVS-EXTERNAL
+-A KIPVS-SERVICES -m set --match-set KIPVS-LOAD-BALANCER dst,dst -j KIPVS-EXTERNAL
+-A KIPVS-SERVICES -m set --match-set KIPVS-EXTERNAL-IP dst,dst -j KIPVS-EXTERNAL
 COMMIT
 `)
 	checkDump(t, "ipsets", n.sets.Dump(), `create KIPVS-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536
 add KIPVS-CLUSTER-IP 10.96.0.10,tcp:80
 add KIPVS-CLUSTER-IP 10.96.0.53,udp:53
+create KIPVS-EXTERNAL-IP hash:ip,port family inet hashsize 1024 maxelem 65536
+create KIPVS-EXTERNAL-LOCAL hash:ip,port family inet hashsize 1024 maxelem 65536
+create KIPVS-LB-FIREWALL hash:ip,port family inet hashsize 1024 maxelem 65536
+create KIPVS-LB-SOURCES hash:ip,port,net family inet hashsize 1024 maxelem 65536
+create KIPVS-LOAD-BALANCER hash:ip,port family inet hashsize 1024 maxelem 65536
 create KIPVS-LOOP-BACK hash:ip,port,ip family inet hashsize 1024 maxelem 65536
 add KIPVS-LOOP-BACK 10.244.1.1,tcp:8080,10.244.1.1
+create KIPVS-NODE-PORT hash:ip,port family inet hashsize 1024 maxelem 65536
 create KIPVS-OWNED hash:ip,port family inet hashsize 1024 maxelem 65536
 add KIPVS-OWNED 10.96.0.10,tcp:80
 add KIPVS-OWNED 10.96.0.53,udp:53
@@ -152,7 +179,7 @@ func TestPlanAddsBeforeItRemoves(t *testing.T) {
 
 	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.2"))))
 	p.OnService(service(ns, "old", withClusterIP("10.96.0.99")))
-	sc := p.absorb(p.takeChanges())
+	sc := p.absorb(p.takeChanges(), false)
 	var got []string
 	for _, o := range Plan(p.want.state, p.applied, sc) {
 		got = append(got, o.String())
@@ -411,7 +438,7 @@ func TestFullResyncRecreatesADeletedDummyInterface(t *testing.T) {
 	checkDump(t, "ipvs", n.ipvsDump(), webAndDNSIPVS)
 }
 
-func TestServicesChainWithoutClusterCIDR(t *testing.T) {
+func TestClusterChainWithoutClusterCIDR(t *testing.T) {
 	cases := []struct {
 		name string
 		cfg  RuleConfig
@@ -421,7 +448,6 @@ func TestServicesChainWithoutClusterCIDR(t *testing.T) {
 			name: "cluster CIDR: traffic from outside it is masqueraded",
 			cfg:  testOptions().Rules,
 			want: [][]string{
-				{"-m", "set", "!", "--match-set", "KIPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
 				{"-s", "10.244.0.0/16", "-j", "ACCEPT"},
 				{"-j", "KIPVS-MARK-MASQ"},
 				{"-j", "ACCEPT"},
@@ -431,7 +457,6 @@ func TestServicesChainWithoutClusterCIDR(t *testing.T) {
 			name: "no cluster CIDR: what the node sends from a VIP is masqueraded",
 			cfg:  RuleConfig{Family: v1.IPv4Protocol, MasqueradeBit: 14},
 			want: [][]string{
-				{"-m", "set", "!", "--match-set", "KIPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
 				{"-m", "set", "--match-set", "KIPVS-VIP", "src", "-j", "KIPVS-MARK-MASQ"},
 				{"-j", "ACCEPT"},
 			},
@@ -441,7 +466,6 @@ func TestServicesChainWithoutClusterCIDR(t *testing.T) {
 			cfg: RuleConfig{Family: v1.IPv4Protocol, MasqueradeBit: 14, MasqueradeAll: true,
 				ClusterCIDRs: testOptions().Rules.ClusterCIDRs},
 			want: [][]string{
-				{"-m", "set", "!", "--match-set", "KIPVS-CLUSTER-IP", "dst,dst", "-j", "RETURN"},
 				{"-j", "KIPVS-MARK-MASQ"},
 				{"-j", "ACCEPT"},
 			},
@@ -449,8 +473,8 @@ func TestServicesChainWithoutClusterCIDR(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := BuildRules(tc.cfg).Chains["nat"][0]
-			if got.Name != ChainServices || !slices.EqualFunc(got.Rules, tc.want, slices.Equal) {
+			got := BuildRules(tc.cfg).Chains["nat"][1]
+			if got.Name != ChainCluster || !slices.EqualFunc(got.Rules, tc.want, slices.Equal) {
 				t.Errorf("%s = %q, want %q", got.Name, got.Rules, tc.want)
 			}
 		})

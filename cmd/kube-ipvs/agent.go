@@ -11,6 +11,7 @@ import (
 
 	"github.com/kube-ipvs/kube-ipvs/config"
 	"github.com/kube-ipvs/kube-ipvs/conntrack"
+	"github.com/kube-ipvs/kube-ipvs/healthcheck"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 	"github.com/kube-ipvs/kube-ipvs/netif"
@@ -24,26 +25,35 @@ type agent struct {
 	cfg        *config.Configuration
 	objectsDir string
 	ipvs       *ipvs.Kernel
+	local      *netif.KernelAddrSource
 	kernel     proxier.Kernel
 	opts       proxier.Options
 }
 
 func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string) *agent {
 	k := ipvs.NewKernel()
+	local := netif.NewAddrSource(netif.DefaultLink)
 	return &agent{
 		log:        log,
 		cfg:        cfg,
 		objectsDir: objectsDir,
 		ipvs:       k,
+		local:      local,
 		kernel: proxier.Kernel{
 			IPVS:      k,
 			Addrs:     netif.NewDummy(netif.DefaultLink),
 			IPTables:  iptables.NewKernel(false),
 			Sets:      iptables.NewKernelSets(),
 			Conntrack: conntrack.NewKernel(),
+			Local:     local,
 		},
 		opts: proxier.Options{
-			Build: proxier.BuildConfig{NodeName: cfg.NodeName, Scheduler: cfg.IPVS.Scheduler, Family: v1.IPv4Protocol},
+			Build: proxier.BuildConfig{
+				NodeName: cfg.NodeName, Scheduler: cfg.IPVS.Scheduler, Family: v1.IPv4Protocol,
+				ExternalIPCIDRs:   cfg.AllowedExternalIPCIDRs(),
+				LoadBalancerCIDRs: cfg.AllowedLoadBalancerIPCIDRs(),
+			},
+			NodePorts: proxier.NodePortConfig{Primary: cfg.NodePortPrimary(), CIDRs: cfg.NodePortCIDRs()},
 			Rules: proxier.RuleConfig{
 				Family:        v1.IPv4Protocol,
 				ClusterCIDRs:  cfg.ClusterCIDRs(),
@@ -80,7 +90,11 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p := proxier.New(a.log, a.kernel, a.opts)
+	health := healthcheck.New(a.log.Named("healthcheck"), nil, nil)
+	defer health.Close()
+	opts := a.opts
+	opts.Health = health
+	p := proxier.New(a.log, a.kernel, opts)
 	r := proxier.NewRunner(a.log, clock.RealClock{}, proxier.RunnerConfig{
 		MinInterval:  a.cfg.IPVS.MinSyncPeriod.Duration,
 		FullInterval: a.cfg.IPVS.SyncPeriod.Duration,
@@ -91,9 +105,19 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	go a.watchAddrs(ctx, func() { p.OnLocalAddrsChanged(); r.Request() })
 	a.log.Info("kube-ipvs running; waiting for Services and EndpointSlices to sync", zap.String("node", a.cfg.NodeName),
 		zap.String("mode", a.cfg.Mode), zap.String("scheduler", a.cfg.IPVS.Scheduler))
 	return proxier.Run(ctx, w, r)
+}
+
+// watchAddrs tells the proxier when an address of the node changes, so
+// NodePorts follow the node's addresses at once. Without the netlink
+// subscription every full sync still reads them.
+func (a *agent) watchAddrs(ctx context.Context, changed func()) {
+	if err := a.local.Watch(ctx, changed); err != nil && ctx.Err() == nil {
+		a.log.Warn("not watching the node's addresses; they are read at every full sync", zap.Error(err))
+	}
 }
 
 // prepare checks the kernel can do what the configuration asks (IPVS, the
