@@ -253,17 +253,23 @@ func TestBuildService(t *testing.T) {
 			if got := fragmentDump(f); got != tc.want {
 				t.Errorf("dump:\n%s\nwant:\n%s", got, tc.want)
 			}
-			got := map[Reason]int{}
-			for _, s := range skips {
-				got[s.Reason]++
-			}
-			if tc.skips == nil {
-				tc.skips = map[Reason]int{}
-			}
-			if !maps.Equal(got, tc.skips) {
-				t.Errorf("skips = %v (%v), want %v", got, skips, tc.skips)
-			}
+			checkSkips(t, skips, tc.skips)
 		})
+	}
+}
+
+// checkSkips compares the reasons of skips, counted, with want (nil: none).
+func checkSkips(t *testing.T, skips []Skip, want map[Reason]int) {
+	t.Helper()
+	got := map[Reason]int{}
+	for _, s := range skips {
+		got[s.Reason]++
+	}
+	if want == nil {
+		want = map[Reason]int{}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("skips = %v (%v), want %v", got, skips, want)
 	}
 }
 

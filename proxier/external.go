@@ -88,55 +88,69 @@ func externalAddrs(svc *v1.Service, cfg BuildConfig, skip func(Reason, string, .
 		out.addrs = append(out.addrs, a)
 	}
 	for _, s := range svc.Spec.ExternalIPs {
-		a, ok := parseIP(s)
-		switch {
-		case !ok:
-			skip(ReasonBadExternalIP, "externalIP %q", s)
-		case familyOf(a) != cfg.Family && dualStack(svc):
-			skip(NoteOtherFamilyAddress, "externalIP %s", a)
-		case familyOf(a) != cfg.Family:
-			skip(ReasonOtherFamilyExternalIP, "externalIP %s", a)
-		case !allowed(a, cfg.ExternalIPCIDRs):
-			skip(ReasonDisallowedExternalIP, "externalIP %s", a)
-		default:
+		if a, ok := usableAddr(svc, cfg, s, "externalIP", externalIPReasons, cfg.ExternalIPCIDRs, skip); ok {
 			add(extAddr{addr: a, kind: extExternalIP})
 		}
 	}
 	if svc.Spec.Type == v1.ServiceTypeLoadBalancer {
 		firewall, ranges := sourceRanges(svc, cfg, skip)
 		for _, ing := range svc.Status.LoadBalancer.Ingress {
-			if ing.IP == "" {
+			switch {
+			case ing.IP == "":
 				skip(ReasonLoadBalancerHostname, "ingress hostname %q", ing.Hostname)
 				continue
-			}
-			a, ok := parseIP(ing.IP)
-			switch {
-			case !ok:
-				skip(ReasonBadLoadBalancerIP, "ingress IP %q", ing.IP)
 			case ing.IPMode != nil && *ing.IPMode == v1.LoadBalancerIPModeProxy:
-				skip(NoteProxyIPMode, "ingress IP %s", a)
-			case familyOf(a) != cfg.Family && dualStack(svc):
-				skip(NoteOtherFamilyAddress, "ingress IP %s", a)
-			case familyOf(a) != cfg.Family:
-				skip(ReasonOtherFamilyLBIP, "ingress IP %s", a)
-			case !allowed(a, cfg.LoadBalancerCIDRs):
-				skip(ReasonDisallowedLBIP, "ingress IP %s", a)
-			default:
-				e := extAddr{addr: a, kind: extLoadBalancer, firewall: firewall, ranges: ranges}
-				if firewall && slices.ContainsFunc(ranges, func(r netip.Prefix) bool {
-					return slices.ContainsFunc(cfg.NodeIPs, r.Contains)
-				}) {
-					// A request from the node to its own load-balancer IP
-					// (bound here) comes from that IP, as kube-proxy allows.
-					e.ranges = append(slices.Clone(ranges), netip.PrefixFrom(a, a.BitLen()))
-				}
-				add(e)
+				skip(NoteProxyIPMode, "ingress IP %s", ing.IP)
+				continue
 			}
+			a, ok := usableAddr(svc, cfg, ing.IP, "ingress IP", lbIPReasons, cfg.LoadBalancerCIDRs, skip)
+			if !ok {
+				continue
+			}
+			e := extAddr{addr: a, kind: extLoadBalancer, firewall: firewall, ranges: ranges}
+			if firewall && slices.ContainsFunc(ranges, func(r netip.Prefix) bool {
+				return slices.ContainsFunc(cfg.NodeIPs, r.Contains)
+			}) {
+				// A request from the node to its own load-balancer IP
+				// (bound here) comes from that IP, as kube-proxy allows.
+				e.ranges = append(slices.Clone(ranges), netip.PrefixFrom(a, a.BitLen()))
+			}
+			add(e)
 		}
 	}
 	slices.SortStableFunc(out.addrs, func(a, b extAddr) int { return a.addr.Compare(b.addr) })
 	out.addrs = slices.CompactFunc(out.addrs, func(a, b extAddr) bool { return a.addr == b.addr })
 	return out
+}
+
+// addrReasons are the reasons an external or load-balancer IP is skipped:
+// unparseable, of the other family, outside the allowed CIDRs.
+type addrReasons struct{ bad, otherFamily, disallowed Reason }
+
+var (
+	externalIPReasons = addrReasons{ReasonBadExternalIP, ReasonOtherFamilyExternalIP, ReasonDisallowedExternalIP}
+	lbIPReasons       = addrReasons{ReasonBadLoadBalancerIP, ReasonOtherFamilyLBIP, ReasonDisallowedLBIP}
+)
+
+// usableAddr parses an external or load-balancer IP (what names it in
+// messages) and reports whether it is programmed in cfg.Family; when not,
+// it says why. The other family's address of a dual-stack Service is
+// normal: the other family's proxier serves it.
+func usableAddr(svc *v1.Service, cfg BuildConfig, s, what string, r addrReasons, cidrs []netip.Prefix, skip func(Reason, string, ...any)) (netip.Addr, bool) {
+	a, ok := parseIP(s)
+	switch {
+	case !ok:
+		skip(r.bad, "%s %q", what, s)
+	case familyOf(a) != cfg.Family && dualStack(svc):
+		skip(NoteOtherFamilyAddress, "%s %s", what, a)
+	case familyOf(a) != cfg.Family:
+		skip(r.otherFamily, "%s %s", what, a)
+	case !allowed(a, cidrs):
+		skip(r.disallowed, "%s %s", what, a)
+	default:
+		return a, true
+	}
+	return netip.Addr{}, false
 }
 
 // allowed reports whether a is inside one of cidrs; no cidrs allow all.

@@ -1,7 +1,6 @@
 package proxier
 
 import (
-	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -361,16 +360,7 @@ func TestBuildNorthSouth(t *testing.T) {
 			if got, want := fragmentDump(f), lines(tc.want...); got != want {
 				t.Errorf("dump:\n%s\nwant:\n%s", got, want)
 			}
-			got := map[Reason]int{}
-			for _, s := range skips {
-				got[s.Reason]++
-			}
-			if tc.skips == nil {
-				tc.skips = map[Reason]int{}
-			}
-			if !maps.Equal(got, tc.skips) {
-				t.Errorf("skips = %v (%v), want %v", got, skips, tc.skips)
-			}
+			checkSkips(t, skips, tc.skips)
 			if (f.Health == nil) != (tc.health == nil) || f.Health != nil && *f.Health != *tc.health {
 				t.Errorf("health = %+v, want %+v", f.Health, tc.health)
 			}

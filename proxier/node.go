@@ -30,6 +30,9 @@ type LocalAddrs interface {
 // node-wide part of the build configuration and reports whether it
 // changed.
 func (p *Proxier) updateNodeInputs(ch changes, full bool) bool {
+	if ch.node == nil && !ch.addrs && !full {
+		return false // nothing node-wide was recorded: an incremental sync stays per Service
+	}
 	if ch.node != nil {
 		p.node = ch.node
 	}

@@ -81,10 +81,14 @@ func nodeObject(ips ...string) *v1.Node {
 	return n
 }
 
-func TestNodeWideInputsAreFollowedWithoutARestart(t *testing.T) {
+// newNorthSouthProxier is a proxier on a fake node holding the local
+// addresses given, serving NodePorts on the Node's primary addresses, with
+// a fake health server.
+func newNorthSouthProxier(t testing.TB, addrs ...string) (*fakeNode, *Proxier, *fakeLocal, *fakeHealth) {
+	t.Helper()
 	n := newFakeNode()
 	local := &fakeLocal{}
-	local.set("192.168.50.11", "127.0.0.1", "203.0.113.7")
+	local.set(addrs...)
 	health := &fakeHealth{}
 	opts := testOptions()
 	opts.NodePorts = NodePortConfig{Primary: true}
@@ -94,7 +98,11 @@ func TestNodeWideInputsAreFollowedWithoutARestart(t *testing.T) {
 	if err := Setup(zap.NewNop(), k, n.sysctl, SetupOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	p := New(zap.NewNop(), k, opts)
+	return n, New(zap.NewNop(), k, opts), local, health
+}
+
+func TestNodeWideInputsAreFollowedWithoutARestart(t *testing.T) {
+	n, p, local, health := newNorthSouthProxier(t, "192.168.50.11", "127.0.0.1", "203.0.113.7")
 	web := service("default", "web", nodePortType(30080))
 	lb := service("default", "lb", loadBalancer("203.0.113.7"), externalLocal(32000), withClusterIP("10.96.0.20"),
 		func(s *v1.Service) { s.Spec.Ports[0].NodePort = 30081 })
@@ -207,5 +215,85 @@ func TestNodeWideInputsAreFollowedWithoutARestart(t *testing.T) {
 	}
 	if sets := n.sets.Dump(); strings.Contains(sets, "30081") || strings.Contains(sets, "203.0.113.7") {
 		t.Errorf("LoadBalancer set members left:\n%s", sets)
+	}
+}
+
+func TestAServiceChangingTypeEndsWithItsLastType(t *testing.T) {
+	n, p, _, health := newNorthSouthProxier(t, "192.168.50.11")
+	p.OnNode(nodeObject("192.168.50.11"))
+	p.OnSlice(slice("default", "web-1", "web", withEndpoints(ep("10.244.1.1", onNode(testNode)))))
+	clusterIP := service("default", "web")
+	p.OnService(clusterIP)
+	mustSync(t, p, false)
+	wantIPVS, wantSets := n.ipvsDump(), n.sets.Dump()
+
+	steps := []struct {
+		name string
+		svc  *v1.Service
+		has  []string
+	}{
+		{"NodePort", service("default", "web", nodePortType(30080)), []string{"192.168.50.11:30080"}},
+		{"LoadBalancer", service("default", "web", loadBalancer("203.0.113.7"), externalLocal(32000), sourceRangesOf("198.51.100.0/24")),
+			[]string{"192.168.50.11:30080", "203.0.113.7:80", "203.0.113.7/32"}},
+		{"ClusterIP", clusterIP, nil},
+	}
+	for _, st := range steps {
+		p.OnService(st.svc)
+		mustSync(t, p, false)
+		dump := n.ipvsDump()
+		for _, h := range st.has {
+			if !strings.Contains(dump, h) {
+				t.Errorf("%s: no %s in:\n%s", st.name, h, dump)
+			}
+		}
+	}
+	if got := n.ipvsDump(); got != wantIPVS {
+		t.Errorf("back to ClusterIP, IPVS:\n%s\nwant:\n%s", got, wantIPVS)
+	}
+	if got := n.sets.Dump(); got != wantSets {
+		t.Errorf("back to ClusterIP, ipsets:\n%s\nwant:\n%s", got, wantSets)
+	}
+	if len(health.services) != 0 {
+		t.Errorf("back to ClusterIP, health ports: %s", health)
+	}
+	// And a full sync agrees: nothing is left to repair.
+	n.resetCalls()
+	mustSync(t, p, true)
+	if _, w := n.calls(); w != 0 {
+		t.Errorf("a full sync after the type changes wrote %d times", w)
+	}
+}
+
+func TestAnExternalIPOnAnotherServicesClusterIPIsAConflict(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	// "a/owner" has 10.96.0.10:80 as its ClusterIP; "b/claimer" names it as
+	// an external IP. The first by namespace/name owns it, whatever the
+	// order of events.
+	claimer := service("b", "claimer", withClusterIP("10.96.0.20"), externalIPs("10.96.0.10"))
+	owner := service("a", "owner")
+	p.OnService(claimer)
+	p.OnSlice(slice("b", "claimer-1", "claimer", withEndpoints(ep("10.244.2.2"))))
+	mustSync(t, p, false)
+	if dump := n.ipvsDump(); !strings.Contains(dump, "-a -t 10.96.0.10:80 -r 10.244.2.2:8080") {
+		t.Fatalf("the external IP alone is not programmed:\n%s", dump)
+	}
+	p.OnService(owner)
+	p.OnSlice(slice("a", "owner-1", "owner", withEndpoints(ep("10.244.1.1"))))
+	mustSync(t, p, false)
+	dump := n.ipvsDump()
+	if !strings.Contains(dump, "-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1\n-A") {
+		t.Errorf("the ClusterIP's owner does not own 10.96.0.10:80:\n%s", dump)
+	}
+	if p.Skipped()[ReasonConflictingVIPAndPort] == 0 {
+		t.Errorf("the conflict is not counted: %v", p.Skipped())
+	}
+	if sets := n.sets.Dump(); strings.Contains(sets, "KIPVS-EXTERNAL-IP 10.96.0.10") {
+		t.Errorf("the loser's set member is programmed:\n%s", sets)
+	}
+	p.OnServiceDelete(owner)
+	mustSync(t, p, false)
+	if sets := n.sets.Dump(); !strings.Contains(sets, "add KIPVS-EXTERNAL-IP 10.96.0.10,tcp:80") {
+		t.Errorf("the claimer did not take over:\n%s", sets)
 	}
 }

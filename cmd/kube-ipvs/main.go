@@ -21,7 +21,7 @@ func main() {
 	fs := flag.NewFlagSet("kube-ipvs", flag.ExitOnError)
 	flags := config.BindFlags(fs)
 	objectsDir := fs.String("objects-dir", "",
-		"read Services and EndpointSlices from the YAML files in this directory (re-read every second) instead of an apiserver; for tests and demos")
+		"read Services, EndpointSlices and Nodes from the YAML files in this directory (re-read every second) instead of an apiserver; for tests and demos")
 	_ = fs.Parse(os.Args[1:])
 
 	cfg, err := flags.Resolve(os.ReadFile, os.Getenv, os.Hostname)

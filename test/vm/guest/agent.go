@@ -25,7 +25,7 @@ const NodeName = "node-a"
 // ClusterCIDR is the pod range the agent is told about.
 const ClusterCIDR = "10.244.0.0/16"
 
-// Objects is a directory of Service and EndpointSlice YAML files that the
+// Objects is a directory of Service, EndpointSlice and Node YAML files that the
 // agent reads with --objects-dir, standing in for the apiserver.
 type Objects struct {
 	t   testing.TB
