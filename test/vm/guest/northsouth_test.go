@@ -79,8 +79,21 @@ func TestNodePortOnTwoNodes(t *testing.T) {
 	objs := bed.NewObjects(t)
 	objs.Put("web", northSouthService("web", netip.MustParseAddr("10.96.5.10"), v1.ServiceTypeNodePort, []int32{30080, 30080}, ports...))
 	objs.Put("web-1", BedSlice("web-1", "web", ports, aWeb, bWeb))
+	// The same pods behind a NodePort with ClientIP session affinity.
+	sticky := northSouthService("sticky", netip.MustParseAddr("10.96.5.20"), v1.ServiceTypeNodePort, []int32{30081}, ports[0])
+	sticky.Spec.SessionAffinity = v1.ServiceAffinityClientIP
+	sticky.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr(int32(600))}}
+	objs.Put("sticky", sticky)
+	objs.Put("sticky-1", BedSlice("sticky-1", "sticky", ports[:1], aWeb, bWeb))
 	for _, n := range bed.Nodes() {
 		n.StartAgent(t, objs)
+	}
+	for _, n := range bed.Nodes() {
+		sp := ap(n.IP, 30081)
+		n.WaitIPVS(t, VSLine("TCP", sp, "rr")+` persistent 600`)
+		if tally := CountTCP(bed.External, sp, 10); tally.Failed > 0 || len(tally.ByName) != 1 {
+			t.Errorf("%s with ClientIP affinity from one client: %s; want one pod, every time", sp, tally)
+		}
 	}
 	for _, n := range bed.Nodes() {
 		np := ap(n.IP, 30080)
