@@ -209,7 +209,7 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 		b := partBuilder{cfg: cfg, base: base, proto: proto}
 		f.Servers = append(f.Servers, b.part(ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)}, cluster,
 			clusterIPEntry(cfg.Family, ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)})))
-		for _, a := range ext.addrs {
+		for _, a := range ext {
 			k := ipvs.ServiceKey{Addr: a.addr, Proto: proto, Port: uint16(sp.Port)}
 			f.Servers = append(f.Servers, b.part(k, external, a.entries(cfg.Family, k, externalLocal)...))
 		}
@@ -235,7 +235,7 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 		// A ClusterIP, external IP or load-balancer IP is accepted on the
 		// node by binding it on kipvs0, unless the node has it already.
 		f.Addrs = append(f.Addrs, vip)
-		for _, a := range ext.addrs {
+		for _, a := range ext {
 			if a.bind {
 				f.Addrs = append(f.Addrs, a.addr)
 			}

@@ -38,11 +38,6 @@ type extAddr struct {
 	ranges   []netip.Prefix
 }
 
-// extAddrs are a Service's external and load-balancer IPs of one family.
-type extAddrs struct {
-	addrs []extAddr
-}
-
 // entries are the set members of virtual server k on a: its kind's set,
 // EXTERNAL-LOCAL with externalTrafficPolicy Local, and for a load-balancer
 // IP with source ranges FIREWALL and one SOURCE-RANGES member per range.
@@ -81,11 +76,11 @@ func dualStack(svc *v1.Service) bool { return len(svc.Spec.IPFamilies) > 1 }
 
 // externalAddrs collects the Service's external IPs and, for a
 // LoadBalancer, its ingress IPs, of cfg.Family, sorted by address.
-func externalAddrs(svc *v1.Service, cfg BuildConfig, skip func(Reason, string, ...any)) extAddrs {
-	var out extAddrs
+func externalAddrs(svc *v1.Service, cfg BuildConfig, skip func(Reason, string, ...any)) []extAddr {
+	var out []extAddr
 	add := func(a extAddr) {
 		a.bind = !cfg.LocalAddrs[a.addr]
-		out.addrs = append(out.addrs, a)
+		out = append(out, a)
 	}
 	for _, s := range svc.Spec.ExternalIPs {
 		if a, ok := usableAddr(svc, cfg, s, "externalIP", externalIPReasons, cfg.ExternalIPCIDRs, skip); ok {
@@ -118,9 +113,8 @@ func externalAddrs(svc *v1.Service, cfg BuildConfig, skip func(Reason, string, .
 			add(e)
 		}
 	}
-	slices.SortStableFunc(out.addrs, func(a, b extAddr) int { return a.addr.Compare(b.addr) })
-	out.addrs = slices.CompactFunc(out.addrs, func(a, b extAddr) bool { return a.addr == b.addr })
-	return out
+	slices.SortStableFunc(out, func(a, b extAddr) int { return a.addr.Compare(b.addr) })
+	return slices.CompactFunc(out, func(a, b extAddr) bool { return a.addr == b.addr })
 }
 
 // addrReasons are the reasons an external or load-balancer IP is skipped:
