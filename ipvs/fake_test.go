@@ -69,6 +69,39 @@ func TestFakeOperations(t *testing.T) {
 			wantMsg: "adding virtual server --proto-50 10.0.0.1:0: unsupported protocol proto-50",
 		},
 		{
+			name: "add firewall-mark service",
+			op: func(f *Fake) error {
+				return f.AddService(Service{Key: fwm, Scheduler: "wlc", Persistent: true, Timeout: 60})
+			},
+			wantDump: lines("-A -t 10.96.0.10:80 -s rr", "-a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1", "-A -f 8193 -s wlc -p 60"),
+		},
+		{
+			name: "add firewall-mark service with an address",
+			op: func(f *Fake) error {
+				return f.AddService(rr(ServiceKey{Addr: web.Addr, Mark: 8193}))
+			},
+			wantMsg: "adding virtual server -f 8193: firewall-mark key has address 10.96.0.10, want 0.0.0.0 or ::",
+		},
+		{
+			name: "add firewall-mark service with a port",
+			op: func(f *Fake) error {
+				return f.AddService(rr(ServiceKey{Addr: fwm6.Addr, Proto: TCP, Port: 80, Mark: 8193}))
+			},
+			wantMsg: "adding virtual server -f 8193 -6: firewall-mark key has protocol 6 and port 80, want neither",
+		},
+		{
+			name:    "update missing firewall-mark service",
+			op:      func(f *Fake) error { return f.UpdateService(rr(fwm)) },
+			wantErr: ErrNotFound,
+			wantMsg: "updating virtual server -f 8193: not found",
+		},
+		{
+			name:    "add real server to missing firewall-mark service",
+			op:      func(f *Fake) error { return f.AddDestination(fwm6, masq("[fd00::5]:8080")) },
+			wantErr: ErrNotFound,
+			wantMsg: "adding real server [fd00::5]:8080 to -f 8193 -6: not found",
+		},
+		{
 			name: "update service",
 			op: func(f *Fake) error {
 				return f.UpdateService(Service{Key: web, Scheduler: "sh", Persistent: true, Timeout: 60})
@@ -209,6 +242,99 @@ func TestFakeOperations(t *testing.T) {
 	}
 }
 
+func TestFakeMarkKeys(t *testing.T) {
+	seed := lines(
+		"-A -t 10.96.0.10:80 -s rr",
+		"-A -f 8193 -s rr",
+		"-a -f 8193 -r 10.244.1.5:8080 -m -w 1",
+		"-A -f 8193 -6 -s rr",
+	)
+	tests := []struct {
+		name     string
+		op       func(f *Fake) error
+		wantErr  error  // nil: any error, or success
+		wantMsg  string // whole error text; "" for success
+		wantDump string
+	}{
+		{
+			name: "update scheduler and persistence",
+			op: func(f *Fake) error {
+				return f.UpdateService(Service{Key: fwm6, Scheduler: "mh", Persistent: true, Timeout: 10800, Flags: SchedFlag2})
+			},
+			wantDump: lines("-A -t 10.96.0.10:80 -s rr", "-A -f 8193 -s rr", "-a -f 8193 -r 10.244.1.5:8080 -m -w 1", "-A -f 8193 -6 -s mh -p 10800 -b mh-port"),
+		},
+		{
+			name: "add real servers of each family",
+			op: func(f *Fake) error {
+				return errors.Join(
+					f.AddDestination(fwm, masq("10.244.1.6:8080")),
+					f.AddDestination(fwm6, masq("[fd00::5]:8080")),
+				)
+			},
+			wantDump: lines(
+				"-A -t 10.96.0.10:80 -s rr",
+				"-A -f 8193 -s rr",
+				"-a -f 8193 -r 10.244.1.5:8080 -m -w 1",
+				"-a -f 8193 -r 10.244.1.6:8080 -m -w 1",
+				"-A -f 8193 -6 -s rr",
+				"-a -f 8193 -6 -r [fd00::5]:8080 -m -w 1",
+			),
+		},
+		{
+			name: "update real server",
+			op: func(f *Fake) error {
+				return f.UpdateDestination(fwm, Destination{Addr: netip.MustParseAddrPort("10.244.1.5:8080"), Weight: 0})
+			},
+			wantDump: lines("-A -t 10.96.0.10:80 -s rr", "-A -f 8193 -s rr", "-a -f 8193 -r 10.244.1.5:8080 -m -w 0", "-A -f 8193 -6 -s rr"),
+		},
+		{
+			name:     "delete real server",
+			op:       func(f *Fake) error { return f.DeleteDestination(fwm, netip.MustParseAddrPort("10.244.1.5:8080")) },
+			wantDump: lines("-A -t 10.96.0.10:80 -s rr", "-A -f 8193 -s rr", "-A -f 8193 -6 -s rr"),
+		},
+		{
+			name:     "delete one family's service",
+			op:       func(f *Fake) error { return f.DeleteService(fwm) },
+			wantDump: lines("-A -t 10.96.0.10:80 -s rr", "-A -f 8193 -6 -s rr"),
+		},
+		{
+			name:    "add a taken mark",
+			op:      func(f *Fake) error { return f.AddService(Service{Key: fwm6, Scheduler: "wlc"}) },
+			wantErr: ErrExists,
+			wantMsg: "adding virtual server -f 8193 -6: already exists",
+		},
+		{
+			name:    "real server of the mark's other family",
+			op:      func(f *Fake) error { return f.AddDestination(fwm, masq("[fd00::5]:8080")) },
+			wantMsg: "adding real server [fd00::5]:8080 to -f 8193: real server [fd00::5]:8080 is not of the virtual server's address family",
+		},
+		{
+			name:    "other mark",
+			op:      func(f *Fake) error { return f.DeleteService(MarkKey(8194, false)) },
+			wantErr: ErrNotFound,
+			wantMsg: "deleting virtual server -f 8194: not found",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := seeded(t, seed)
+			err := tc.op(f)
+			if tc.wantMsg == "" {
+				mustDo(t, err)
+				diff(t, "Dump", f.Dump(), tc.wantDump)
+				return
+			}
+			if err == nil || err.Error() != tc.wantMsg {
+				t.Fatalf("error = %v, want %q", err, tc.wantMsg)
+			}
+			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Errorf("error %v is not %v", err, tc.wantErr)
+			}
+			diff(t, "Dump after a failed call", f.Dump(), seed)
+		})
+	}
+}
+
 func TestFakeDumpSorted(t *testing.T) {
 	f := NewFake()
 	// Added out of order on purpose.
@@ -217,6 +343,9 @@ func TestFakeDumpSorted(t *testing.T) {
 	mustDo(t, f.AddService(Service{Key: web, Scheduler: "wlc", Persistent: true, Timeout: 10800}))
 	mustDo(t, f.AddService(rr(dns)))
 	mustDo(t, f.AddService(rr(key(TCP, "10.96.0.2:443"))))
+	mustDo(t, f.AddService(rr(fwm6)))
+	mustDo(t, f.AddService(rr(MarkKey(2, false))))
+	mustDo(t, f.AddService(rr(fwm)))
 	mustDo(t, f.AddDestination(web, masq("10.244.10.1:8080")))
 	mustDo(t, f.AddDestination(web, masq("10.244.2.1:8080")))
 	mustDo(t, f.AddDestination(web, masq("10.244.2.1:80")))
@@ -231,6 +360,9 @@ func TestFakeDumpSorted(t *testing.T) {
 		"-A --sctp-service 10.96.0.10:80 -s rr",
 		"-A -t [fd00::10]:80 -s rr",
 		"-a -t [fd00::10]:80 -r [fd00:244::5]:8080 -i -w 2",
+		"-A -f 2 -s rr",
+		"-A -f 8193 -s rr",
+		"-A -f 8193 -6 -s rr",
 	)
 	diff(t, "Dump", f.Dump(), want)
 	diff(t, "DumpService", f.DumpService(web6), lines("-A -t [fd00::10]:80 -s rr", "-a -t [fd00::10]:80 -r [fd00:244::5]:8080 -i -w 2"))
@@ -242,7 +374,7 @@ func TestFakeDumpSorted(t *testing.T) {
 	for _, s := range svcs {
 		keys = append(keys, s.Key)
 	}
-	wantKeys := []ServiceKey{key(TCP, "10.96.0.2:443"), web, dns, key(SCTP, "10.96.0.10:80"), web6}
+	wantKeys := []ServiceKey{key(TCP, "10.96.0.2:443"), web, dns, key(SCTP, "10.96.0.10:80"), web6, MarkKey(2, false), fwm, fwm6}
 	if len(keys) != len(wantKeys) {
 		t.Fatalf("ListServices keys = %v, want %v", keys, wantKeys)
 	}
@@ -453,6 +585,10 @@ func TestFakeLoadRoundTrip(t *testing.T) {
 		"-A --sctp-service 10.96.0.10:80 -s rr",
 		"-A -t [fd00::10]:80 -s rr -p 0",
 		"-a -t [fd00::10]:80 -r [fd00:244::5]:8080 -i -w 2",
+		"-A -f 8193 -s mh -b mh-fallback,mh-port",
+		"-a -f 8193 -r 10.244.2.1:8080 -m -w 1",
+		"-A -f 8193 -6 -s rr -p 10800",
+		"-a -f 8193 -6 -r [fd00:244::5]:8080 -m -w 3",
 	)
 	f := seeded(t, text)
 	diff(t, "Dump of loaded text", f.Dump(), text)

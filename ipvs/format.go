@@ -2,6 +2,7 @@ package ipvs
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -13,9 +14,14 @@ import (
 //
 //	-A -t 10.96.0.10:80 -s mh -p 10800 -b mh-port
 //	-a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1
+//	-A -f 8193 -s rr
+//	-a -f 8193 -r 10.244.1.5:8080 -m -w 1
+//	-A -f 8193 -6 -s rr
 //
-// Virtual servers are sorted by ServiceKey.Compare, each followed by its
-// real servers sorted by address then port. IPv6 addresses are bracketed.
+// Virtual servers are sorted by ServiceKey.Compare (firewall-mark ones
+// last), each followed by its real servers sorted by address then port.
+// IPv6 addresses are bracketed; an IPv6 firewall-mark virtual server is
+// written `-f MARK -6`, as ipvsadm writes it.
 // Real servers whose key has no entry in services are not rendered. The
 // output is deterministic, so two states can be compared as text; Parse
 // reads it back.
@@ -56,7 +62,9 @@ func sortDests(ds []Destination) {
 
 // Parse reads text in the format Format writes (and that `ipvsadm -Sn`
 // prints) back into virtual servers and real servers. Blank lines and lines
-// starting with '#' are skipped. Options may come in any order; as in
+// starting with '#' are skipped. A virtual server is -t, -u or
+// --sctp-service with an address:port, or -f with a firewall mark, IPv4
+// unless -6 is among the options. Options may come in any order; as in
 // ipvsadm, a real server without -m, -g or -i is direct-routed (-g) and one
 // without -w has weight 1. A real server must follow its virtual server.
 // Errors name the line; a repeated virtual server or real server wraps
@@ -125,6 +133,7 @@ func parseRule(f []string) (rule, error) {
 	if err := r.parseOptions(f[3:]); err != nil {
 		return r, err
 	}
+	key = r.svc.Key // -6 may have changed it
 	if r.isService && r.svc.Scheduler == "" {
 		return r, fmt.Errorf("virtual server %s has no -s scheduler", key)
 	}
@@ -137,10 +146,17 @@ func parseRule(f []string) (rule, error) {
 	return r, validateDest(key, r.dest)
 }
 
-// parseKey parses a protocol option and an address:port.
+// parseKey parses a protocol option and an address:port, or -f and a
+// firewall mark (an IPv4 one; a later -6 makes it IPv6).
 func parseKey(flag, addr string) (ServiceKey, error) {
 	var k ServiceKey
 	switch flag {
+	case "-f", "--fwmark-service":
+		m, err := strconv.ParseUint(addr, 10, 32)
+		if err != nil || m == 0 {
+			return k, fmt.Errorf("firewall mark %q is not a number in 1..%d", addr, uint32(math.MaxUint32))
+		}
+		return MarkKey(uint32(m), false), nil
 	case "-t", "--tcp-service":
 		k.Proto = TCP
 	case "-u", "--udp-service":
@@ -164,6 +180,10 @@ func (r *rule) parseOptions(opts []string) error {
 		opt := opts[i]
 		if fwd, ok := forwardFlags[opt]; ok && !r.isService {
 			r.dest.Forward = fwd
+			continue
+		}
+		if (opt == "-6" || opt == "--ipv6") && r.svc.Key.IsMark() {
+			r.svc.Key = MarkKey(r.svc.Key.Mark, true)
 			continue
 		}
 		if i+1 >= len(opts) {

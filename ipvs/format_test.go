@@ -35,6 +35,30 @@ func TestFormat(t *testing.T) {
 			),
 		},
 		{
+			name: "firewall-mark virtual servers after address ones, IPv4 before IPv6",
+			services: []Service{
+				{Key: fwm6, Scheduler: "mh", Flags: SchedFlag2},
+				{Key: MarkKey(1, false), Scheduler: "rr"},
+				rr(web6),
+				{Key: fwm, Scheduler: "wlc", Persistent: true, Timeout: 10800},
+				rr(web),
+			},
+			dests: map[ServiceKey][]Destination{
+				fwm:  {masq("10.244.9.1:8080"), masq("10.244.1.5:8080")},
+				fwm6: {{Addr: netip.MustParseAddrPort("[fd00::5]:8080"), Weight: 0, Forward: Masquerade}},
+			},
+			want: lines(
+				"-A -t 10.96.0.10:80 -s rr",
+				"-A -t [fd00::10]:80 -s rr",
+				"-A -f 1 -s rr",
+				"-A -f 8193 -s wlc -p 10800",
+				"-a -f 8193 -r 10.244.1.5:8080 -m -w 1",
+				"-a -f 8193 -r 10.244.9.1:8080 -m -w 1",
+				"-A -f 8193 -6 -s mh -b mh-port",
+				"-a -f 8193 -6 -r [fd00::5]:8080 -m -w 0",
+			),
+		},
+		{
 			name:     "timeout without persistence is not rendered",
 			services: []Service{{Key: web, Scheduler: "wrr", Timeout: 300}},
 			want:     lines("-A -t 10.96.0.10:80 -s wrr"),
@@ -89,9 +113,52 @@ func TestParse(t *testing.T) {
 				"-A -u [fd00::1]:53 -s rr",
 			),
 		},
+		{
+			name: "firewall marks, -6 anywhere, long options",
+			text: lines(
+				"-A -f 8193 -s rr",
+				"-a -f 8193 -r 10.244.1.5:8080 -m -w 1",
+				"-A -f 8193 -s wlc -6 -p 60",
+				"-a -f 8193 -r [fd00::5]:8080 -6 -m",
+				"-A --fwmark-service 7 --ipv6 -s sh -b sh-fallback",
+				"-A -f 08 -s rr",
+				"-A -t 10.96.0.10:80 -s rr",
+			),
+			want: lines(
+				"-A -t 10.96.0.10:80 -s rr",
+				"-A -f 7 -6 -s sh -b sh-fallback",
+				"-A -f 8 -s rr",
+				"-A -f 8193 -s rr",
+				"-a -f 8193 -r 10.244.1.5:8080 -m -w 1",
+				"-A -f 8193 -6 -s wlc -p 60",
+				"-a -f 8193 -6 -r [fd00::5]:8080 -m -w 1",
+			),
+		},
 		{name: "unknown command", text: "-X -t 1.2.3.4:80\n", wantMsg: `line 1: unknown command "-X", want -A or -a`},
 		{name: "missing address", text: "-A -t\n", wantMsg: "line 1: -A needs a protocol option and an address"},
-		{name: "unknown protocol", text: "-A -f 1 -s rr\n", wantMsg: `line 1: unknown protocol option "-f"`},
+		{name: "unknown protocol", text: "-A -q 1.2.3.4:80 -s rr\n", wantMsg: `line 1: unknown protocol option "-q"`},
+		{name: "firewall mark 0", text: "-A -f 0 -s rr\n", wantMsg: `line 1: firewall mark "0" is not a number in 1..4294967295`},
+		{name: "firewall mark not a number", text: "-A -f 0x2001 -s rr\n", wantMsg: `line 1: firewall mark "0x2001" is not a number in 1..4294967295`},
+		{name: "firewall mark too large", text: "-A -f 4294967296 -s rr\n", wantMsg: `line 1: firewall mark "4294967296" is not a number in 1..4294967295`},
+		{name: "-6 on an address virtual server", text: "-A -t 1.2.3.4:80 -6 -s rr\n", wantMsg: `line 1: unknown option "-6"`},
+		{name: "firewall mark without scheduler", text: "-A -f 5 -6\n", wantMsg: "line 1: virtual server -f 5 -6 has no -s scheduler"},
+		{
+			name:    "real server of the IPv4 mark without -6",
+			text:    "-A -f 5 -6 -s rr\n-a -f 5 -r 10.0.0.1:80 -m\n",
+			wantErr: ErrNotFound,
+			wantMsg: "line 2: virtual server -f 5: not found",
+		},
+		{
+			name:    "IPv6 real server of an IPv4 mark",
+			text:    "-A -f 5 -s rr\n-a -f 5 -r [fd00::1]:80 -m\n",
+			wantMsg: "line 2: real server [fd00::1]:80 is not of the virtual server's address family",
+		},
+		{
+			name:    "duplicate firewall mark",
+			text:    "-A -f 5 -s rr\n-A -f 5 -6 -s rr\n-A -f 5 -s wrr\n",
+			wantErr: ErrExists,
+			wantMsg: "line 3: virtual server -f 5: already exists",
+		},
 		{name: "bad address", text: "-A -t 1.2.3.4 -s rr\n", wantMsg: `line 1: virtual server address "1.2.3.4": not an ip:port`},
 		{name: "no scheduler", text: "-A -t 1.2.3.4:80\n", wantMsg: "line 1: virtual server -t 1.2.3.4:80 has no -s scheduler"},
 		{name: "option without value", text: "-A -t 1.2.3.4:80 -s\n", wantMsg: `line 1: option "-s" is unknown here or lacks its value`},
@@ -149,6 +216,7 @@ func FuzzParseFormat(f *testing.F) {
 	f.Add(base)
 	f.Add("-A -t [fd00::10]:80 -s rr -p 0\n-a -t [fd00::10]:80 -r [fd00:244::5]:8080 -i -w 2\n")
 	f.Add("-A --sctp-service 10.0.0.1:9 -s sh\n-a --sctp-service 10.0.0.1:9 -r 10.0.0.2:9\n")
+	f.Add("-A -f 8193 -s rr\n-a -f 8193 -r 10.0.0.2:80 -m -w 1\n-A -f 8193 -6 -s rr -p 60\n-a -f 8193 -6 -r [fd00::2]:80\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		svcs, dests, err := Parse(text)
 		if err != nil {

@@ -99,8 +99,9 @@ func (k *Kernel) do(fn func(h *libipvs.Handle) error) error {
 }
 
 // ListServices returns every virtual server in the kernel, sorted by key,
-// like `ipvsadm -Ln`. Firewall-mark virtual servers (they have no address)
-// and any whose family or address cannot be represented are left out.
+// like `ipvsadm -Ln`: address virtual servers and firewall-mark ones
+// (MarkKey). Any whose family or address cannot be represented is left
+// out.
 func (k *Kernel) ListServices() ([]Service, error) {
 	var raw []*libipvs.Service
 	err := k.do(func(h *libipvs.Handle) (err error) {
@@ -127,8 +128,9 @@ func servicesFromLib(raw []*libipvs.Service) []Service {
 }
 
 // AddService creates a virtual server, like
-// `ipvsadm -A -t VIP:PORT -s rr [-p TIMEOUT]`; ErrExists if the key is
-// taken, ErrNoScheduler if the kernel lacks the scheduler.
+// `ipvsadm -A -t VIP:PORT -s rr [-p TIMEOUT]` or `ipvsadm -A -f MARK -s rr`;
+// ErrExists if the key is taken, ErrNoScheduler if the kernel lacks the
+// scheduler.
 func (k *Kernel) AddService(s Service) error {
 	return k.serviceOp(MethodAddService, s, (*libipvs.Handle).NewService)
 }
@@ -261,15 +263,20 @@ const (
 )
 
 // toLibService converts a virtual server for github.com/moby/ipvs. Only
-// Key is needed to find one; the timeout is sent only when persistent.
+// Key is needed to find one; the timeout is sent only when persistent. A
+// firewall-mark virtual server is sent as its family and FWMark, with no
+// address, protocol or port (github.com/moby/ipvs sends none of them when
+// FWMark is set).
 func toLibService(s Service) *libipvs.Service {
 	ls := &libipvs.Service{
-		Address:       net.IP(s.Key.Addr.AsSlice()),
-		Protocol:      uint16(s.Key.Proto),
-		Port:          s.Key.Port,
 		SchedName:     s.Scheduler,
 		AddressFamily: syscall.AF_INET,
 		Netmask:       netmaskV4,
+	}
+	if s.Key.IsMark() {
+		ls.FWMark = s.Key.Mark
+	} else {
+		ls.Address, ls.Protocol, ls.Port = net.IP(s.Key.Addr.AsSlice()), uint16(s.Key.Proto), s.Key.Port
 	}
 	if s.Key.Addr.Is6() {
 		ls.AddressFamily, ls.Netmask = syscall.AF_INET6, netmaskV6
@@ -281,19 +288,18 @@ func toLibService(s Service) *libipvs.Service {
 	return ls
 }
 
-// fromLibService converts a virtual server from a kernel dump; false for a
-// firewall-mark virtual server or one whose family or address is not plain
-// IPv4 or IPv6.
+// fromLibService converts a virtual server from a kernel dump; false for
+// one whose family or address is not plain IPv4 or IPv6.
 func fromLibService(ls *libipvs.Service) (Service, bool) {
-	if ls == nil || ls.FWMark != 0 {
+	if ls == nil {
 		return Service{}, false
 	}
-	addr, ok := addrFromLib(ls.AddressFamily, ls.Address)
+	key, ok := keyFromLib(ls)
 	if !ok {
 		return Service{}, false
 	}
 	s := Service{
-		Key:        ServiceKey{Addr: addr, Proto: Protocol(ls.Protocol), Port: ls.Port},
+		Key:        key,
 		Scheduler:  ls.SchedName,
 		Persistent: ls.Flags&flagPersistent != 0,
 		Timeout:    ls.Timeout,
@@ -302,6 +308,27 @@ func fromLibService(ls *libipvs.Service) (Service, bool) {
 		Flags: SchedFlags(ls.Flags) & schedFlagsMask,
 	}
 	return normalize(s), true
+}
+
+// keyFromLib returns the key of a virtual server from a kernel dump. The
+// kernel reports a firewall-mark virtual server with its family and mark
+// only, so github.com/moby/ipvs lists it with FWMark set, Address nil and
+// Protocol and Port 0; it becomes MarkKey of that family.
+func keyFromLib(ls *libipvs.Service) (ServiceKey, bool) {
+	if ls.FWMark != 0 {
+		switch ls.AddressFamily {
+		case syscall.AF_INET:
+			return MarkKey(ls.FWMark, false), true
+		case syscall.AF_INET6:
+			return MarkKey(ls.FWMark, true), true
+		}
+		return ServiceKey{}, false
+	}
+	addr, ok := addrFromLib(ls.AddressFamily, ls.Address)
+	if !ok {
+		return ServiceKey{}, false
+	}
+	return ServiceKey{Addr: addr, Proto: Protocol(ls.Protocol), Port: ls.Port}, true
 }
 
 // addrFromLib converts an address of the given family; false when the

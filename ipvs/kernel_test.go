@@ -47,6 +47,16 @@ func TestToLibService(t *testing.T) {
 			want: libipvs.Service{Address: net.ParseIP("fd00::a"), Protocol: 17, Port: 53, SchedName: "sh", Flags: 1, Timeout: 10800, AddressFamily: syscall.AF_INET6, Netmask: 128},
 		},
 		{
+			name: "ipv4 firewall mark, no address, protocol or port",
+			in:   rr(MarkKey(8193, false)),
+			want: libipvs.Service{FWMark: 8193, SchedName: "rr", AddressFamily: syscall.AF_INET, Netmask: 0xffffffff},
+		},
+		{
+			name: "ipv6 firewall mark persistent with flags",
+			in:   Service{Key: MarkKey(8193, true), Scheduler: "mh", Persistent: true, Timeout: 60, Flags: SchedFlag2},
+			want: libipvs.Service{FWMark: 8193, SchedName: "mh", Flags: 1 | 0x10, Timeout: 60, AddressFamily: syscall.AF_INET6, Netmask: 128},
+		},
+		{
 			name: "timeout not sent without persistence",
 			in:   Service{Key: key(SCTP, "10.0.0.1:9"), Scheduler: "rr", Timeout: 60},
 			want: libipvs.Service{Address: net.IPv4(10, 0, 0, 1).To4(), Protocol: 132, Port: 9, SchedName: "rr", AddressFamily: syscall.AF_INET, Netmask: 0xffffffff},
@@ -69,7 +79,12 @@ func TestToLibService(t *testing.T) {
 func TestServicesFromLib(t *testing.T) {
 	raw := []*libipvs.Service{
 		{Address: net.ParseIP("fd00::a"), Protocol: 6, Port: 80, SchedName: "rr", AddressFamily: syscall.AF_INET6},
-		{FWMark: 7, SchedName: "rr", AddressFamily: syscall.AF_INET}, // firewall mark: skipped
+		// Firewall marks as github.com/moby/ipvs lists them: FWMark and
+		// family, no Address, Protocol 0, Port 0.
+		{FWMark: 8193, SchedName: "rr", Flags: 2, AddressFamily: syscall.AF_INET6, Netmask: 128},
+		{FWMark: 8193, SchedName: "wlc", Flags: 1 | 2, Timeout: 60, AddressFamily: syscall.AF_INET, Netmask: 0xffffffff},
+		{FWMark: 7, SchedName: "rr", AddressFamily: syscall.AF_INET},
+		{FWMark: 9, SchedName: "rr", AddressFamily: 99}, // unknown family
 		{Address: net.IP{10, 96, 0, 10}, Protocol: 17, Port: 53, SchedName: "wlc", Flags: 1 | 2, Timeout: 300, AddressFamily: syscall.AF_INET},
 		{Address: net.IP{10, 96, 0, 11}, Protocol: 6, Port: 80, SchedName: "rr", Timeout: 300, AddressFamily: syscall.AF_INET},
 		{Address: net.IP{10, 96, 0, 12}, Protocol: 6, Port: 80, SchedName: "rr", AddressFamily: 99},               // unknown family
@@ -82,6 +97,9 @@ func TestServicesFromLib(t *testing.T) {
 		"-A -u 10.96.0.10:53 -s wlc -p 300",
 		"-A -t 10.96.0.11:80 -s rr",
 		"-A -t [fd00::a]:80 -s rr",
+		"-A -f 7 -s rr",
+		"-A -f 8193 -s wlc -p 60",
+		"-A -f 8193 -6 -s rr",
 	)
 	diff(t, "servicesFromLib", got, want)
 }
@@ -100,6 +118,10 @@ func TestDestsFromLib(t *testing.T) {
 		"-a -t 10.96.0.10:80 -r 10.244.2.1:8080 -m -w 1",
 	)
 	diff(t, "destsFromLib", got, want)
+
+	mark := MarkKey(8193, true)
+	got = Format([]Service{rr(mark)}, map[ServiceKey][]Destination{mark: destsFromLib(mark, raw)})
+	diff(t, "destsFromLib of an IPv6 firewall mark", got, lines("-A -f 8193 -6 -s rr", "-a -f 8193 -6 -r [fd00::1]:80 -m -w 1"))
 }
 
 func TestToLibDest(t *testing.T) {
@@ -172,6 +194,11 @@ func TestKernelRejectsInvalidInputBeforeNetlink(t *testing.T) {
 		k.AddDestination(web, masq("[fd00::1]:80")),
 		k.UpdateDestination(web, Destination{Addr: netip.MustParseAddrPort("10.0.0.1:1"), Weight: -1}),
 		k.DeleteDestination(web, netip.AddrPort{}),
+		k.AddService(rr(ServiceKey{Mark: 7})),
+		k.UpdateService(rr(ServiceKey{Addr: netip.IPv4Unspecified(), Proto: TCP, Port: 80, Mark: 7})),
+		k.DeleteService(ServiceKey{Addr: netip.MustParseAddr("10.0.0.1"), Mark: 7}),
+		k.AddDestination(MarkKey(7, false), masq("[fd00::1]:80")),
+		k.AddService(rr(MarkKey(0, false))),
 	}
 	_, err := k.ListDestinations(ServiceKey{})
 	errs = append(errs, err)

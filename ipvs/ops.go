@@ -63,7 +63,11 @@ func validateAddr(a netip.Addr) error {
 }
 
 // validateKey checks a virtual server key before it is sent to the kernel.
+// A firewall-mark key must be as MarkKey makes it.
 func validateKey(k ServiceKey) error {
+	if k.IsMark() {
+		return validateMarkKey(k)
+	}
 	if err := validateAddr(k.Addr); err != nil {
 		return err
 	}
@@ -72,6 +76,18 @@ func validateKey(k ServiceKey) error {
 		return nil
 	}
 	return fmt.Errorf("unsupported protocol %s", k.Proto)
+}
+
+// validateMarkKey checks a firewall-mark key: the unspecified address of
+// its family, no protocol and no port, as MarkKey makes it.
+func validateMarkKey(k ServiceKey) error {
+	if k.Addr != netip.IPv4Unspecified() && k.Addr != netip.IPv6Unspecified() {
+		return fmt.Errorf("firewall-mark key has address %v, want 0.0.0.0 or ::", k.Addr)
+	}
+	if k.Proto != 0 || k.Port != 0 {
+		return fmt.Errorf("firewall-mark key has protocol %d and port %d, want neither", uint16(k.Proto), k.Port)
+	}
+	return nil
 }
 
 // validateService checks a whole virtual server. An empty scheduler is

@@ -5,6 +5,7 @@
 package ipvs
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -47,36 +48,77 @@ func (p Protocol) Flag() string {
 	return fmt.Sprintf("--proto-%d", uint16(p))
 }
 
-// ServiceKey identifies a virtual server: address, protocol and port, like
-// `-t 10.96.0.10:53` in ipvsadm.
+// ServiceKey identifies a virtual server. It is one of two kinds:
+//
+//   - an address virtual server, keyed by address, protocol and port, like
+//     `-t 10.96.0.10:53` in ipvsadm; Mark is 0.
+//   - a firewall-mark virtual server, keyed by the packet mark netfilter set
+//     (`iptables -t mangle … -j MARK --set-mark 8193`), like `-f 8193` in
+//     ipvsadm; build it with MarkKey. Mark is not 0, Addr is the unspecified
+//     address of the family (0.0.0.0 or ::), which is how the family is
+//     carried, and Proto and Port are 0.
+//
+// Keys are comparable: two keys are the same virtual server exactly when
+// they are ==.
 type ServiceKey struct {
 	Addr  netip.Addr
 	Proto Protocol
 	Port  uint16
+	// Mark is the firewall mark of a firewall-mark virtual server; 0 for
+	// an address virtual server.
+	Mark uint32
 }
 
-// AddrPort returns the key's address and port.
+// MarkKey returns the key of the firewall-mark virtual server of mark in
+// one family, like `-f 8193` (IPv4) or `-f 8193 -6` (IPv6) in ipvsadm. The
+// mark must not be 0: MarkKey(0, …) is no valid key of either kind, and
+// every Interface method refuses it.
+func MarkKey(mark uint32, ipv6 bool) ServiceKey {
+	addr := netip.IPv4Unspecified()
+	if ipv6 {
+		addr = netip.IPv6Unspecified()
+	}
+	return ServiceKey{Addr: addr, Mark: mark}
+}
+
+// IsMark reports whether k is a firewall-mark virtual server (Mark != 0).
+func (k ServiceKey) IsMark() bool { return k.Mark != 0 }
+
+// AddrPort returns the key's address and port. It is meaningful for an
+// address virtual server only; for a firewall-mark one it is the
+// unspecified address with port 0.
 func (k ServiceKey) AddrPort() netip.AddrPort { return netip.AddrPortFrom(k.Addr, k.Port) }
 
-// String renders the key as ipvsadm does ("-t 10.96.0.10:53", "-u [fd00::a]:53").
-func (k ServiceKey) String() string { return k.Proto.Flag() + " " + k.AddrPort().String() }
-
-// Compare orders keys by address, then protocol, then port.
-func (k ServiceKey) Compare(o ServiceKey) int {
-	if c := k.Addr.Compare(o.Addr); c != 0 {
-		return c
-	}
-	if k.Proto != o.Proto {
-		if k.Proto < o.Proto {
-			return -1
+// String renders the key as `ipvsadm -Sn` does: "-t 10.96.0.10:53",
+// "-u [fd00::a]:53", and for firewall marks "-f 8193" (IPv4) and
+// "-f 8193 -6" (IPv6).
+func (k ServiceKey) String() string {
+	if k.IsMark() {
+		if k.Addr.Is6() {
+			return fmt.Sprintf("-f %d -6", k.Mark)
 		}
-		return 1
+		return fmt.Sprintf("-f %d", k.Mark)
 	}
-	return int(k.Port) - int(o.Port)
+	return k.Proto.Flag() + " " + k.AddrPort().String()
+}
+
+// Compare is a total order of keys, consistent with ==: by mark first, so
+// every address virtual server (mark 0) comes before every firewall-mark
+// one, as `ipvsadm -Sn` lists them; then by address (IPv4 before IPv6, so
+// the IPv4 virtual server of a mark comes before the IPv6 one), protocol
+// and port.
+func (k ServiceKey) Compare(o ServiceKey) int {
+	return cmp.Or(
+		cmp.Compare(k.Mark, o.Mark),
+		k.Addr.Compare(o.Addr),
+		cmp.Compare(k.Proto, o.Proto),
+		cmp.Compare(k.Port, o.Port),
+	)
 }
 
 // Service is a virtual server, like
-// `ipvsadm -A -t VIP:PORT -s mh [-p 10800] [-b mh-port]`.
+// `ipvsadm -A -t VIP:PORT -s mh [-p 10800] [-b mh-port]` or, for a
+// firewall mark, `ipvsadm -A -f 8193 -s rr`.
 type Service struct {
 	Key       ServiceKey
 	Scheduler string // "rr", "wlc", … as the kernel names it

@@ -5,9 +5,10 @@
 // unnoticed.
 //
 // The suite only makes virtual servers on 10.96.240.0/24 and
-// fd00:96:240::/64 with real servers in 10.244.240.0/24 and
-// fd00:244:240::/64, deletes each at the end of the case that made it, and
-// fails a case that leaves one behind.
+// fd00:96:240::/64, and firewall-mark virtual servers of marks 0x1f00 to
+// 0x1fff (clear of kube-ipvs' own 0x2000 to 0x3fff), with real servers in
+// 10.244.240.0/24 and fd00:244:240::/64; it deletes each at the end of the
+// case that made it, and fails a case that leaves one behind.
 package ipvstest
 
 import (
@@ -28,7 +29,10 @@ type Harness struct {
 	// server dest of the virtual server key (the suite has made dest its
 	// only real server, Masquerade, weight 1) until t ends. On a kernel
 	// it opens a TCP connection through the virtual server, so dest must
-	// answer; on a fake it sets the counts.
+	// answer; for a firewall-mark key (IPv4 only) the connection goes to
+	// an address of the harness' choosing in 10.96.240.0/24 that no case
+	// uses, its packets marked with key.Mark. On a fake it sets the
+	// counts.
 	Connect func(t *testing.T, key ipvs.ServiceKey, dest netip.AddrPort)
 }
 
@@ -36,6 +40,12 @@ type Harness struct {
 var (
 	vipRange  = []netip.Prefix{netip.MustParsePrefix("10.96.240.0/24"), netip.MustParsePrefix("fd00:96:240::/64")}
 	destRange = []netip.Prefix{netip.MustParsePrefix("10.244.240.0/24"), netip.MustParsePrefix("fd00:244:240::/64")}
+)
+
+// The suite's firewall marks (see the package comment).
+const (
+	markFirst uint32 = 0x1f00
+	markLast  uint32 = 0x1fff
 )
 
 // Run runs the contract against the tables newHarness returns, a fresh
@@ -58,6 +68,12 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"DeleteService removes its real servers", testDeleteServiceRemovesDests},
 		{"connection counts start at 0 and survive UpdateDestination", testConns},
 		{"invalid input is refused before any change", testInvalid},
+		{"firewall-mark virtual servers list apart from address ones and by family", testMarkList},
+		{"firewall-mark errors are typed", testMarkErrors},
+		{"firewall-mark UpdateService changes scheduler, persistence and flags", testMarkUpdate},
+		{"firewall-mark real servers are added, updated and deleted", testMarkDestinations},
+		{"firewall-mark DeleteService leaves the other family's mark", testMarkDelete},
+		{"a marked connection reaches the firewall-mark virtual server", testMarkConnect},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,10 +90,13 @@ type suiteCase struct {
 	h Harness
 }
 
-// ours reports whether a virtual server address is in the suite's range.
-func ours(a netip.Addr) bool {
+// ours reports whether a virtual server is in the suite's ranges.
+func ours(k ipvs.ServiceKey) bool {
+	if k.IsMark() {
+		return k.Mark >= markFirst && k.Mark <= markLast
+	}
 	for _, p := range vipRange {
-		if p.Contains(a) {
+		if p.Contains(k.Addr) {
 			return true
 		}
 	}
@@ -93,7 +112,7 @@ func (c *suiteCase) checkClean() {
 		return
 	}
 	for _, s := range svcs {
-		if ours(s.Key.Addr) {
+		if ours(s.Key) {
 			c.t.Errorf("after the case: virtual server %s left behind", s.Key)
 		}
 	}
@@ -102,7 +121,7 @@ func (c *suiteCase) checkClean() {
 // add creates a virtual server, deleted when the case ends.
 func (c *suiteCase) add(s ipvs.Service) {
 	c.t.Helper()
-	if !ours(s.Key.Addr) {
+	if !ours(s.Key) {
 		c.t.Fatalf("suite bug: %s is outside the suite's range", s.Key)
 	}
 	if err := c.h.IPVS.AddService(s); err != nil {
@@ -132,7 +151,7 @@ func (c *suiteCase) services() []ipvs.Service {
 	}
 	var out []ipvs.Service
 	for _, s := range all {
-		if ours(s.Key.Addr) {
+		if ours(s.Key) {
 			out = append(out, s)
 		}
 	}
