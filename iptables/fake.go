@@ -15,14 +15,17 @@ import (
 // Fake is an in-memory iptables of one family with the error semantics of
 // Kernel. It starts with the built-in chains of nat (PREROUTING, INPUT,
 // OUTPUT, POSTROUTING) and filter (INPUT, FORWARD, OUTPUT), empty, policy
-// ACCEPT; mangle appears with its five once used. Load seeds it with foreign rules; Dump shows it like
+// ACCEPT; mangle (its five) and security (INPUT, FORWARD, OUTPUT) appear
+// once used. Load seeds it with foreign rules; Dump shows it like
 // `iptables-save`. It is safe for concurrent use.
 //
 // Beyond Kernel's errors, writes are checked as the kernel would: a rule's
 // -j/-g target must be a target extension (ACCEPT, MASQUERADE, MARK, …) or
 // an existing chain of the table, else ErrNotFound; when IPSets is set, every
-// --match-set must name one of its sets, else ErrNotFound. Errors are worded
-// like Kernel's.
+// set a rule names (--match-set, and the SET target's --add-set, --del-set
+// and --map-set) must be one of its sets, else ErrNotFound; `-j SET
+// --map-set` is refused outside mangle, as xt_SET refuses it. Errors are
+// worded like Kernel's.
 //
 // For tests it counts calls (Calls, Reads, Writes) and injects failures
 // (FailOn, Hook).
@@ -50,7 +53,8 @@ type fakeTable struct {
 // fake (and its Dump) only once used, as iptables-save shows a table only
 // once its module is loaded.
 var lazyTables = map[string][]string{
-	TableMangle: {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+	TableMangle:   {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+	TableSecurity: {"INPUT", "FORWARD", "OUTPUT"},
 }
 
 // table returns a table, creating a lazy one on first use. f.mu must be
@@ -149,7 +153,7 @@ func (f *Fake) RestoreChains(table string, chains []Chain) error {
 	}
 	for _, c := range chains {
 		for _, r := range c.Rules {
-			if err := f.checkRule(t, declared, r); err != nil {
+			if err := f.checkRule(table, t, declared, r); err != nil {
 				return fmt.Errorf("%s: chain %s: %w", what, c.Name, err)
 			}
 		}
@@ -177,7 +181,7 @@ func (f *Fake) EnsureRule(table, chain string, spec []string) (bool, error) {
 	if slices.ContainsFunc(c.rules, func(r []string) bool { return slices.Equal(r, spec) }) {
 		return false, nil
 	}
-	if err := f.checkRule(f.tables[table], nil, spec); err != nil {
+	if err := f.checkRule(table, f.tables[table], nil, spec); err != nil {
 		return false, fmt.Errorf("%s: %w", what, err)
 	}
 	c.rules = slices.Insert(c.rules, 0, slices.Clone(spec))
@@ -263,12 +267,17 @@ func (f *Fake) chain(table, chain string) (*fakeChain, error) {
 
 // checkRule fails with ErrNotFound when spec jumps to a target that is
 // neither an extension nor a chain of t (or of extra), or, when IPSets is
-// set, matches on a set it does not hold. f.mu must be held.
-func (f *Fake) checkRule(t *fakeTable, extra map[string]bool, spec []string) error {
-	if target := jumpTarget(spec); target != "" && !targetExtensions[target] && !extra[target] {
+// set, names a set it does not hold; and with a plain error for a SET
+// target mapping outside the mangle table. f.mu must be held.
+func (f *Fake) checkRule(table string, t *fakeTable, extra map[string]bool, spec []string) error {
+	target := jumpTarget(spec)
+	if target != "" && !targetExtensions[target] && !extra[target] {
 		if _, ok := t.chains[target]; !ok {
 			return fmt.Errorf("no chain or target %s: %w", target, ErrNotFound)
 		}
+	}
+	if target == "SET" && slices.Contains(spec, "--map-set") && table != TableMangle {
+		return fmt.Errorf("-j SET --map-set is only usable in the mangle table, not %s", table)
 	}
 	if f.IPSets == nil {
 		return nil

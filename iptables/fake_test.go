@@ -78,6 +78,28 @@ func TestFakeErrors(t *testing.T) {
 			want: ErrNotFound,
 		},
 		{
+			name:  "EnsureRule mapping from a missing set when linked",
+			setup: func(t *testing.T, f *Fake) { mustRestore(t, f, TableMangle, Chain{Name: "KUBE-IPVS-SC"}) },
+			op: func(f *Fake) error {
+				f.IPSets = NewFakeSets()
+				_, err := f.EnsureRule(TableMangle, "KUBE-IPVS-SC", mapMark("KUBE-IPVS-X"))
+				return err
+			},
+			want: ErrNotFound,
+		},
+		{
+			name:    "EnsureRule SET --map-set outside mangle",
+			op:      func(f *Fake) error { _, err := f.EnsureRule(TableFilter, "INPUT", mapMark("KUBE-IPVS-X")); return err },
+			wantAny: true,
+		},
+		{
+			name: "RestoreChains SET --map-set outside mangle",
+			op: func(f *Fake) error {
+				return f.RestoreChains(TableNAT, []Chain{{Name: "KUBE-IPVS-SC", Rules: [][]string{mapMark("KUBE-IPVS-X")}}})
+			},
+			wantAny: true,
+		},
+		{
 			name: "DeleteRule missing rule",
 			op:   func(f *Fake) error { return f.DeleteRule(TableNAT, "POSTROUTING", masqSpec) },
 			want: ErrNotFound,
@@ -163,6 +185,50 @@ func TestFakeErrors(t *testing.T) {
 }
 
 var errBoom = errors.New("boom")
+
+// mapMark is kube-ipvs's short-circuit rule: the packet takes the mark of
+// its destination's member of set.
+func mapMark(set string) []string {
+	return []string{"-m", "set", "--match-set", set, "dst,dst", "-j", "SET", "--map-set", set, "dst,dst", "--map-mark"}
+}
+
+// TestFakeLazyTables: mangle and security appear, with their built-in
+// chains, once used; a mapping rule is taken in mangle.
+func TestFakeLazyTables(t *testing.T) {
+	f := NewFake()
+	if rules, err := f.ListRules(TableSecurity, "FORWARD"); err != nil || rules != nil {
+		t.Fatalf("ListRules(security, FORWARD) = %q, %v; want an empty built-in chain", rules, err)
+	}
+	mustRestore(t, f, TableSecurity, Chain{Name: "KIPVS-SHORT-CIRCUIT", Rules: [][]string{{"-m", "mark", "--mark", "0x2000/0xffffe000", "-j", "RETURN"}}})
+	mustRestore(t, f, TableMangle, Chain{Name: "KIPVS-SHORT-CIRCUIT", Rules: [][]string{mapMark("KIPVS-SC")}})
+	for _, table := range []string{TableSecurity, TableMangle} {
+		if _, err := f.EnsureRule(table, "INPUT", []string{"-j", "KIPVS-SHORT-CIRCUIT"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := emptyDump[:strings.Index(emptyDump, "*nat")] + `*mangle
+:PREROUTING ACCEPT
+:INPUT ACCEPT
+:FORWARD ACCEPT
+:OUTPUT ACCEPT
+:POSTROUTING ACCEPT
+:KIPVS-SHORT-CIRCUIT -
+-A INPUT -j KIPVS-SHORT-CIRCUIT
+-A KIPVS-SHORT-CIRCUIT -m set --match-set KIPVS-SC dst,dst -j SET --map-set KIPVS-SC dst,dst --map-mark
+COMMIT
+` + emptyDump[strings.Index(emptyDump, "*nat"):] + `*security
+:INPUT ACCEPT
+:FORWARD ACCEPT
+:OUTPUT ACCEPT
+:KIPVS-SHORT-CIRCUIT -
+-A INPUT -j KIPVS-SHORT-CIRCUIT
+-A KIPVS-SHORT-CIRCUIT -m mark --mark 0x2000/0xffffe000 -j RETURN
+COMMIT
+`
+	if got := f.Dump(); got != want {
+		t.Errorf("Dump:\n%s\nwant:\n%s", got, want)
+	}
+}
 
 func TestFakeDump(t *testing.T) {
 	f := NewFake()
@@ -474,5 +540,17 @@ func TestFakeKernelLinksSets(t *testing.T) {
 	}
 	if err := sets.DestroySet("KUBE-IPVS-CLUSTER-IP"); err != nil {
 		t.Fatal(err)
+	}
+
+	// A SET target holds the set it maps from, as a match does.
+	if err := sets.CreateSet(Set{Name: "KIPVS-SC", Type: HashIPPort, SkbInfo: true}); err != nil {
+		t.Fatal(err)
+	}
+	mapOnly := []string{"-j", "SET", "--map-set", "KIPVS-SC", "dst,dst", "--map-mark"}
+	if _, err := f.EnsureRule(TableMangle, "OUTPUT", mapOnly); err != nil {
+		t.Fatal(err)
+	}
+	if err := sets.DestroySet("KIPVS-SC"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("destroying a set a SET target maps from: err = %v, want ErrInUse", err)
 	}
 }

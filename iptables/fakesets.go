@@ -14,9 +14,12 @@ import (
 // FakeSets is an in-memory ipset table with the error semantics of
 // KernelSets. Entries are checked like the kernel checks them (see
 // validateEntry): fields that fit the set's type, the set's family, a known
-// protocol, a masked net longer than /0. Errors are worded like
-// KernelSets'. Dump shows it like `ipset save`; Load seeds it from that
-// text, foreign sets included. It is safe for concurrent use.
+// protocol, a masked net longer than /0, a port in a bitmap:port set's
+// range, a mark exactly in a SkbInfo set. In a SkbInfo set AddEntry
+// replaces the mark of a member with the same key, as the kernel does with
+// `-exist`. Errors are worded like KernelSets'. Dump shows it like `ipset
+// save`; Load seeds it from that text, foreign sets included. It is safe
+// for concurrent use.
 //
 // For tests it counts calls (Calls, Reads, Writes) and injects failures
 // (FailOn, Hook).
@@ -38,11 +41,13 @@ type FakeSets struct {
 }
 
 // fakeSet is one set. A set of a type kube-ipvs uses holds its entries; a
-// set the fake does not model (a bitmap:port, or one whose options or
+// set the fake does not model (another type, or one whose options or
 // members it does not understand) keeps its `ipset save` lines as loaded.
 type fakeSet struct {
-	set     Set
-	entries map[Entry]struct{}
+	set Set
+	// entries maps each member's key (Entry.Key) to its mark, 0 outside a
+	// SkbInfo set.
+	entries map[Entry]uint32
 	// options is the create line after the type when the set was loaded
 	// ("family inet hashsize 1024 maxelem 65536 bucketsize 12 initval
 	// 0x…"); "" for a set made by CreateSet.
@@ -88,7 +93,7 @@ func (s *FakeSets) CreateSet(set Set) error {
 	if _, ok := s.sets[set.Name]; ok {
 		return fmt.Errorf("%s: %w", what, ErrExists)
 	}
-	s.sets[set.Name] = &fakeSet{set: set, entries: map[Entry]struct{}{}}
+	s.sets[set.Name] = &fakeSet{set: set, entries: map[Entry]uint32{}}
 	return nil
 }
 
@@ -133,7 +138,8 @@ func (s *FakeSets) ListEntries(name string) ([]Entry, error) {
 
 // AddEntry adds a member; ErrExists if present, ErrNotFound if the set is
 // absent, a plain error if the entry does not fit the set (or the set is
-// foreign).
+// foreign). In a SkbInfo set a member with e's key gets e's mark instead,
+// and ErrExists never happens.
 func (s *FakeSets) AddEntry(name string, e Entry) error {
 	what := fmt.Sprintf("adding %s to ipset %s", e, name)
 	if err := s.begin(what, MethodAddEntry, name, name, e.String()); err != nil {
@@ -151,7 +157,8 @@ func (s *FakeSets) AddEntry(name string, e Entry) error {
 	return nil
 }
 
-// DelEntry removes a member; ErrNotFound if it or the set is absent.
+// DelEntry removes the member with e's key, whatever its mark; ErrNotFound
+// if it or the set is absent.
 func (s *FakeSets) DelEntry(name string, e Entry) error {
 	what := fmt.Sprintf("deleting %s from ipset %s", e, name)
 	if err := s.begin(what, MethodDelEntry, name, name, e.String()); err != nil {
@@ -161,14 +168,14 @@ func (s *FakeSets) DelEntry(name string, e Entry) error {
 	defer s.mu.Unlock()
 	fs, err := s.modelled(name)
 	if err == nil {
-		if _, ok := fs.entries[e]; !ok {
+		if _, ok := fs.entries[e.Key()]; !ok {
 			err = ErrNotFound
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	delete(fs.entries, e)
+	delete(fs.entries, e.Key())
 	return nil
 }
 
@@ -186,15 +193,16 @@ func (s *FakeSets) modelled(name string) (*fakeSet, error) {
 	return fs, nil
 }
 
-// add adds a checked entry; ErrExists if present.
+// add adds a checked entry; ErrExists if present, unless the set is a
+// SkbInfo one, whose member of that key then takes e's mark.
 func (fs *fakeSet) add(e Entry) error {
 	if err := validateEntry(fs.set, e); err != nil {
 		return err
 	}
-	if _, ok := fs.entries[e]; ok {
+	if _, ok := fs.entries[e.Key()]; ok && !fs.set.SkbInfo {
 		return ErrExists
 	}
-	fs.entries[e] = struct{}{}
+	fs.entries[e.Key()] = e.Mark
 	return nil
 }
 
@@ -206,8 +214,16 @@ func (s *FakeSets) has(name string) bool {
 	return ok
 }
 
+// sorted returns the members with their marks (see compareEntries), nil
+// for none, as KernelSets lists an empty set.
 func (fs *fakeSet) sorted() []Entry {
-	return slices.SortedFunc(maps.Keys(fs.entries), compareEntries)
+	var out []Entry
+	for key, mark := range fs.entries {
+		key.Mark = mark
+		out = append(out, key)
+	}
+	slices.SortFunc(out, compareEntries)
+	return out
 }
 
 // begin counts a call and returns its injected failure, wrapped in what as
@@ -245,14 +261,30 @@ func (s *FakeSets) Reads() int { return s.rec.Reads() }
 // Writes returns the number of other calls since the last ResetCalls.
 func (s *FakeSets) Writes() int { return s.rec.Writes() }
 
-// defaultOptions are the create options Dump shows for a set made by
+// defaultOptions are the create options Dump shows for a hash set made by
 // CreateSet: the kernel's defaults, which KernelSets keeps.
 const defaultOptions = "hashsize 1024 maxelem 65536"
 
+// createOptions are the options `ipset save` prints for a set KernelSets
+// creates (the type revisions it asks for have no bucketsize or initval):
+// `family inet hashsize 1024 maxelem 65536`, then ` skbinfo` for a SkbInfo
+// set; `range 8192-16383` for a bitmap:port set.
+func createOptions(s Set) string {
+	if s.Type == BitmapPort {
+		return fmt.Sprintf("range %d-%d", s.Ports[0], s.Ports[1])
+	}
+	opts := "family " + familyName(s.IPv6) + " " + defaultOptions
+	if s.SkbInfo {
+		opts += " skbinfo"
+	}
+	return opts
+}
+
 // Dump renders all sets like `ipset save`, sets by name. A modelled set is
 // `create NAME TYPE OPTIONS` followed by its `add NAME ENTRY` lines, entries
-// sorted (see compareEntries); OPTIONS are those it was loaded with, or
-// `family inet hashsize 1024 maxelem 65536` for a set made by CreateSet. A
+// sorted (see compareEntries) and printed as Entry.String does (`add S
+// 10.96.0.1,tcp:80 skbmark 0x2001`, `add P 8193`); OPTIONS are those it was
+// loaded with, or those of createOptions for a set made by CreateSet. A
 // foreign set is its lines exactly as loaded. It is not counted as a call.
 func (s *FakeSets) Dump() string {
 	s.mu.Lock()
@@ -268,7 +300,7 @@ func (s *FakeSets) Dump() string {
 		}
 		opts := fs.options
 		if opts == "" {
-			opts = "family " + familyName(fs.set.IPv6) + " " + defaultOptions
+			opts = createOptions(fs.set)
 		}
 		fmt.Fprintf(&b, "create %s %s %s\n", name, fs.set.Type, opts)
 		for _, e := range fs.sorted() {
@@ -280,12 +312,13 @@ func (s *FakeSets) Dump() string {
 
 // Load adds the sets and members of `ipset save` text, as `ipset restore`
 // would: `create NAME TYPE OPTIONS…` and `add NAME MEMBER` lines, blank
-// lines and '#' comments. A set of a type kube-ipvs uses whose options are
-// only family, hashsize, maxelem, bucketsize and initval, and whose members
-// carry no options, is modelled: its members become Entries (checked like
-// AddEntry checks them) and its options are kept for Dump. Any other set,
-// such as kube-proxy's bitmap:port sets, is foreign: it is listed, can be
-// destroyed, and Dump prints its lines back unchanged, but its members
+// lines and '#' comments. A set of a type kube-ipvs uses is modelled when
+// its options are only family, hashsize, maxelem, bucketsize, initval and
+// skbinfo (a hash type) or range (bitmap:port), and its members carry no
+// options but, in a skbinfo set, `skbmark MARK` with the full mask: its
+// members become Entries (checked like AddEntry checks them) and its
+// options are kept for Dump. Any other set is foreign: it is listed, can
+// be destroyed, and Dump prints its lines back unchanged, but its members
 // cannot be listed or changed (errors.ErrUnsupported). Adding to a set
 // that already exists is allowed; creating one is ErrExists, as is a
 // member given twice. It is all or nothing, not counted, and ignores

@@ -30,12 +30,41 @@ func TestFakeSetsLoad(t *testing.T) {
 		},
 		{
 			name: "foreign types and options kept verbatim, members in load order",
-			text: "create P bitmap:port range 0-65535\nadd P 30080\nadd P 30001\n" +
+			text: "create P hash:net,port family inet hashsize 1024 maxelem 65536\nadd P 10.1.0.0/16,tcp:80\nadd P 10.0.0.0/8,tcp:80\n" +
 				"create T hash:ip family inet hashsize 1024 maxelem 65536 timeout 300\nadd T 10.0.0.2 timeout 12\n" +
-				"create M hash:ip family inet hashsize 1024 maxelem 65536\nadd M 10.0.0.2 nomatch\n",
-			want: "create M hash:ip family inet hashsize 1024 maxelem 65536\nadd M 10.0.0.2 nomatch\n" +
-				"create P bitmap:port range 0-65535\nadd P 30080\nadd P 30001\n" +
+				"create M hash:ip family inet hashsize 1024 maxelem 65536\nadd M 10.0.0.2 nomatch\n" +
+				"create C bitmap:port range 0-65535 counters\nadd C 30080 packets 0 bytes 0\n",
+			want: "create C bitmap:port range 0-65535 counters\nadd C 30080 packets 0 bytes 0\n" +
+				"create M hash:ip family inet hashsize 1024 maxelem 65536\nadd M 10.0.0.2 nomatch\n" +
+				"create P hash:net,port family inet hashsize 1024 maxelem 65536\nadd P 10.1.0.0/16,tcp:80\nadd P 10.0.0.0/8,tcp:80\n" +
 				"create T hash:ip family inet hashsize 1024 maxelem 65536 timeout 300\nadd T 10.0.0.2 timeout 12\n",
+		},
+		{
+			name: "bitmap:port modelled, members sorted numerically",
+			text: "create P bitmap:port range 0-65535\nadd P 30080\nadd P 8193\nadd P 30001\n" +
+				"create OWNED bitmap:port range 8192-16383\n",
+			want: "create OWNED bitmap:port range 8192-16383\n" +
+				"create P bitmap:port range 0-65535\nadd P 8193\nadd P 30001\nadd P 30080\n",
+		},
+		{
+			name: "skbinfo modelled as ipset save prints it, a full mask dropped",
+			text: "create SC hash:ip,port family inet hashsize 1024 maxelem 65536 skbinfo bucketsize 12 initval 0x2b29a6d5\n" +
+				"add SC 10.96.0.2,udp:53 skbmark 0x2002/0xffffffff\nadd SC 10.96.0.1,tcp:80 skbmark 0x2001\n",
+			want: "create SC hash:ip,port family inet hashsize 1024 maxelem 65536 skbinfo bucketsize 12 initval 0x2b29a6d5\n" +
+				"add SC 10.96.0.1,tcp:80 skbmark 0x2001\nadd SC 10.96.0.2,udp:53 skbmark 0x2002\n",
+		},
+		{
+			name: "skbinfo sets the fake cannot hold are foreign",
+			text: "create MASK hash:ip,port family inet skbinfo\nadd MASK 10.96.0.1,tcp:80 skbmark 0x2001/0xffff\n" +
+				"create NOMARK hash:ip family inet skbinfo\nadd NOMARK 10.96.0.1\n" +
+				"create PRIO hash:ip family inet skbinfo\nadd PRIO 10.96.0.1 skbprio 1:1\n" +
+				"create NET hash:net family inet skbinfo\nadd NET 10.0.0.0/8 skbmark 0x1\n" +
+				"create NOSKB hash:ip family inet\nadd NOSKB 10.96.0.1 skbmark 0x1\n",
+			want: "create MASK hash:ip,port family inet skbinfo\nadd MASK 10.96.0.1,tcp:80 skbmark 0x2001/0xffff\n" +
+				"create NET hash:net family inet skbinfo\nadd NET 10.0.0.0/8 skbmark 0x1\n" +
+				"create NOMARK hash:ip family inet skbinfo\nadd NOMARK 10.96.0.1\n" +
+				"create NOSKB hash:ip family inet\nadd NOSKB 10.96.0.1 skbmark 0x1\n" +
+				"create PRIO hash:ip family inet skbinfo\nadd PRIO 10.96.0.1 skbprio 1:1\n",
 		},
 		{
 			name: "host nets without a length",
@@ -96,6 +125,11 @@ func TestFakeSetsLoadErrors(t *testing.T) {
 		{name: "unknown line", text: "flush A\n"},
 		{name: "short line", text: "create B\n"},
 		{name: "member options in a modelled set", text: "add A 10.0.0.2 timeout 5\n"},
+		{name: "mark in a set without skbinfo", text: "add A 10.0.0.2 skbmark 0x1\n"},
+		{name: "skbinfo member twice, other mark", text: "create S hash:ip skbinfo\nadd S 10.0.0.1 skbmark 0x1\nadd S 10.0.0.1 skbmark 0x2\n", want: ErrExists},
+		{name: "skbinfo member with mark 0", text: "create S hash:ip skbinfo\nadd S 10.0.0.1 skbmark 0x0\n"},
+		{name: "port outside the range", text: "create P bitmap:port range 8192-16383\nadd P 100\n"},
+		{name: "bitmap member with a protocol", text: "create P bitmap:port range 0-65535\nadd P tcp:80\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,7 +152,7 @@ func TestFakeSetsForeignSet(t *testing.T) {
 	s := NewFakeSets()
 	referenced := false
 	s.Referenced = func(string) bool { return referenced }
-	if err := s.Load("create P bitmap:port range 0-65535\nadd P 30080\n"); err != nil {
+	if err := s.Load("create P hash:net,port family inet hashsize 1024 maxelem 65536\nadd P 10.0.0.0/8,tcp:80\n"); err != nil {
 		t.Fatal(err)
 	}
 	names, err := s.ListSets()

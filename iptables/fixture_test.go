@@ -84,8 +84,14 @@ func TestKubeProxyFixtureLoads(t *testing.T) {
 	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("ListEntries(KUBE-CLUSTER-IP) = %v, %v; want %v", got, err, want)
 	}
-	if _, err := s.ListEntries("KUBE-NODE-PORT-TCP"); !errors.Is(err, errors.ErrUnsupported) {
-		t.Errorf("ListEntries of the bitmap:port set: %v, want ErrUnsupported", err)
+	got, err = s.ListEntries("KUBE-NODE-PORT-TCP")
+	if want := []Entry{{Port: 30080}}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("ListEntries of the bitmap:port set = %v, %v; want %v", got, err, want)
+	}
+	// kube-proxy's node-port sets take every port, so an out-of-range
+	// port is one of no port range at all.
+	if err := s.AddEntry("KUBE-NODE-PORT-TCP", Entry{Port: 30081}); err != nil {
+		t.Errorf("AddEntry to the bitmap:port set: %v", err)
 	}
 }
 

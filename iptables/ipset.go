@@ -5,7 +5,6 @@ package iptables
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"syscall"
@@ -15,8 +14,9 @@ import (
 )
 
 // KernelSets is the kernel's ipset table, spoken to over netlink
-// (NFNL_SUBSYS_IPSET) through github.com/vishvananda/netlink; no `ipset`
-// binary is needed.
+// (NFNL_SUBSYS_IPSET): sets are created through
+// github.com/vishvananda/netlink, members added, deleted and listed with
+// requests of our own (ipset_netlink.go). No `ipset` binary is needed.
 type KernelSets struct{}
 
 var _ Sets = (*KernelSets)(nil)
@@ -25,35 +25,35 @@ var _ Sets = (*KernelSets)(nil)
 // opens its own netlink socket.
 func NewKernelSets() *KernelSets { return &KernelSets{} }
 
-// ListSets returns the names of all ipsets, sorted, like `ipset list -n`.
-// The kernel sends every set with its members; only the names are kept.
+// ListSets returns the names of all ipsets, sorted, like `ipset list -n`:
+// the kernel sends the names only.
 func (k *KernelSets) ListSets() ([]string, error) {
-	var results []netlink.IPSetResult
-	err := guard(func() (err error) {
-		results, err = netlink.IpsetListAll()
-		return err
-	})
+	sets, err := dumpSets("", ipsetFlagListSetname)
 	if err != nil {
 		return nil, fmt.Errorf("listing ipsets: %w", err)
 	}
 	var names []string
-	for _, r := range results {
-		names = append(names, r.SetName)
+	for _, s := range sets {
+		names = append(names, s.name)
 	}
 	slices.Sort(names)
 	return slices.Compact(names), nil
 }
 
 // CreateSet creates a set without timeouts, counters or comments, like
-// `ipset create NAME TYPE family inet|inet6` (default hashsize 1024, maxelem
-// 65536); ErrExists if the name is taken, whatever the existing set's type.
+// `ipset create NAME TYPE family inet|inet6 [skbinfo]` (default hashsize
+// 1024, maxelem 65536) or `ipset create NAME bitmap:port range FROM-TO`;
+// ErrExists if the name is taken, whatever the existing set's type.
 func (k *KernelSets) CreateSet(s Set) error {
 	if err := validateSet(s); err != nil {
 		return fmt.Errorf("creating ipset %s: %w", s.Name, err)
 	}
-	opts := netlink.IpsetCreateOptions{Family: syscall.AF_INET}
+	opts := netlink.IpsetCreateOptions{Family: syscall.AF_INET, Skbinfo: s.SkbInfo}
 	if s.IPv6 {
 		opts.Family = syscall.AF_INET6
+	}
+	if s.Type == BitmapPort {
+		opts.PortFrom, opts.PortTo = s.Ports[0], s.Ports[1]
 	}
 	err := guard(func() error { return netlink.IpsetCreate(s.Name, string(s.Type), opts) })
 	return mapSetError("creating ipset "+s.Name, err, ErrExists)
@@ -62,78 +62,75 @@ func (k *KernelSets) CreateSet(s Set) error {
 // DestroySet removes a set, like `ipset destroy NAME`; ErrNotFound if absent,
 // ErrInUse while an iptables rule references it.
 func (k *KernelSets) DestroySet(name string) error {
-	err := guard(func() error { return destroySet(name) })
-	return mapSetError("destroying ipset "+name, err, nil)
+	return mapSetError("destroying ipset "+name, destroySet(name), nil)
 }
-
-// nfnlSubsysIPSet is NFNL_SUBSYS_IPSET of linux/netfilter/nfnetlink.h.
-const nfnlSubsysIPSet = 6
 
 // destroySet sends IPSET_CMD_DESTROY with NLM_F_EXCL, as `ipset destroy`
 // does. netlink.IpsetDestroy leaves the flag out, and the kernel then takes
 // a missing set as already destroyed (like `ipset -exist destroy`) and
 // answers success.
 func destroySet(name string) error {
-	req := nl.NewNetlinkRequest(nl.IPSET_CMD_DESTROY|nfnlSubsysIPSet<<8,
-		nl.GetIpsetFlags(nl.IPSET_CMD_DESTROY)|syscall.NLM_F_EXCL)
-	req.AddData(&nl.Nfgenmsg{NfgenFamily: syscall.AF_NETLINK, Version: nl.NFNETLINK_V0})
-	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_PROTOCOL, nl.Uint8Attr(nl.IPSET_PROTOCOL)))
-	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_SETNAME, nl.ZeroTerminated(name)))
-	_, err := req.Execute(syscall.NETLINK_NETFILTER, 0)
-	var errno syscall.Errno
-	if errors.As(err, &errno) && int(errno) >= nl.IPSET_ERR_PRIVATE {
-		return nl.IPSetError(uintptr(errno))
-	}
+	_, err := executeIPSet(ipsetRequest(nl.IPSET_CMD_DESTROY,
+		nl.GetIpsetFlags(nl.IPSET_CMD_DESTROY)|syscall.NLM_F_EXCL, name))
 	return err
 }
 
-// ListEntries returns the members of a set sorted like FakeSets does, like
-// `ipset list NAME`; ErrNotFound if absent, errors.ErrUnsupported for a set
-// of a type an Entry cannot hold (bitmap:port, hash:net,iface, …).
+// ListEntries returns the members of a set sorted like FakeSets does, each
+// with its Mark, like `ipset list NAME`; ErrNotFound if absent,
+// errors.ErrUnsupported for a set of a type an Entry cannot hold
+// (hash:net,iface, …) or a member whose skbmark has a partial mask.
 func (k *KernelSets) ListEntries(name string) ([]Entry, error) {
-	var res *netlink.IPSetResult
-	err := guard(func() (err error) {
-		res, err = netlink.IpsetList(name)
-		return err
-	})
+	what := "listing ipset " + name
+	sets, err := dumpSets(name, 0)
 	if err != nil {
-		return nil, mapSetError("listing ipset "+name, err, nil)
+		return nil, mapSetError(what, err, nil)
 	}
-	if t := SetType(res.TypeName); !supportedType(t) {
-		return nil, fmt.Errorf("listing ipset %s: set of type %s: %w", name, t, errors.ErrUnsupported)
+	if len(sets) != 1 || sets[0].name != name {
+		return nil, fmt.Errorf("%s: the kernel answered with %d sets", what, len(sets))
 	}
-	var entries []Entry
-	for _, ne := range res.Entries {
-		e, err := entryFromNetlink(SetType(res.TypeName), ne)
-		if err != nil {
-			return nil, fmt.Errorf("listing ipset %s: %w", name, err)
-		}
-		entries = append(entries, e)
+	if t := sets[0].typ; !supportedType(t) {
+		return nil, fmt.Errorf("%s: set of type %s: %w", what, t, errors.ErrUnsupported)
 	}
+	entries := sets[0].entries
 	slices.SortFunc(entries, compareEntries)
 	return entries, nil
 }
 
 // AddEntry adds a member, like `ipset add NAME ENTRY` (without -exist);
-// ErrExists if present, ErrNotFound if the set is absent.
+// ErrExists if present, ErrNotFound if the set is absent. An entry with a
+// Mark is added like `ipset -exist add NAME ENTRY skbmark MARK`: a member
+// of that key gets the mark. The kernel refuses a mark in a set without
+// skbinfo; an entry without one first has the set's header read, so that a
+// SkbInfo set refuses it too, as FakeSets does.
 func (k *KernelSets) AddEntry(name string, e Entry) error {
-	ne, err := entryToNetlink(e)
-	if err != nil {
-		return fmt.Errorf("adding %s to ipset %s: %w", e, name, err)
+	what := fmt.Sprintf("adding %s to ipset %s", e, name)
+	if e.Mark == 0 {
+		sets, err := dumpSets(name, ipsetFlagListHeader)
+		if err != nil {
+			return mapSetError(what, err, nil)
+		}
+		if len(sets) == 1 && sets[0].skbInfo() {
+			return fmt.Errorf("%s: %w", what, validateMark(Set{SkbInfo: true}, e))
+		}
 	}
-	err = guard(func() error { return netlink.IpsetAdd(name, ne) })
-	return mapSetError(fmt.Sprintf("adding %s to ipset %s", e, name), err, ErrExists)
+	req, err := adtRequest(nl.IPSET_CMD_ADD, name, e, e.Mark != 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	_, err = executeIPSet(req)
+	return mapEntryError(what, e, err, ErrExists)
 }
 
-// DelEntry removes a member, like `ipset del NAME ENTRY` (without -exist);
-// ErrNotFound if it or the set is absent.
+// DelEntry removes the member with e's key whatever its mark, like `ipset
+// del NAME ENTRY` (without -exist); ErrNotFound if it or the set is absent.
 func (k *KernelSets) DelEntry(name string, e Entry) error {
-	ne, err := entryToNetlink(e)
+	what := fmt.Sprintf("deleting %s from ipset %s", e, name)
+	req, err := adtRequest(nl.IPSET_CMD_DEL, name, e.Key(), false)
 	if err != nil {
-		return fmt.Errorf("deleting %s from ipset %s: %w", e, name, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	err = guard(func() error { return netlink.IpsetDel(name, ne) })
-	return mapSetError(fmt.Sprintf("deleting %s from ipset %s", e, name), err, ErrNotFound)
+	_, err = executeIPSet(req)
+	return mapEntryError(what, e, err, ErrNotFound)
 }
 
 // guard runs a netlink call, turning a panic into an error: the library
@@ -146,6 +143,26 @@ func guard(call func() error) (err error) {
 		}
 	}()
 	return call()
+}
+
+// mapEntryError is mapSetError for an add or del of e, with words for the
+// member errors of kube-ipvs's types: a mark in a set without skbinfo, a
+// port outside a bitmap:port set's range, a full hash set.
+func mapEntryError(what string, e Entry, err, onExist error) error {
+	var ipsetErr nl.IPSetError
+	if !errors.As(err, &ipsetErr) {
+		return mapSetError(what, err, onExist)
+	}
+	portOnly := !e.Addr.IsValid() && !e.Net.IsValid()
+	switch {
+	case ipsetErr == nl.IPSET_ERR_SKBINFO:
+		return fmt.Errorf("%s: %w: %w", what, validateMark(Set{}, e), err)
+	case int(ipsetErr) == ipsetErrBitmapRange && portOnly:
+		return fmt.Errorf("%s: port %d outside the set's range: %w", what, e.Port, err)
+	case int(ipsetErr) == ipsetErrHashFull && !portOnly:
+		return fmt.Errorf("%s: the set is full (maxelem): %w", what, err)
+	}
+	return mapSetError(what, err, onExist)
 }
 
 // mapSetError wraps a kernel error with the typed error it means. A missing
@@ -169,80 +186,6 @@ func mapSetError(what string, err error, onExist error) error {
 		return fmt.Errorf("%s: %w: %w", what, onExist, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
-}
-
-// entryToNetlink encodes an entry the way `ipset add` would: Addr as the IP,
-// Proto and Port, Addr2 as the second IP, and Net as IP2/CIDR2 after an Addr
-// (hash:ip,port,net) or as IP/CIDR alone (hash:net).
-func entryToNetlink(e Entry) (*netlink.IPSetEntry, error) {
-	ne := &netlink.IPSetEntry{}
-	if e.Addr.IsValid() {
-		ne.IP = net.IP(e.Addr.Unmap().AsSlice())
-	}
-	if e.Proto != "" {
-		p, err := protoNumber(e.Proto)
-		if err != nil {
-			return nil, err
-		}
-		port := e.Port
-		ne.Protocol, ne.Port = &p, &port
-	}
-	if e.Addr2.IsValid() {
-		ne.IP2 = net.IP(e.Addr2.Unmap().AsSlice())
-	}
-	if e.Net.IsValid() {
-		ip, bits := net.IP(e.Net.Addr().Unmap().AsSlice()), uint8(e.Net.Bits())
-		if e.Addr.IsValid() {
-			ne.IP2, ne.CIDR2 = ip, bits
-		} else {
-			ne.IP, ne.CIDR = ip, bits
-		}
-	}
-	if ne.IP == nil {
-		return nil, fmt.Errorf("entry has no address")
-	}
-	return ne, nil
-}
-
-// entryFromNetlink decodes a member of a set of type t (see Entry).
-func entryFromNetlink(t SetType, ne netlink.IPSetEntry) (Entry, error) {
-	ip, ok := addrFrom(ne.IP)
-	if !ok {
-		return Entry{}, fmt.Errorf("member without a valid address")
-	}
-	var e Entry
-	switch t {
-	case HashNet:
-		e.Net = prefixFrom(ip, ne.CIDR)
-		return e, nil
-	case HashIP, HashIPPort, HashIPPortIP, HashIPPortNet:
-		e.Addr = ip
-	default:
-		return Entry{}, fmt.Errorf("unsupported set type %q", t)
-	}
-	if t != HashIP {
-		if ne.Protocol == nil || ne.Port == nil {
-			return Entry{}, fmt.Errorf("member %s without protocol or port", ip)
-		}
-		e.Proto, e.Port = protoName(*ne.Protocol), *ne.Port
-	}
-	ip2, ok2 := addrFrom(ne.IP2)
-	switch {
-	case t == HashIPPortIP && ok2:
-		e.Addr2 = ip2
-	case t == HashIPPortNet && ok2:
-		e.Net = prefixFrom(ip2, ne.CIDR2)
-	case t == HashIPPortIP || t == HashIPPortNet:
-		return Entry{}, fmt.Errorf("member %s without its second address", ip)
-	}
-	return e, nil
-}
-
-// addrFrom converts a kernel address (4 or 16 bytes) to a netip.Addr, an
-// IPv4 one never in its IPv4-mapped IPv6 form.
-func addrFrom(ip net.IP) (netip.Addr, bool) {
-	a, ok := netip.AddrFromSlice(ip)
-	return a.Unmap(), ok
 }
 
 // prefixFrom builds the masked prefix of a listed net; a missing CIDR means

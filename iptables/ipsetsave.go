@@ -70,30 +70,37 @@ func (ss *savedSet) apply(table map[string]*fakeSet) error {
 	}
 	set, ok := modelledSet(ss.name, ss.typ, ss.opts)
 	for _, a := range ss.adds {
-		ok = ok && len(a.fields) == 3
+		_, modelled := memberMark(set, a.fields[3:])
+		ok = ok && modelled
 	}
 	if !ok {
 		fs := &fakeSet{set: Set{Name: ss.name, Type: ss.typ}, foreign: []string{ss.create}}
 		table[ss.name] = fs
 		return ss.addTo(fs)
 	}
-	fs := &fakeSet{set: set, entries: map[Entry]struct{}{}, options: strings.Join(ss.opts, " ")}
+	fs := &fakeSet{set: set, entries: map[Entry]uint32{}, options: strings.Join(ss.opts, " ")}
 	table[ss.name] = fs
 	return ss.addTo(fs)
 }
 
 // addTo adds the add lines to fs: verbatim to a foreign set, as checked
-// Entries to a modelled one.
+// Entries to a modelled one. A member given twice is ErrExists, in a
+// SkbInfo set too, as `ipset restore` without -exist refuses it.
 func (ss *savedSet) addTo(fs *fakeSet) error {
 	for _, a := range ss.adds {
 		if fs.foreign != nil {
 			fs.foreign = append(fs.foreign, a.line)
 			continue
 		}
-		if len(a.fields) != 3 {
-			return fmt.Errorf("line %d: ipset %s: member options are not modelled: %q", a.n, ss.name, a.line)
+		mark, ok := memberMark(fs.set, a.fields[3:])
+		if !ok {
+			return fmt.Errorf("line %d: ipset %s: member options are not modelled (a skbinfo set's members need a skbmark): %q", a.n, ss.name, a.line)
 		}
 		e, err := parseEntry(fs.set.Type, a.fields[2])
+		e.Mark = mark
+		if _, dup := fs.entries[e.Key()]; err == nil && dup {
+			err = ErrExists
+		}
 		if err == nil {
 			err = fs.add(e)
 		}
@@ -104,40 +111,86 @@ func (ss *savedSet) addTo(fs *fakeSet) error {
 	return nil
 }
 
+// memberMark reads the options after a member of set s: none, or, in a
+// SkbInfo set, `skbmark 0xMARK` or `skbmark 0xMARK/0xffffffff`. It returns
+// the mark and whether the fake models those options; any other option or
+// mask, and a member of a SkbInfo set without a skbmark, is not modelled.
+func memberMark(s Set, opts []string) (uint32, bool) {
+	switch {
+	case len(opts) == 0:
+		return 0, !s.SkbInfo
+	case !s.SkbInfo || len(opts) != 2 || opts[0] != "skbmark":
+		return 0, false
+	}
+	mark, mask, hasMask := strings.Cut(opts[1], "/")
+	if hasMask && mask != "0xffffffff" {
+		return 0, false
+	}
+	hex, ok := strings.CutPrefix(mark, "0x")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(hex, 16, 32)
+	return uint32(n), err == nil
+}
+
 // modelledSet returns the Set a create line describes and true when the
-// fake models it: a type kube-ipvs uses, and only options that do not
-// change what the set holds (family, hashsize, maxelem, bucketsize,
-// initval), each with its value.
+// fake models it: a type kube-ipvs uses, and only the options it models:
+// for a hash type family, skbinfo and those that do not change what the
+// set holds (hashsize, maxelem, bucketsize, initval); for bitmap:port its
+// range. Each but skbinfo has a value.
 func modelledSet(name string, t SetType, opts []string) (Set, bool) {
 	set := Set{Name: name, Type: t}
-	if validateSet(set) != nil || len(opts)%2 != 0 {
-		return set, false
-	}
-	for i := 0; i < len(opts); i += 2 {
-		switch key, val := opts[i], opts[i+1]; key {
-		case "family":
-			switch val {
-			case "inet":
-			case "inet6":
-				set.IPv6 = true
-			default:
+	for i := 0; i < len(opts); i++ {
+		key, val := opts[i], ""
+		if key != "skbinfo" {
+			if i++; i == len(opts) {
 				return set, false
 			}
-		case "hashsize", "maxelem", "bucketsize", "initval":
-		default:
+			val = opts[i]
+		}
+		if !setOption(&set, key, val) {
 			return set, false
 		}
 	}
-	return set, true
+	return set, validateSet(set) == nil
+}
+
+// setOption applies one create option to set, reporting whether the fake
+// models it for the set's type.
+func setOption(set *Set, key, val string) bool {
+	bitmap := set.Type == BitmapPort
+	switch {
+	case key == "range" && bitmap:
+		from, to, ok := strings.Cut(val, "-")
+		f, err1 := strconv.ParseUint(from, 10, 16)
+		t, err2 := strconv.ParseUint(to, 10, 16)
+		set.Ports = [2]uint16{uint16(f), uint16(t)}
+		return ok && err1 == nil && err2 == nil
+	case bitmap:
+		return false
+	case key == "family" && (val == "inet" || val == "inet6"):
+		set.IPv6 = val == "inet6"
+		return true
+	case key == "skbinfo":
+		set.SkbInfo = true
+		return true
+	}
+	switch key {
+	case "hashsize", "maxelem", "bucketsize", "initval":
+		return true
+	}
+	return false
 }
 
 // parseEntry reads a member as `ipset save` prints it (and Entry.String
-// renders it) for a set of type t: "10.96.0.1", "10.96.0.1,tcp:80",
-// "10.244.1.5,tcp:8080,10.244.1.5", "10.96.0.1,tcp:80,10.0.0.0/8",
-// "10.0.0.0/8". A net without a length is a host net.
+// renders it, without a mark) for a set of type t: "10.96.0.1",
+// "10.96.0.1,tcp:80", "10.244.1.5,tcp:8080,10.244.1.5",
+// "10.96.0.1,tcp:80,10.0.0.0/8", "10.0.0.0/8", "8193". A net without a
+// length is a host net.
 func parseEntry(t SetType, s string) (Entry, error) {
 	parts := strings.Split(s, ",")
-	want := map[SetType]int{HashIP: 1, HashNet: 1, HashIPPort: 2, HashIPPortIP: 3, HashIPPortNet: 3}[t]
+	want := map[SetType]int{HashIP: 1, HashNet: 1, BitmapPort: 1, HashIPPort: 2, HashIPPortIP: 3, HashIPPortNet: 3}[t]
 	if want == 0 {
 		return Entry{}, fmt.Errorf("unsupported type %q", t)
 	}
@@ -146,7 +199,14 @@ func parseEntry(t SetType, s string) (Entry, error) {
 	}
 	var e Entry
 	var err error
-	if t == HashNet {
+	switch t {
+	case BitmapPort:
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil {
+			return Entry{}, fmt.Errorf("port %q: %w", s, err)
+		}
+		return Entry{Port: uint16(n)}, nil
+	case HashNet:
 		e.Net, err = parseNet(parts[0])
 		return e, err
 	}

@@ -250,11 +250,15 @@ func jumpTarget(spec []string) string {
 	return ""
 }
 
-// matchSets returns the ipset names spec matches on (--match-set NAME).
+// matchSets returns the ipset names spec refers to: those it matches on
+// (--match-set NAME) and those a SET target adds to, deletes from or maps
+// from (--add-set, --del-set, --map-set NAME). The kernel holds a
+// reference on each.
 func matchSets(spec []string) []string {
 	var names []string
 	for i := 0; i+1 < len(spec); i++ {
-		if spec[i] == "--match-set" || spec[i] == "--set" {
+		switch spec[i] {
+		case "--match-set", "--set", "--add-set", "--del-set", "--map-set":
 			names = append(names, spec[i+1])
 		}
 	}

@@ -38,11 +38,13 @@ const (
 	MethodDelEntry    = "DelEntry"
 )
 
-// Tables kube-ipvs writes to.
+// Tables kube-ipvs writes to. security runs after filter and before IPVS
+// on LOCAL_IN; a `-j SET --map-set` rule is only accepted in mangle.
 const (
-	TableNAT    = "nat"
-	TableFilter = "filter"
-	TableMangle = "mangle"
+	TableNAT      = "nat"
+	TableFilter   = "filter"
+	TableMangle   = "mangle"
+	TableSecurity = "security"
 )
 
 // Chain is a chain and its whole body, each rule as the arguments that
@@ -82,18 +84,35 @@ const (
 	HashIPPortIP  SetType = "hash:ip,port,ip"
 	HashIPPortNet SetType = "hash:ip,port,net"
 	HashNet       SetType = "hash:net"
+	// BitmapPort holds ports of one range (Set.Ports), without an address,
+	// a protocol or a family.
+	BitmapPort SetType = "bitmap:port"
 )
 
-// Set describes an ipset: `ipset create NAME TYPE family inet|inet6`.
+// Set describes an ipset: `ipset create NAME TYPE family inet|inet6`, with
+// `skbinfo` when SkbInfo is set; a bitmap:port set is `ipset create NAME
+// bitmap:port range FROM-TO`.
 type Set struct {
 	Name string
 	Type SetType
+	// IPv6 makes the set of family inet6. It must be false for a
+	// bitmap:port set, which has no family.
 	IPv6 bool
+	// SkbInfo gives every member a packet mark (Entry.Mark), which
+	// `-j SET --map-set NAME dst,dst --map-mark` copies to the packet.
+	// Only the hash:ip… types take it (not hash:net or bitmap:port).
+	SkbInfo bool
+	// Ports is the range FROM-TO (both included, FROM <= TO, not 0-0) of
+	// a bitmap:port set; zero for every other type.
+	Ports [2]uint16
 }
 
 // Entry is one member of an ipset. Which fields matter depends on the set's
 // type: hash:ip uses Addr; hash:ip,port Addr, Proto and Port; hash:ip,port,ip
-// also Addr2; hash:ip,port,net Addr, Proto, Port and Net; hash:net only Net.
+// also Addr2; hash:ip,port,net Addr, Proto, Port and Net; hash:net only Net;
+// bitmap:port only Port. Mark is the member's packet mark in a SkbInfo set
+// (required there, non-zero) and 0 in any other. A member's identity is the
+// rest, its key: a set holds one member per key, whatever its mark.
 // It is comparable and usable as a map key. The kernel stores a Net masked
 // (10.0.0.0/8, never 10.1.2.3/8), so give it masked to compare equal.
 type Entry struct {
@@ -102,24 +121,42 @@ type Entry struct {
 	Port  uint16
 	Addr2 netip.Addr
 	Net   netip.Prefix
+	// Mark is the skbmark, always with the full mask 0xffffffff
+	// (`skbmark 0x2001`).
+	Mark uint32
 }
 
-// String renders the entry as `ipset add` takes it ("10.96.0.1,tcp:80",
-// "10.96.0.1,tcp:80,10.0.0.0/8", "10.0.0.0/8").
+// Key returns the entry without its Mark: what identifies it in its set.
+func (e Entry) Key() Entry {
+	e.Mark = 0
+	return e
+}
+
+// String renders the entry as `ipset add` takes it and `ipset save` prints
+// it ("10.96.0.1,tcp:80", "10.96.0.1,tcp:80,10.0.0.0/8", "10.0.0.0/8",
+// "8193" for a bitmap:port member, "10.96.0.1,tcp:80 skbmark 0x2001" with a
+// Mark).
 func (e Entry) String() string {
-	if !e.Addr.IsValid() {
-		return e.Net.String()
-	}
 	var b strings.Builder
-	b.WriteString(e.Addr.String())
-	if e.Proto != "" {
-		b.WriteString("," + e.Proto + ":" + strconv.Itoa(int(e.Port)))
+	switch {
+	case e.Addr.IsValid():
+		b.WriteString(e.Addr.String())
+		if e.Proto != "" {
+			b.WriteString("," + e.Proto + ":" + strconv.Itoa(int(e.Port)))
+		}
+		if e.Addr2.IsValid() {
+			b.WriteString("," + e.Addr2.String())
+		}
+		if e.Net.IsValid() {
+			b.WriteString("," + e.Net.String())
+		}
+	case e.Net.IsValid():
+		b.WriteString(e.Net.String())
+	default:
+		b.WriteString(strconv.Itoa(int(e.Port)))
 	}
-	if e.Addr2.IsValid() {
-		b.WriteString("," + e.Addr2.String())
-	}
-	if e.Net.IsValid() {
-		b.WriteString("," + e.Net.String())
+	if e.Mark != 0 {
+		b.WriteString(" skbmark 0x" + strconv.FormatUint(uint64(e.Mark), 16))
 	}
 	return b.String()
 }
@@ -133,10 +170,15 @@ type Sets interface {
 	// DestroySet removes a set; ErrNotFound if absent. The kernel refuses
 	// while a rule still references it: ErrInUse.
 	DestroySet(name string) error
-	// ListEntries returns the members of a set; ErrNotFound if absent.
+	// ListEntries returns the members of a set, each with its Mark;
+	// ErrNotFound if absent.
 	ListEntries(name string) ([]Entry, error)
-	// AddEntry adds a member; ErrExists if present.
+	// AddEntry adds a member; ErrExists if present. In a SkbInfo set it
+	// adds the member or replaces the mark of the member with its key (like
+	// `ipset -exist add NAME ENTRY skbmark MARK`), and ErrExists never
+	// happens.
 	AddEntry(name string, e Entry) error
-	// DelEntry removes a member; ErrNotFound if absent.
+	// DelEntry removes the member with e's key, whatever its mark (e.Mark
+	// is ignored); ErrNotFound if absent.
 	DelEntry(name string, e Entry) error
 }

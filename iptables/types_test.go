@@ -30,6 +30,14 @@ func TestEntryString(t *testing.T) {
 		{name: "hash:net", entry: Entry{Net: p("10.0.0.0/8")}, want: "10.0.0.0/8"},
 		{name: "hash:net host", entry: Entry{Net: p("10.0.0.1/32")}, want: "10.0.0.1/32"},
 		{name: "hash:net v6", entry: Entry{Net: p("fd00::/64")}, want: "fd00::/64"},
+		{name: "bitmap:port", entry: Entry{Port: 8193}, want: "8193"},
+		{name: "bitmap:port 0", entry: Entry{}, want: "0"},
+		{
+			name:  "skbinfo hash:ip,port, lower-case hex as ipset save prints it",
+			entry: Entry{Addr: a("10.96.0.1"), Proto: "tcp", Port: 80, Mark: 0x2aBc},
+			want:  "10.96.0.1,tcp:80 skbmark 0x2abc",
+		},
+		{name: "skbinfo full mark", entry: Entry{Addr: a("fd00::1"), Mark: 0xffffffff}, want: "fd00::1 skbmark 0xffffffff"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,5 +45,15 @@ func TestEntryString(t *testing.T) {
 				t.Errorf("String() = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestEntryKey(t *testing.T) {
+	e := Entry{Addr: netip.MustParseAddr("10.96.0.1"), Proto: "tcp", Port: 80, Mark: 0x2001}
+	if got, want := e.Key(), (Entry{Addr: e.Addr, Proto: "tcp", Port: 80}); got != want {
+		t.Errorf("Key() = %v, want %v", got, want)
+	}
+	if e.Mark != 0x2001 {
+		t.Error("Key changed its receiver")
 	}
 }

@@ -26,6 +26,8 @@ func RunChains(t *testing.T, newKernel func(t *testing.T) Kernel) {
 		{"DeleteRule removes the first equal rule", testDeleteRule},
 		{"DeleteChain is ErrInUse while jumped to and keeps the chain", testDeleteChainInUse},
 		{"DeleteChain errors", testDeleteChainErrors},
+		{"the security table takes chains and jumps from INPUT", testSecurityTable},
+		{"SET --map-set is refused outside mangle and holds its set", testMapSetOnlyInMangle},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newEnv(t, newKernel(t))) })
@@ -40,6 +42,7 @@ const (
 	setIP    = Prefix + "IP"
 	setPort  = Prefix + "IPPORT"
 	setLoop  = Prefix + "LOOP"
+	setSkb   = Prefix + "SKB"
 )
 
 // family holds what differs between the IPv4 and the IPv6 rules.
@@ -76,6 +79,7 @@ func testCanonical(t *testing.T, e *env) {
 	e.createSet(setIP, iptables.HashIP)
 	e.createSet(setPort, iptables.HashIPPort)
 	e.createSet(setLoop, iptables.HashIPPortIP)
+	e.createSetSpec(iptables.Set{Name: setSkb, Type: iptables.HashIPPort, IPv6: e.k.IPv6, SkbInfo: true})
 	f := e.family()
 	filter := []iptables.Chain{
 		{Name: chainA, Rules: rules(
@@ -100,12 +104,16 @@ func testCanonical(t *testing.T, e *env) {
 		{Name: chainNat, Rules: rules("-j MARK --set-xmark 0x4000/0x4000")},
 		{Name: chainB, Rules: rules(
 			"-m set --match-set "+setLoop+" dst,dst,src -j MASQUERADE",
+			"-m addrtype --src-type LOCAL -m mark --mark 0x2000/0xffffe000 -j MASQUERADE --random-fully",
 			"-m mark ! --mark 0x4000/0x4000 -j RETURN",
 			"-j MARK --set-xmark 0x4000/0x0",
 			"-j MASQUERADE --random-fully",
 		)},
 	}
-	for table, chains := range map[string][]iptables.Chain{iptables.TableFilter: filter, iptables.TableNAT: nat} {
+	mangle := []iptables.Chain{
+		{Name: chainA, Rules: rules("-m set --match-set " + setSkb + " dst,dst -j SET --map-set " + setSkb + " dst,dst --map-mark")},
+	}
+	for table, chains := range map[string][]iptables.Chain{iptables.TableFilter: filter, iptables.TableNAT: nat, iptables.TableMangle: mangle} {
 		e.restore(table, chains...)
 		for _, c := range chains {
 			contract.WantEqual(t, "ListRules("+table+", "+c.Name+")", e.rules(table, c.Name), c.Rules)
@@ -274,4 +282,48 @@ func testDeleteChainErrors(t *testing.T, e *env) {
 	e.restore(iptables.TableNAT, iptables.Chain{Name: chainA, Rules: rules("-j RETURN")})
 	contract.WantErr(t, "DeleteChain in the other table", e.k.IPTables.DeleteChain(iptables.TableFilter, chainA), iptables.ErrNotFound)
 	contract.WantEqual(t, "the nat chain", e.rules(iptables.TableNAT, chainA), rules("-j RETURN"))
+}
+
+func testSecurityTable(t *testing.T, e *env) {
+	e.createSet(setPort, iptables.HashIPPort)
+	before := e.rules(iptables.TableSecurity, "INPUT")
+	a := iptables.Chain{Name: chainA, Rules: rules(
+		"-m set --match-set "+setPort+" dst,dst -m mark --mark 0x2000/0xffffe000 -j RETURN",
+		"-j ACCEPT",
+	)}
+	e.restore(iptables.TableSecurity, a)
+	contract.WantEqual(t, "ListRules(security, "+chainA+")", e.rules(iptables.TableSecurity, chainA), a.Rules)
+	jump := args(`-m comment --comment "kube-ipvs short-circuit of pods" -j ` + chainA)
+	if !e.ensure(iptables.TableSecurity, "INPUT", jump) {
+		t.Error("EnsureRule in security INPUT reported no insert")
+	}
+	contract.WantEqual(t, "security INPUT", e.rules(iptables.TableSecurity, "INPUT"), append([][]string{jump}, before...))
+	contract.WantErr(t, "DeleteChain jumped to from security INPUT", e.k.IPTables.DeleteChain(iptables.TableSecurity, chainA), iptables.ErrInUse)
+	if err := e.k.IPTables.DeleteRule(iptables.TableSecurity, "INPUT", jump); err != nil {
+		t.Fatal(err)
+	}
+	contract.WantEqual(t, "security INPUT after DeleteRule", e.rules(iptables.TableSecurity, "INPUT"), before)
+	_, err := e.k.IPTables.ListRules(iptables.TableFilter, chainA)
+	contract.WantErr(t, "the chain in filter", err, iptables.ErrNotFound)
+}
+
+// testMapSetOnlyInMangle: xt_SET takes --map-set in the mangle table only,
+// and a rule that maps from a set holds it as a match does.
+func testMapSetOnlyInMangle(t *testing.T, e *env) {
+	e.createSet(setPort, iptables.HashIPPort)
+	e.createSetSpec(iptables.Set{Name: setSkb, Type: iptables.HashIPPort, IPv6: e.k.IPv6, SkbInfo: true})
+	mapping := iptables.Chain{Name: chainA, Rules: rules("-m set --match-set " + setPort + " dst,dst -j SET --map-set " + setSkb + " dst,dst --map-mark")}
+	for _, table := range []string{iptables.TableSecurity, iptables.TableFilter} {
+		e.own(table, mapping)
+		err := e.k.IPTables.RestoreChains(table, []iptables.Chain{mapping})
+		if err == nil {
+			t.Errorf("RestoreChains(%s) of a --map-set rule accepted", table)
+		}
+		contract.WantPlainMessage(t, "RestoreChains("+table+")", err)
+		_, err = e.k.IPTables.ListRules(table, chainA)
+		contract.WantErr(t, "the refused chain in "+table, err, iptables.ErrNotFound)
+	}
+	e.restore(iptables.TableMangle, mapping)
+	contract.WantEqual(t, "ListRules(mangle, "+chainA+")", e.rules(iptables.TableMangle, chainA), mapping.Rules)
+	contract.WantErr(t, "DestroySet of the set mapped from", e.k.Sets.DestroySet(setSkb), iptables.ErrInUse)
 }

@@ -162,12 +162,18 @@ func (e *env) createSet(name string, t iptables.SetType) {
 
 func (e *env) createSetFamily(name string, t iptables.SetType, ipv6 bool) {
 	e.t.Helper()
-	if !strings.HasPrefix(name, Prefix) {
-		e.t.Fatalf("suite bug: set %s lacks the prefix", name)
+	e.createSetSpec(iptables.Set{Name: name, Type: t, IPv6: ipv6})
+}
+
+// createSetSpec creates a set, destroyed at the end of the case.
+func (e *env) createSetSpec(s iptables.Set) {
+	e.t.Helper()
+	if !strings.HasPrefix(s.Name, Prefix) {
+		e.t.Fatalf("suite bug: set %s lacks the prefix", s.Name)
 	}
-	e.sets = append(e.sets, name)
-	if err := e.k.Sets.CreateSet(iptables.Set{Name: name, Type: t, IPv6: ipv6}); err != nil {
-		e.t.Fatalf("CreateSet(%s %s): %v", name, t, err)
+	e.sets = append(e.sets, s.Name)
+	if err := e.k.Sets.CreateSet(s); err != nil {
+		e.t.Fatalf("CreateSet(%+v): %v", s, err)
 	}
 }
 

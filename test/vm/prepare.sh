@@ -41,14 +41,15 @@ XTABLES_NAMES=(iptables iptables-save iptables-restore ip6tables ip6tables-save 
 # Modules /init loads in this order (modprobe pulls dependencies from modules.dep).
 # bridge is the two-node bed's underlay (guest/bed.go; br_netfilter stays out,
 # so bridged frames skip iptables); sctp lets pods open SCTP sockets (IPVS's
-# SCTP support is built into ip_vs).
+# SCTP support is built into ip_vs). ip_set_hash_netport is a type kube-ipvs
+# does not use: the ipset contract's foreign set.
 MODULES=(
 	ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_sh ip_vs_dh
 	ip_vs_mh ip_vs_sed ip_vs_nq ip_vs_fo ip_vs_ovf
 	dummy veth bridge sctp
 	nf_conntrack nf_conntrack_netlink nf_nat
 	ip_set ip_set_hash_ip ip_set_hash_ipport ip_set_hash_ipportip ip_set_hash_ipportnet
-	ip_set_hash_net ip_set_bitmap_port
+	ip_set_hash_net ip_set_bitmap_port ip_set_hash_netport
 	nf_tables nft_compat nft_chain_nat nft_nat nft_masq nft_ct nft_reject_inet
 	x_tables xt_tcpudp xt_set xt_MASQUERADE xt_mark xt_comment xt_conntrack xt_addrtype
 	xt_multiport xt_statistic xt_nat ipt_REJECT ip6t_REJECT
