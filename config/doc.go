@@ -83,8 +83,11 @@
 // packet to a Service, whatever its source.
 //
 // masqueradeBit (default 14): the bit of the packet mark (fwmark) that flags
-// a packet for masquerade, 0 to 31. 14 is mark 0x4000, the same as
-// kube-proxy, like `iptables -j MARK --or-mark 0x4000`.
+// a packet for masquerade, 0 to 31 but 13. 14 is mark 0x4000, the same as
+// kube-proxy, like `iptables -j MARK --or-mark 0x4000`. Bit 13 belongs to
+// the firewall marks 0x2000-0x3fff of the short-circuit virtual servers
+// (externalTrafficPolicy Local, reached from pods or the node); a lower
+// bit makes the marks that have it unused.
 //
 // nodePortAddresses (default ["primary"], flag --nodeport-addresses,
 // comma-separated): the local addresses NodePorts are served on, as

@@ -47,8 +47,13 @@ func (c *Configuration) validate() []error {
 		add(checkK8s("serviceProxyName", c.ServiceProxyName, content.IsLabelValue))
 	}
 	errs = append(errs, parseClusterCIDR(c.ClusterCIDR).errs...)
-	if c.MasqueradeBit < 0 || c.MasqueradeBit > 31 {
+	switch {
+	case c.MasqueradeBit < 0 || c.MasqueradeBit > 31:
 		add(fieldErrorf("masqueradeBit", "invalid value %d: must be between 0 and 31", c.MasqueradeBit))
+	case c.MasqueradeBit == 13:
+		// Bit 13 flags the firewall marks of short-circuit virtual servers
+		// (0x2000-0x3fff); the bits below it are skipped when handing them out.
+		add(fieldErrorf("masqueradeBit", "invalid value 13: kube-ipvs' firewall marks 0x2000-0x3fff all have bit 13"))
 	}
 	errs = append(errs, parseNodePortAddresses(c.NodePortAddresses).errs...)
 	errs = append(errs, c.IPVS.validate("ipvs")...)

@@ -128,6 +128,8 @@ func TestValidate(t *testing.T) {
 			`masqueradeBit: invalid value -1: must be between 0 and 31`},
 		{"masquerade bit 32", func(c *Configuration) { c.MasqueradeBit = 32 },
 			`masqueradeBit: invalid value 32: must be between 0 and 31`},
+		{"masquerade bit of the short-circuit marks", func(c *Configuration) { c.MasqueradeBit = 13 },
+			`masqueradeBit: invalid value 13: kube-ipvs' firewall marks 0x2000-0x3fff all have bit 13`},
 		{"unknown scheduler", func(c *Configuration) { c.IPVS.Scheduler = "fifo" },
 			`ipvs.scheduler: unsupported value "fifo": must be one of ` + schedulers},
 		{"sync period 0", func(c *Configuration) { c.IPVS.SyncPeriod = dur("0s") },

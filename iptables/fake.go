@@ -15,8 +15,7 @@ import (
 // Fake is an in-memory iptables of one family with the error semantics of
 // Kernel. It starts with the built-in chains of nat (PREROUTING, INPUT,
 // OUTPUT, POSTROUTING) and filter (INPUT, FORWARD, OUTPUT), empty, policy
-// ACCEPT; mangle (its five) and security (INPUT, FORWARD, OUTPUT) appear
-// once used. Load seeds it with foreign rules; Dump shows it like
+// ACCEPT; mangle (its five) appears once used. Load seeds it with foreign rules; Dump shows it like
 // `iptables-save`. It is safe for concurrent use.
 //
 // Beyond Kernel's errors, writes are checked as the kernel would: a rule's
@@ -53,8 +52,7 @@ type fakeTable struct {
 // fake (and its Dump) only once used, as iptables-save shows a table only
 // once its module is loaded.
 var lazyTables = map[string][]string{
-	TableMangle:   {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
-	TableSecurity: {"INPUT", "FORWARD", "OUTPUT"},
+	TableMangle: {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
 }
 
 // table returns a table, creating a lazy one on first use. f.mu must be

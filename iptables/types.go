@@ -38,13 +38,12 @@ const (
 	MethodDelEntry    = "DelEntry"
 )
 
-// Tables kube-ipvs writes to. security runs after filter and before IPVS
-// on LOCAL_IN; a `-j SET --map-set` rule is only accepted in mangle.
+// Tables kube-ipvs writes to. A `-j SET --map-set` rule is only accepted
+// in mangle.
 const (
-	TableNAT      = "nat"
-	TableFilter   = "filter"
-	TableMangle   = "mangle"
-	TableSecurity = "security"
+	TableNAT    = "nat"
+	TableFilter = "filter"
+	TableMangle = "mangle"
 )
 
 // Chain is a chain and its whole body, each rule as the arguments that

@@ -164,7 +164,13 @@ const weight = 1
 // real servers follow internalTrafficPolicy, the others
 // externalTrafficPolicy: with Local, only this node's endpoints, and none
 // when it has none (IPVS then refuses the connection: it is never sent to
-// another node, whose reply could not come back through this one).
+// another node, whose reply could not come back through this one). Pods
+// and the node itself are not outside clients: for each Local port they
+// can reach here, a firewall-mark virtual server with every endpoint takes
+// their traffic to the external addresses (the short circuit, see
+// BuildRules). Build numbers these marks 1, 2, … in port order; the
+// proxier swaps them for node-wide marks (marks.go) before the fragment
+// joins the desired state.
 func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConfig) (*Fragment, []Skip) {
 	f := &Fragment{}
 	if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
@@ -184,6 +190,7 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 	}
 	ends := collectEndpoints(eps, cfg.Family, skip)
 	ext := externalAddrs(svc, cfg, skip)
+	var shortCircuits uint32
 	internalLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == v1.ServiceInternalTrafficPolicyLocal
 	externalLocal := externallyAccessible(svc) && svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal
 	for _, sp := range svc.Spec.Ports {
@@ -209,20 +216,26 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 		b := partBuilder{cfg: cfg, base: base, proto: proto}
 		f.Servers = append(f.Servers, b.part(ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)}, cluster,
 			clusterIPEntry(cfg.Family, ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)})))
+		np, hasNodePort := nodePort(svc, sp, skip)
+		if hasNodePort && len(cfg.NodePortAddrs) == 0 {
+			skip(NoteNoNodePortAddress, "port %q nodePort %d", sp.Name, np)
+		}
+		// A Local port reachable on this node gets a short-circuit virtual
+		// server, numbered in port order (see shortCircuitMark).
+		var mark uint32
+		if externalLocal && (len(ext) > 0 || (hasNodePort && len(cfg.NodePortAddrs) > 0)) {
+			shortCircuits++
+			mark = shortCircuits
+			f.Servers = append(f.Servers, b.part(markKey(cfg.Family, mark), ends.forPort(sp.Name, sp.Protocol)))
+		}
 		for _, a := range ext {
 			k := ipvs.ServiceKey{Addr: a.addr, Proto: proto, Port: uint16(sp.Port)}
-			f.Servers = append(f.Servers, b.part(k, external, a.entries(cfg.Family, k, externalLocal)...))
+			f.Servers = append(f.Servers, b.part(k, external, a.entries(cfg.Family, k, mark)...))
 		}
-		if np, ok := nodePort(svc, sp, skip); ok {
-			if len(cfg.NodePortAddrs) == 0 {
-				skip(NoteNoNodePortAddress, "port %q nodePort %d", sp.Name, np)
-			}
+		if hasNodePort {
 			for _, a := range cfg.NodePortAddrs {
 				k := ipvs.ServiceKey{Addr: a, Proto: proto, Port: np}
-				entries := []SetEntry{keyEntry(SetNodePort, cfg.Family, k)}
-				if externalLocal {
-					entries = append(entries, keyEntry(SetExternalLocal, cfg.Family, k))
-				}
+				entries := append([]SetEntry{keyEntry(SetNodePort, cfg.Family, k)}, localEntries(cfg.Family, k, mark)...)
 				f.Servers = append(f.Servers, b.part(k, external, entries...))
 			}
 		}
@@ -367,6 +380,28 @@ func clusterIPEntry(f v1.IPFamily, k ipvs.ServiceKey) SetEntry { return keyEntry
 // keyEntry is virtual server k as a member of hash:ip,port set base.
 func keyEntry(base string, f v1.IPFamily, k ipvs.ServiceKey) SetEntry {
 	return SetEntry{Set: setName(base, f), Entry: iptables.Entry{Addr: k.Addr, Proto: k.Proto.String(), Port: k.Port}}
+}
+
+// markKey is the key of the firewall-mark virtual server with mark m.
+func markKey(f v1.IPFamily, m uint32) ipvs.ServiceKey {
+	a := netip.IPv4Unspecified()
+	if f == v1.IPv6Protocol {
+		a = netip.IPv6Unspecified()
+	}
+	return ipvs.ServiceKey{Addr: a, Mark: m}
+}
+
+// localEntries are the members that external virtual server k of a Local
+// Service port has because of its policy: EXTERNAL-LOCAL (clients keep
+// their address), and SHORT-CIRCUIT with the mark of the port's
+// short-circuit virtual server. None when mark is 0 (policy Cluster).
+func localEntries(f v1.IPFamily, k ipvs.ServiceKey, mark uint32) []SetEntry {
+	if mark == 0 {
+		return nil
+	}
+	sc := keyEntry(SetShortCircuit, f, k)
+	sc.Entry.Mark = mark
+	return []SetEntry{keyEntry(SetExternalLocal, f, k), sc}
 }
 
 func vipEntry(f v1.IPFamily, a netip.Addr) SetEntry {

@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
 
@@ -51,9 +52,13 @@ func compareNames(a, b types.NamespacedName) int {
 	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
 
-// ownedEntry is the SetOwned member that records virtual server k as
-// kube-ipvs'.
+// ownedEntry is the member that records virtual server k as kube-ipvs':
+// its address,proto:port in SetOwned, or for a firewall-mark virtual
+// server its mark in SetOwnedMark.
 func ownedEntry(f v1.IPFamily, k ipvs.ServiceKey) SetEntry {
+	if k.Mark != 0 {
+		return SetEntry{Set: setName(SetOwnedMark, f), Entry: iptables.Entry{Port: uint16(k.Mark)}}
+	}
 	e := clusterIPEntry(f, k)
 	e.Set = setName(SetOwned, f)
 	return e

@@ -39,17 +39,15 @@ type extAddr struct {
 }
 
 // entries are the set members of virtual server k on a: its kind's set,
-// EXTERNAL-LOCAL with externalTrafficPolicy Local, and for a load-balancer
-// IP with source ranges FIREWALL and one SOURCE-RANGES member per range.
-func (a extAddr) entries(f v1.IPFamily, k ipvs.ServiceKey, local bool) []SetEntry {
+// those of externalTrafficPolicy Local (localEntries, with the port's
+// short-circuit mark; 0 for Cluster), and for a load-balancer IP with
+// source ranges FIREWALL and one SOURCE-RANGES member per range.
+func (a extAddr) entries(f v1.IPFamily, k ipvs.ServiceKey, mark uint32) []SetEntry {
 	set := SetExternalIP
 	if a.kind == extLoadBalancer {
 		set = SetLoadBalancer
 	}
-	entries := []SetEntry{keyEntry(set, f, k)}
-	if local {
-		entries = append(entries, keyEntry(SetExternalLocal, f, k))
-	}
+	entries := append([]SetEntry{keyEntry(set, f, k)}, localEntries(f, k, mark)...)
 	if a.firewall {
 		entries = append(entries, keyEntry(SetFirewall, f, k))
 		for _, r := range a.ranges {

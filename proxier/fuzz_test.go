@@ -64,9 +64,17 @@ func FuzzBuildService(f *testing.F) {
 func checkFragment(t *testing.T, f *Fragment, family v1.IPFamily) {
 	t.Helper()
 	entries := slices.Clone(f.Entries)
+	shortCircuits, marked := 0, map[uint32]bool{}
 	for _, p := range f.Servers {
 		k := p.Service.Key
-		if familyOf(k.Addr) != family || k.Port == 0 || !k.Addr.IsValid() {
+		switch {
+		case k.IsMark():
+			// Build numbers its short circuits 1, 2, …
+			if k != ipvs.MarkKey(k.Mark, family == v1.IPv6Protocol) {
+				t.Fatalf("bad firewall-mark virtual server %+v for %s", k, family)
+			}
+			shortCircuits++
+		case familyOf(k.Addr) != family || k.Port == 0 || !k.Addr.IsValid():
 			t.Fatalf("bad virtual server %s for %s", k, family)
 		}
 		if (p.Service.Scheduler == "mh") != (p.Service.Flags == ipvs.SchedFlag2) {
@@ -86,6 +94,18 @@ func checkFragment(t *testing.T, f *Fragment, family v1.IPFamily) {
 		if !e.Entry.Addr.IsValid() || familyOf(e.Entry.Addr) != family {
 			t.Fatalf("bad set entry %s", e)
 		}
+		if (e.Set == setName(SetShortCircuit, family)) != (e.Entry.Mark != 0) {
+			t.Fatalf("set entry %s: a mark belongs to SHORT-CIRCUIT members, and they all have one", e)
+		}
+		marked[e.Entry.Mark] = e.Entry.Mark != 0
+	}
+	for m := range shortCircuits {
+		if !marked[uint32(m+1)] {
+			t.Fatalf("short circuit %d has no SHORT-CIRCUIT member: %v", m+1, marked)
+		}
+	}
+	if len(marked) > 0 && len(marked)-1 > shortCircuits {
+		t.Fatalf("SHORT-CIRCUIT members name %d marks for %d short circuits", len(marked)-1, shortCircuits)
 	}
 	if len(f.Servers) > 0 && len(f.Addrs) == 0 {
 		t.Fatalf("no address for %d virtual servers", len(f.Servers))

@@ -40,6 +40,11 @@ type Op struct {
 	Dest    ipvs.Destination
 	Addr    netip.Addr
 	Entry   SetEntry
+	// Replaces is, for OpAddEntry of a member with a mark (SHORT-CIRCUIT),
+	// the member of the same key and another mark it replaces: adding sets
+	// the new mark in place, like `ipset add -exist`, and the old one is
+	// never deleted (that would delete the key).
+	Replaces SetEntry
 	// Owner is the Service the operation is done for (from the Scope);
 	// when it fails, that Service's remaining operations wait for a retry
 	// and every other Service's go ahead.
@@ -102,6 +107,7 @@ func Plan(desired, current *State, scope *Scope) []Op {
 	servers := slices.SortedFunc(maps.Keys(scope.Servers), ipvs.ServiceKey.Compare)
 	addrs := slices.SortedFunc(maps.Keys(scope.Addrs), netip.Addr.Compare)
 	entries := slices.SortedFunc(maps.Keys(scope.Entries), compareEntries)
+	wantMark, haveMark := markedByKey(entries, desired), markedByKey(entries, current)
 	diff := func(add func(Op)) {
 		for _, k := range servers {
 			owner := scope.Servers[k]
@@ -122,9 +128,11 @@ func Plan(desired, current *State, scope *Scope) []Op {
 			_, have := current.Entries[e]
 			switch {
 			case want && !have:
-				add(Op{Kind: OpAddEntry, Entry: e, Owner: scope.Entries[e]})
+				add(Op{Kind: OpAddEntry, Entry: e, Replaces: haveMark[unmarked(e)], Owner: scope.Entries[e]})
 			case have && !want:
-				add(Op{Kind: OpDelEntry, Entry: e, Owner: scope.Entries[e]})
+				if _, replaced := wantMark[unmarked(e)]; !replaced {
+					add(Op{Kind: OpDelEntry, Entry: e, Owner: scope.Entries[e]})
+				}
 			}
 		}
 	}
@@ -190,6 +198,30 @@ func planServer(add func(Op), k ipvs.ServiceKey, desired, current map[ipvs.Servi
 	}
 }
 
+// markedByKey indexes the members with a mark among entries that s holds,
+// by their key without the mark.
+func markedByKey(entries []SetEntry, s *State) map[SetEntry]SetEntry {
+	var out map[SetEntry]SetEntry
+	for _, e := range entries {
+		if e.Entry.Mark == 0 {
+			continue
+		}
+		if _, ok := s.Entries[e]; ok {
+			if out == nil {
+				out = map[SetEntry]SetEntry{}
+			}
+			out[unmarked(e)] = e
+		}
+	}
+	return out
+}
+
+// unmarked is e without its mark: the member's identity in the kernel.
+func unmarked(e SetEntry) SetEntry {
+	e.Entry.Mark = 0
+	return e
+}
+
 // compareEntries orders set members by set, then by their fields, the
 // way `ipset save` lists them.
 func compareEntries(a, b SetEntry) int {
@@ -201,5 +233,6 @@ func compareEntries(a, b SetEntry) int {
 		a.Entry.Addr2.Compare(b.Entry.Addr2),
 		a.Entry.Net.Addr().Compare(b.Entry.Net.Addr()),
 		cmp.Compare(a.Entry.Net.Bits(), b.Entry.Net.Bits()),
+		cmp.Compare(a.Entry.Mark, b.Entry.Mark),
 	)
 }

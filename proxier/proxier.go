@@ -5,6 +5,7 @@
 package proxier
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -85,6 +86,8 @@ type Proxier struct {
 	healthSync   bool // health changed since the health server was last synced
 	healthFailed bool // the health server's last Sync failed: try again
 	want         *desired
+	marks        *marks // the firewall marks of short-circuit virtual servers
+	marksSeeded  bool   // marks has read what the kernel held at start
 	applied      *State // what the kernel holds, as far as we know; nil: read it back
 	drainSince   map[ipvs.ServiceKey]map[netip.AddrPort]time.Time
 	failures     map[types.NamespacedName]*retry
@@ -125,6 +128,7 @@ func New(log *zap.Logger, k Kernel, opts Options) *Proxier {
 		bySvc:      map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice{},
 		sliceSvc:   map[types.NamespacedName]types.NamespacedName{},
 		want:       newDesired(opts.Build.Family),
+		marks:      newMarks(opts.Rules.MasqueradeBit),
 		drainSince: map[ipvs.ServiceKey]map[netip.AddrPort]time.Time{},
 		failures:   map[types.NamespacedName]*retry{},
 		build:      opts.Build,
@@ -198,6 +202,7 @@ func (p *Proxier) Skipped() map[Reason]int {
 // sync is full.
 func (p *Proxier) Sync(full bool) error {
 	defer p.syncHealth()
+	p.seedMarks()
 	ch := p.takeChanges()
 	sc := p.absorb(ch, p.updateNodeInputs(ch, full || p.applied == nil))
 	if full || p.applied == nil {
@@ -282,6 +287,7 @@ func (p *Proxier) rebuild(name types.NamespacedName, sc *Scope) {
 	svc := p.services[name]
 	if svc == nil {
 		p.count(name, p.want.replace(name, nil, sc))
+		p.marks.assign(name, nil)
 		p.setHealth(name, nil)
 		return
 	}
@@ -291,8 +297,25 @@ func (p *Proxier) rebuild(name types.NamespacedName, sc *Scope) {
 	}
 	f, skips := BuildService(svc, eps, p.build)
 	p.count(name, skips)
+	p.count(name, p.marks.assign(name, f))
 	p.count(name, p.want.replace(name, f, sc))
 	p.setHealth(name, f.Health)
+}
+
+// seedMarks reads, once, the short-circuit marks the kernel holds from an
+// earlier run, so that each Service gets its marks back. Failing to read
+// them costs only stable marks: the next full sync repairs the rest.
+func (p *Proxier) seedMarks() {
+	if p.marksSeeded {
+		return
+	}
+	p.marksSeeded = true
+	set := setName(SetShortCircuit, p.opts.Build.Family)
+	entries, err := p.kernel.Sets.ListEntries(set)
+	if err != nil && !errors.Is(err, iptables.ErrNotFound) {
+		p.log.Warn("reading the short-circuit marks of the last run; marks may move", zap.Error(err))
+	}
+	p.marks.seedFrom(set, entries)
 }
 
 // count counts and logs skipped input; normal input (Reason.Normal) is
@@ -385,29 +408,56 @@ func (p *Proxier) apply(ops []Op) {
 	if len(res.Done) > 0 {
 		p.log.Info("applied", zap.Int("ops", len(res.Done)))
 	}
+	p.staleFlows = append(p.staleFlows, conntrackFlows(res.Done, p.applied)...)
 	p.applied.applyAll(res.Done)
-	p.staleFlows = append(p.staleFlows, conntrackFlows(res.Done)...)
 	p.settle(res.Failed)
 }
 
 // conntrackFlows are the UDP conntrack entries to delete after ops: those
 // of each removed UDP real server, and every entry of a removed UDP
-// virtual server.
-func conntrackFlows(done []Op) []conntrack.Flow {
+// virtual server. A firewall-mark virtual server's connections were made
+// to the addresses its mark's SHORT-CIRCUIT members name (as before in
+// was, the state the ops were applied to): its UDP ones are those.
+func conntrackFlows(done []Op, was *State) []conntrack.Flow {
 	var flows []conntrack.Flow
+	var marked map[uint32][]netip.AddrPort
 	for _, o := range done {
 		k := o.Service.Key
-		if k.Proto != ipvs.UDP {
+		addrs := []netip.AddrPort{k.AddrPort()}
+		switch {
+		case k.IsMark() && (o.Kind == OpDelDest || o.Kind == OpDelService):
+			if marked == nil {
+				marked = udpShortCircuits(was)
+			}
+			addrs = marked[k.Mark]
+		case k.Proto != ipvs.UDP:
 			continue
 		}
-		switch o.Kind {
-		case OpDelDest:
-			flows = append(flows, conntrack.Flow{Service: k.AddrPort(), Endpoint: o.Dest.Addr})
-		case OpDelService:
-			flows = append(flows, conntrack.Flow{Service: k.AddrPort()})
+		for _, a := range addrs {
+			switch o.Kind {
+			case OpDelDest:
+				flows = append(flows, conntrack.Flow{Service: a, Endpoint: o.Dest.Addr})
+			case OpDelService:
+				flows = append(flows, conntrack.Flow{Service: a})
+			}
 		}
 	}
 	return flows
+}
+
+// udpShortCircuits maps each short-circuit mark to the UDP addresses s's
+// SHORT-CIRCUIT members give it.
+func udpShortCircuits(s *State) map[uint32][]netip.AddrPort {
+	out := map[uint32][]netip.AddrPort{}
+	for e := range s.Entries {
+		if e.Entry.Mark != 0 && e.Entry.Proto == ipvs.UDP.String() {
+			out[e.Entry.Mark] = append(out[e.Entry.Mark], netip.AddrPortFrom(e.Entry.Addr, e.Entry.Port))
+		}
+	}
+	for _, addrs := range out {
+		slices.SortFunc(addrs, netip.AddrPort.Compare)
+	}
+	return out
 }
 
 // deleteStaleFlows deletes the UDP conntrack entries of removed real

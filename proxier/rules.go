@@ -26,6 +26,11 @@ const (
 	ChainFilter      = Prefix + "FILTER"
 	ChainForward     = Prefix + "FORWARD"
 	ChainFirewall    = Prefix + "FIREWALL"
+	// ChainShortCircuit marks the packets the node sends to an external
+	// address of a Service with externalTrafficPolicy Local (mangle
+	// OUTPUT), ChainShortCircuitPods those pods send (mangle INPUT).
+	ChainShortCircuit     = Prefix + "SHORT-CIRCUIT"
+	ChainShortCircuitPods = Prefix + "SHORT-CIRCUIT-PODS"
 
 	// SetClusterIP holds VIP,proto:port of every ClusterIP virtual server.
 	SetClusterIP = Prefix + "CLUSTER-IP"
@@ -47,6 +52,16 @@ const (
 	// lets through (IP,proto:port,CIDR).
 	SetFirewall     = Prefix + "LB-FIREWALL"
 	SetSourceRanges = Prefix + "LB-SOURCES"
+	// SetShortCircuit holds the members of EXTERNAL-LOCAL again, each with
+	// the firewall mark (ipset skbinfo) of its Service port's short-circuit
+	// virtual server: the one pods and the node itself reach through that
+	// address, with every endpoint of the Service as real servers, as if
+	// their traffic had gone out to the load balancer and come back.
+	SetShortCircuit = Prefix + "SHORT-CIRCUIT"
+	// SetOwnedMark is the ownership record of the firewall-mark virtual
+	// servers, as SetOwned is of the others: it holds the mark of each,
+	// added before the virtual server and removed after it.
+	SetOwnedMark = Prefix + "OWNED-MARK"
 	// SetVIP holds every address bound on kipvs0: ClusterIPs, and the
 	// external and load-balancer IPs that are not node addresses.
 	SetVIP = Prefix + "VIP"
@@ -75,6 +90,21 @@ type RuleConfig struct {
 	MasqueradeAll bool
 	MasqueradeBit int // the fwmark bit that asks for masquerade; 14 gives 0x4000
 }
+
+// The firewall marks of short-circuit virtual servers are MarkFirst to
+// MarkLast: bit 13 set, no bit above it. It keeps clear of kube-proxy's
+// 0x4000 and 0x8000 and of the CNIs' bits (Calico 0xffff0000, Weave
+// 0x20000 and 0x40000): a CNI reading its bits on a marked packet finds
+// them clear.
+const (
+	MarkFirst uint32 = 0x2000
+	MarkLast  uint32 = 0x3fff
+)
+
+// markTag matches the packets that carry a short-circuit mark, whatever
+// bits above bit 15 a CNI set on them: bit 13 set, bits 14 and 15 (the
+// masquerade and drop marks of kube-proxy) clear.
+const markTag = "0x2000/0xe000"
 
 // Jump is a rule kube-ipvs keeps in a chain it does not own.
 type Jump struct {
@@ -118,6 +148,22 @@ type Rules struct {
 // from the node itself (IPVS hooks OUTPUT before it), which
 // kube-proxy's IPVS mode needs a rule per load-balancer IP for.
 //
+// Short circuit: a pod (source in the cluster CIDRs) or the node itself
+// reaching an external address of a Service with externalTrafficPolicy
+// Local goes to all of its endpoints, as in kube-proxy's iptables and
+// nftables modes: the policy is for clients outside the cluster. The packet
+// gets the mark SHORT-CIRCUIT maps its destination to, and IPVS, which
+// looks firewall marks up before addresses, gives it to that mark's
+// virtual server. Pods are marked in mangle INPUT (the SET target maps
+// marks in mangle only), the node in mangle OUTPUT, each before IPVS on
+// its path. IPVS compares the whole mark: a filter INPUT rule that sets
+// bits of its own on a pod's packet (a CNI's policy bits, such as
+// Calico's) makes it miss the short circuit, and the pod is served as an
+// outside client. What the node sends this way is masqueraded in
+// POSTROUTING, whatever bits a CNI set on it since (markTag): its source
+// may be a VIP on kipvs0, which no endpoint could answer. What pods send
+// keeps their address.
+//
 // Every rule names a set; none depends on a Service.
 func BuildRules(c RuleConfig) Rules {
 	v6 := c.Family == v1.IPv6Protocol
@@ -148,6 +194,8 @@ func BuildRules(c RuleConfig) Rules {
 			set(SetSourceRanges, iptables.HashIPPortNet),
 			set(SetVIP, iptables.HashIP),
 			set(SetLoopBack, iptables.HashIPPortIP),
+			{Name: name(SetShortCircuit), Type: iptables.HashIPPort, IPv6: v6, SkbInfo: true},
+			{Name: name(SetOwnedMark), Type: iptables.BitmapPort, Ports: [2]uint16{uint16(MarkFirst), uint16(MarkLast)}},
 		},
 		Chains: map[string][]iptables.Chain{
 			iptables.TableNAT: {
@@ -166,6 +214,8 @@ func BuildRules(c RuleConfig) Rules {
 				{Name: ChainMarkMasq, Rules: [][]string{{"-j", "MARK", "--set-xmark", mark + "/" + mark}}},
 				{Name: ChainPostrouting, Rules: [][]string{
 					rule(match(SetLoopBack, "dst,dst,src"), []string{"-j", "MASQUERADE"}),
+					{"-m", "addrtype", "--src-type", "LOCAL", "-m", "mark", "--mark", markTag,
+						"-j", "MASQUERADE", "--random-fully"},
 					{"-m", "mark", "!", "--mark", mark + "/" + mark, "-j", "RETURN"},
 					{"-j", "MARK", "--set-xmark", mark + "/0x0"},
 					{"-j", "MASQUERADE", "--random-fully"},
@@ -189,6 +239,8 @@ func BuildRules(c RuleConfig) Rules {
 				{Name: ChainFirewall, Rules: [][]string{
 					rule(match(SetFirewall, "dst,dst"), []string{"-m", "set", "!", "--match-set", name(SetSourceRanges), "dst,dst,src", "-j", "DROP"}),
 				}},
+				{Name: ChainShortCircuit, Rules: [][]string{shortCircuit(name(SetShortCircuit))}},
+				{Name: ChainShortCircuitPods, Rules: fromPods(c, shortCircuit(name(SetShortCircuit)))},
 			},
 		},
 		Jumps: []Jump{
@@ -199,8 +251,32 @@ func BuildRules(c RuleConfig) Rules {
 			jump(iptables.TableFilter, "FORWARD", "kube-ipvs forwarding", ChainForward),
 			jump(iptables.TableMangle, "PREROUTING", "kube-ipvs load-balancer source ranges", ChainFirewall),
 			jump(iptables.TableMangle, "OUTPUT", "kube-ipvs load-balancer source ranges", ChainFirewall),
+			jump(iptables.TableMangle, "OUTPUT", "kube-ipvs short-circuit of the node", ChainShortCircuit),
+			jump(iptables.TableMangle, "INPUT", "kube-ipvs short-circuit of pods", ChainShortCircuitPods),
 		},
 	}
+}
+
+// shortCircuit is the rule that gives a packet to an external address in
+// SHORT-CIRCUIT the mark of its short-circuit virtual server. The mark
+// replaces the packet's whole mark: IPVS looks a firewall mark up by
+// equality.
+func shortCircuit(set string) []string {
+	return []string{"-m", "set", "--match-set", set, "dst,dst", "-j", "SET", "--map-set", set, "dst,dst", "--map-mark"}
+}
+
+// fromPods restricts rule to sources in the cluster CIDRs of c's family:
+// kube-proxy's "pod traffic for external destinations". Without a cluster
+// CIDR no pod is known, and only the node is short-circuited, as in
+// kube-proxy.
+func fromPods(c RuleConfig, rule []string) [][]string {
+	var rules [][]string
+	for _, p := range c.ClusterCIDRs {
+		if familyOf(p.Addr()) == c.Family {
+			rules = append(rules, append([]string{"-s", p.Masked().String()}, rule...))
+		}
+	}
+	return rules
 }
 
 // Tables are the tables r has chains in, sorted.

@@ -142,7 +142,7 @@ func kernelVersion(release string) (major, minor int, ok bool) {
 }
 
 // Cleanup removes everything kube-ipvs made and nothing else: the virtual
-// servers its SetOwned record names, the dummy interface with the VIPs,
+// servers its SetOwned and SetOwnedMark records name, the dummy interface with the VIPs,
 // its jump rules, chains and ipsets. A virtual server made by anyone else,
 // on any address, stays. Missing pieces are fine; every other error is
 // returned, all of them at once, after trying the rest. When a virtual
@@ -176,7 +176,7 @@ func Cleanup(k Kernel, r Rules, family v1.IPFamily) error {
 		}
 	}
 	for _, s := range r.Sets {
-		if s.Name == setName(SetOwned, family) && !recordDone {
+		if (s.Name == setName(SetOwned, family) || s.Name == setName(SetOwnedMark, family)) && !recordDone {
 			continue
 		}
 		keep(k.Sets.DestroySet(s.Name), iptables.ErrNotFound)

@@ -174,6 +174,7 @@ func (s *State) applyAll(ops []Op) {
 		k := o.Service.Key
 		switch o.Kind {
 		case OpAddEntry:
+			delete(s.Entries, o.Replaces)
 			s.Entries[o.Entry] = struct{}{}
 		case OpDelEntry:
 			delete(s.Entries, o.Entry)

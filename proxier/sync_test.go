@@ -65,9 +65,15 @@ COMMIT
 :OUTPUT ACCEPT
 :POSTROUTING ACCEPT
 :KIPVS-FIREWALL -
+:KIPVS-SHORT-CIRCUIT -
+:KIPVS-SHORT-CIRCUIT-PODS -
 -A PREROUTING -m comment --comment "kube-ipvs load-balancer source ranges" -j KIPVS-FIREWALL
+-A INPUT -m comment --comment "kube-ipvs short-circuit of pods" -j KIPVS-SHORT-CIRCUIT-PODS
+-A OUTPUT -m comment --comment "kube-ipvs short-circuit of the node" -j KIPVS-SHORT-CIRCUIT
 -A OUTPUT -m comment --comment "kube-ipvs load-balancer source ranges" -j KIPVS-FIREWALL
 -A KIPVS-FIREWALL -m set --match-set KIPVS-LB-FIREWALL dst,dst -m set ! --match-set KIPVS-LB-SOURCES dst,dst,src -j DROP
+-A KIPVS-SHORT-CIRCUIT -m set --match-set KIPVS-SHORT-CIRCUIT dst,dst -j SET --map-set KIPVS-SHORT-CIRCUIT dst,dst --map-mark
+-A KIPVS-SHORT-CIRCUIT-PODS -s 10.244.0.0/16 -m set --match-set KIPVS-SHORT-CIRCUIT dst,dst -j SET --map-set KIPVS-SHORT-CIRCUIT dst,dst --map-mark
 COMMIT
 *nat
 :PREROUTING ACCEPT
@@ -90,6 +96,7 @@ COMMIT
 -A KIPVS-EXTERNAL -j ACCEPT
 -A KIPVS-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
 -A KIPVS-POSTROUTING -m set --match-set KIPVS-LOOP-BACK dst,dst,src -j MASQUERADE
+-A KIPVS-POSTROUTING -m addrtype --src-type LOCAL -m mark --mark 0x2000/0xe000 -j MASQUERADE --random-fully
 -A KIPVS-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
 -A KIPVS-POSTROUTING -j MARK --set-xmark 0x4000/0x0
 -A KIPVS-POSTROUTING -j MASQUERADE --random-fully
@@ -113,6 +120,8 @@ create KIPVS-NODE-PORT hash:ip,port family inet hashsize 1024 maxelem 65536
 create KIPVS-OWNED hash:ip,port family inet hashsize 1024 maxelem 65536
 add KIPVS-OWNED 10.96.0.10,tcp:80
 add KIPVS-OWNED 10.96.0.53,udp:53
+create KIPVS-OWNED-MARK bitmap:port range 8192-16383
+create KIPVS-SHORT-CIRCUIT hash:ip,port family inet hashsize 1024 maxelem 65536 skbinfo
 create KIPVS-VIP hash:ip family inet hashsize 1024 maxelem 65536
 add KIPVS-VIP 10.96.0.10
 add KIPVS-VIP 10.96.0.53

@@ -26,7 +26,6 @@ func RunChains(t *testing.T, newKernel func(t *testing.T) Kernel) {
 		{"DeleteRule removes the first equal rule", testDeleteRule},
 		{"DeleteChain is ErrInUse while jumped to and keeps the chain", testDeleteChainInUse},
 		{"DeleteChain errors", testDeleteChainErrors},
-		{"the security table takes chains and jumps from INPUT", testSecurityTable},
 		{"SET --map-set is refused outside mangle and holds its set", testMapSetOnlyInMangle},
 	}
 	for _, tc := range cases {
@@ -284,36 +283,13 @@ func testDeleteChainErrors(t *testing.T, e *env) {
 	contract.WantEqual(t, "the nat chain", e.rules(iptables.TableNAT, chainA), rules("-j RETURN"))
 }
 
-func testSecurityTable(t *testing.T, e *env) {
-	e.createSet(setPort, iptables.HashIPPort)
-	before := e.rules(iptables.TableSecurity, "INPUT")
-	a := iptables.Chain{Name: chainA, Rules: rules(
-		"-m set --match-set "+setPort+" dst,dst -m mark --mark 0x2000/0xffffe000 -j RETURN",
-		"-j ACCEPT",
-	)}
-	e.restore(iptables.TableSecurity, a)
-	contract.WantEqual(t, "ListRules(security, "+chainA+")", e.rules(iptables.TableSecurity, chainA), a.Rules)
-	jump := args(`-m comment --comment "kube-ipvs short-circuit of pods" -j ` + chainA)
-	if !e.ensure(iptables.TableSecurity, "INPUT", jump) {
-		t.Error("EnsureRule in security INPUT reported no insert")
-	}
-	contract.WantEqual(t, "security INPUT", e.rules(iptables.TableSecurity, "INPUT"), append([][]string{jump}, before...))
-	contract.WantErr(t, "DeleteChain jumped to from security INPUT", e.k.IPTables.DeleteChain(iptables.TableSecurity, chainA), iptables.ErrInUse)
-	if err := e.k.IPTables.DeleteRule(iptables.TableSecurity, "INPUT", jump); err != nil {
-		t.Fatal(err)
-	}
-	contract.WantEqual(t, "security INPUT after DeleteRule", e.rules(iptables.TableSecurity, "INPUT"), before)
-	_, err := e.k.IPTables.ListRules(iptables.TableFilter, chainA)
-	contract.WantErr(t, "the chain in filter", err, iptables.ErrNotFound)
-}
-
 // testMapSetOnlyInMangle: xt_SET takes --map-set in the mangle table only,
 // and a rule that maps from a set holds it as a match does.
 func testMapSetOnlyInMangle(t *testing.T, e *env) {
 	e.createSet(setPort, iptables.HashIPPort)
 	e.createSetSpec(iptables.Set{Name: setSkb, Type: iptables.HashIPPort, IPv6: e.k.IPv6, SkbInfo: true})
 	mapping := iptables.Chain{Name: chainA, Rules: rules("-m set --match-set " + setPort + " dst,dst -j SET --map-set " + setSkb + " dst,dst --map-mark")}
-	for _, table := range []string{iptables.TableSecurity, iptables.TableFilter} {
+	for _, table := range []string{iptables.TableNAT, iptables.TableFilter} {
 		e.own(table, mapping)
 		err := e.k.IPTables.RestoreChains(table, []iptables.Chain{mapping})
 		if err == nil {
