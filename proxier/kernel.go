@@ -32,8 +32,9 @@ type Kernel struct {
 // ReadState reads back what kube-ipvs owns in the kernel, in bulk: the
 // VIPs on the dummy interface, the members of the given sets (SetOwned, the
 // ownership record, among them), one dump of the virtual servers, and the
-// real servers of each of ours. A virtual server is ours when SetOwned
-// records it; one that is not recorded is adopted only when adopt says it
+// real servers of each of ours (and, in State.foreignMarks, the marks of
+// the firewall-mark virtual servers that are not). A virtual server is ours
+// when SetOwned (SetOwnedMark) records it; one that is not recorded is adopted only when adopt says it
 // is wanted and its address is bound on kube-ipvs' own dummy interface
 // (a record lost with its set). Every other virtual server belongs to
 // someone else and is never returned. It also returns which of the sets do
@@ -73,6 +74,9 @@ func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(ipv
 		_, recorded := s.Entries[ownedEntry(family, key)]
 		_, bound := s.Addrs[key.Addr]
 		if !recorded && !(bound && adopt != nil && adopt(key)) {
+			if key.IsMark() {
+				s.foreignMarks = append(s.foreignMarks, key.Mark)
+			}
 			continue
 		}
 		dests, err := k.IPVS.ListDestinations(key)

@@ -27,6 +27,28 @@ type marks struct {
 	// seed maps a SHORT-CIRCUIT member (its Mark cleared) to the mark the
 	// kernel had for it at start.
 	seed map[SetEntry]uint32
+	// foreign are the marks of firewall-mark virtual servers someone else
+	// made (keepalived, say), found when adding ours failed: never handed out.
+	foreign map[uint32]bool
+}
+
+// avoid stops handing mark out, and takes it back from the Service that
+// holds it, if any, at that Service's next assign: that Service is
+// returned, to be rebuilt.
+func (m *marks) avoid(mark uint32) (types.NamespacedName, bool) {
+	if m.foreign == nil {
+		m.foreign = map[uint32]bool{}
+	}
+	m.foreign[mark] = true
+	if !m.used[mark] {
+		return types.NamespacedName{}, false
+	}
+	for name, held := range m.held {
+		if slices.Contains(held, mark) {
+			return name, true
+		}
+	}
+	return types.NamespacedName{}, false
 }
 
 func newMarks(masqueradeBit int) *marks {
@@ -75,6 +97,10 @@ func (m *marks) assign(name types.NamespacedName, f *Fragment) []Skip {
 	}
 	var skips []Skip
 	for i := range held {
+		if m.foreign[held[i]] {
+			delete(m.used, held[i])
+			held[i] = 0
+		}
 		if held[i] == 0 {
 			held[i] = m.take(f, uint32(i+1))
 		}
@@ -97,7 +123,7 @@ func (m *marks) take(f *Fragment, i uint32) uint32 {
 				continue
 			}
 			e.Entry.Mark = 0
-			if mark, ok := m.seed[e]; ok && !m.used[mark] && mark&m.skip == 0 {
+			if mark, ok := m.seed[e]; ok && m.free(mark) {
 				delete(m.seed, e)
 				m.used[mark] = true
 				return mark
@@ -105,12 +131,17 @@ func (m *marks) take(f *Fragment, i uint32) uint32 {
 		}
 	}
 	for mark := MarkFirst; mark <= MarkLast; mark++ {
-		if !m.used[mark] && mark&m.skip == 0 {
+		if m.free(mark) {
 			m.used[mark] = true
 			return mark
 		}
 	}
 	return 0
+}
+
+// free reports whether mark may be handed out now.
+func (m *marks) free(mark uint32) bool {
+	return !m.used[mark] && !m.foreign[mark] && mark&m.skip == 0
 }
 
 // rewrite replaces short-circuit number i+1 with held[i] in f's keys and

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kube-ipvs/kube-ipvs/conntrack"
+	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
 
@@ -198,4 +199,62 @@ func TestAShortCircuitsUDPEndpointLeavingDeletesItsFlows(t *testing.T) {
 			t.Errorf("flow %v deleted; only %s left", f, gone)
 		}
 	}
+}
+
+func TestAForeignFirewallMarkVirtualServerIsLeftAlone(t *testing.T) {
+	n, p, _, _ := newNorthSouthProxier(t, "192.168.50.11")
+	// keepalived's, on the first mark kube-ipvs would take.
+	foreign := ipvs.Service{Key: ipvs.MarkKey(MarkFirst, false), Scheduler: "wlc"}
+	if err := n.ipvs.AddService(foreign); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ipvs.AddDestination(foreign.Key, ipvs.Destination{Addr: ap("192.0.2.9:80"), Weight: 3}); err != nil {
+		t.Fatal(err)
+	}
+	keepalived := "-A -f 8192 -s wlc\n-a -f 8192 -r 192.0.2.9:80 -m -w 3\n"
+	p.OnNode(nodeObject("192.168.50.11"))
+	p.OnService(localLB("a", "10.96.0.21", 30081, "203.0.113.21"))
+	p.OnSlice(slice("default", "a-1", "a", withEndpoints(ep("10.244.2.2"))))
+	// The first sync is full: it reads the kernel and plans with 8193, so
+	// no packet is ever marked for keepalived's virtual server.
+	spy := &addSpy{Sets: n.sets}
+	p.kernel.Sets = spy
+	mustSync(t, p, false)
+	for _, e := range spy.added {
+		if e.Mark == MarkFirst {
+			t.Errorf("a member marked for the foreign virtual server was added: %s", e)
+		}
+	}
+	wantLines(t, "ipvs", n.ipvsDump(), keepalived, "-A -f 8193 -s rr\n-a -f 8193 -r 10.244.2.2:8080 -m -w 1\n")
+	wantLines(t, "sets", n.sets.Dump(), "add KIPVS-SHORT-CIRCUIT 203.0.113.21,tcp:80 skbmark 0x2001\n", "!add KIPVS-OWNED-MARK 8192\n")
+
+	// One made after the kernel was read: the add fails, the Service gets
+	// another mark at the next sync.
+	late := ipvs.Service{Key: ipvs.MarkKey(MarkFirst+2, false), Scheduler: "wlc"}
+	if err := n.ipvs.AddService(late); err != nil {
+		t.Fatal(err)
+	}
+	p.OnService(localLB("b", "10.96.0.22", 30082, "203.0.113.22"))
+	mustSync(t, p, false)
+	mustSync(t, p, false)
+	wantLines(t, "ipvs", n.ipvsDump(), "-A -f 8194 -s wlc\n-A -f 8195 -s rr\n")
+	wantLines(t, "sets", n.sets.Dump(), "add KIPVS-SHORT-CIRCUIT 203.0.113.22,tcp:80 skbmark 0x2003\n")
+	keepalived += "-A -f 8194 -s wlc\n"
+	if err := Cleanup(p.kernel, p.rules, v1.IPv4Protocol); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.ipvs.Dump(); got != keepalived {
+		t.Errorf("after cleanup:\n%s\nwant keepalived's alone:\n%s", got, keepalived)
+	}
+}
+
+// addSpy records the members added through it.
+type addSpy struct {
+	iptables.Sets
+	added []iptables.Entry
+}
+
+func (s *addSpy) AddEntry(name string, e iptables.Entry) error {
+	s.added = append(s.added, e)
+	return s.Sets.AddEntry(name, e)
 }

@@ -248,7 +248,9 @@ func (p *Proxier) absorb(ch changes, all bool) *Scope {
 		p.absorbSlice(key, s, dirty)
 	}
 	sc := NewScope()
-	for name := range dirty {
+	// In name order, so that the Services that get new short-circuit marks
+	// in one sync get them in the same order every time.
+	for _, name := range slices.SortedFunc(maps.Keys(dirty), compareNames) {
 		p.rebuild(name, sc)
 	}
 	return sc
@@ -357,6 +359,11 @@ func (p *Proxier) fullSync() error {
 	if err := p.ensureRules(missing); err != nil {
 		return err
 	}
+	for _, m := range current.foreignMarks {
+		if name, ok := p.marks.avoid(m); ok {
+			p.rebuild(name, NewScope()) // the full scope below covers it
+		}
+	}
 	keys := slices.Collect(maps.Keys(current.Servers))
 	for k := range p.drainSince {
 		if _, ok := current.Servers[k]; !ok {
@@ -411,6 +418,23 @@ func (p *Proxier) apply(ops []Op) {
 	p.staleFlows = append(p.staleFlows, conntrackFlows(res.Done, p.applied)...)
 	p.applied.applyAll(res.Done)
 	p.settle(res.Failed)
+	p.avoidForeignMarks(res.Failed)
+}
+
+// avoidForeignMarks gives another mark to a Service whose short circuit
+// could not be added because someone else's firewall-mark virtual server
+// has its mark. A full sync finds those before it plans; this covers one
+// made between that read and the add.
+func (p *Proxier) avoidForeignMarks(failed map[types.NamespacedName]*Failure) {
+	for name, f := range failed {
+		o := f.Ops[0]
+		if o.Kind == OpAddService && o.Service.Key.IsMark() && errors.Is(f.Err, errForeign) {
+			p.marks.avoid(o.Service.Key.Mark)
+			if svc := p.services[name]; svc != nil {
+				p.recordService(svc, svc) // rebuilt with another mark at the next sync
+			}
+		}
+	}
 }
 
 // conntrackFlows are the UDP conntrack entries to delete after ops: those

@@ -36,6 +36,10 @@ type State struct {
 	Servers map[ipvs.ServiceKey]VirtualServer
 	Addrs   map[netip.Addr]struct{}
 	Entries map[SetEntry]struct{}
+	// foreignMarks, in a State read from the kernel, are the marks of
+	// firewall-mark virtual servers someone else made; no mark of a short
+	// circuit may be one of them. Plan does not look at it.
+	foreignMarks []uint32
 }
 
 // NewState returns an empty State.
