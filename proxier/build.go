@@ -216,29 +216,11 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 		b := partBuilder{cfg: cfg, base: base, proto: proto}
 		f.Servers = append(f.Servers, b.part(ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)}, cluster,
 			clusterIPEntry(cfg.Family, ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)})))
-		np, hasNodePort := nodePort(svc, sp, skip)
-		if hasNodePort && len(cfg.NodePortAddrs) == 0 {
-			skip(NoteNoNodePortAddress, "port %q nodePort %d", sp.Name, np)
+		var all []weighted // for a short circuit
+		if externalLocal {
+			all = ends.forPort(sp.Name, sp.Protocol)
 		}
-		// A Local port reachable on this node gets a short-circuit virtual
-		// server, numbered in port order (see shortCircuitMark).
-		var mark uint32
-		if externalLocal && (len(ext) > 0 || (hasNodePort && len(cfg.NodePortAddrs) > 0)) {
-			shortCircuits++
-			mark = shortCircuits
-			f.Servers = append(f.Servers, b.part(markKey(cfg.Family, mark), ends.forPort(sp.Name, sp.Protocol)))
-		}
-		for _, a := range ext {
-			k := ipvs.ServiceKey{Addr: a.addr, Proto: proto, Port: uint16(sp.Port)}
-			f.Servers = append(f.Servers, b.part(k, external, a.entries(cfg.Family, k, mark)...))
-		}
-		if hasNodePort {
-			for _, a := range cfg.NodePortAddrs {
-				k := ipvs.ServiceKey{Addr: a, Proto: proto, Port: np}
-				entries := append([]SetEntry{keyEntry(SetNodePort, cfg.Family, k)}, localEntries(cfg.Family, k, mark)...)
-				f.Servers = append(f.Servers, b.part(k, external, entries...))
-			}
-		}
+		f.Servers = append(f.Servers, b.externalParts(svc, sp, ext, external, externalLocal, all, &shortCircuits, skip)...)
 	}
 	// Equal keys (an external IP listed twice, or equal to a NodePort
 	// address) keep the first part, deterministically.
@@ -268,6 +250,38 @@ type partBuilder struct {
 	cfg   BuildConfig
 	base  ipvs.Service
 	proto ipvs.Protocol
+}
+
+// externalParts are the virtual servers of Service port sp on the external
+// and load-balancer IPs ext and on the NodePort addresses, with real
+// servers ws. A port with externalTrafficPolicy Local (local) that has an
+// external address here also gets its short circuit, numbered
+// *shortCircuits+1, whose real servers are all, its every endpoint.
+func (b partBuilder) externalParts(svc *v1.Service, sp v1.ServicePort, ext []extAddr, ws []weighted, local bool, all []weighted,
+	shortCircuits *uint32, skip func(Reason, string, ...any)) []ServerPart {
+	var parts []ServerPart
+	f := b.cfg.Family
+	np, hasNodePort := nodePort(svc, sp, skip)
+	if hasNodePort && len(b.cfg.NodePortAddrs) == 0 {
+		skip(NoteNoNodePortAddress, "port %q nodePort %d", sp.Name, np)
+	}
+	var mark uint32
+	if local && (len(ext) > 0 || (hasNodePort && len(b.cfg.NodePortAddrs) > 0)) {
+		*shortCircuits++
+		mark = *shortCircuits
+		parts = append(parts, b.part(ipvs.MarkKey(mark, f == v1.IPv6Protocol), all))
+	}
+	for _, a := range ext {
+		k := ipvs.ServiceKey{Addr: a.addr, Proto: b.proto, Port: uint16(sp.Port)}
+		parts = append(parts, b.part(k, ws, a.entries(f, k, mark)...))
+	}
+	if hasNodePort {
+		for _, a := range b.cfg.NodePortAddrs {
+			k := ipvs.ServiceKey{Addr: a, Proto: b.proto, Port: np}
+			parts = append(parts, b.part(k, ws, append([]SetEntry{keyEntry(SetNodePort, f, k)}, localEntries(f, k, mark)...)...))
+		}
+	}
+	return parts
 }
 
 // part is virtual server k with real servers ws and the given set members,
@@ -380,15 +394,6 @@ func clusterIPEntry(f v1.IPFamily, k ipvs.ServiceKey) SetEntry { return keyEntry
 // keyEntry is virtual server k as a member of hash:ip,port set base.
 func keyEntry(base string, f v1.IPFamily, k ipvs.ServiceKey) SetEntry {
 	return SetEntry{Set: setName(base, f), Entry: iptables.Entry{Addr: k.Addr, Proto: k.Proto.String(), Port: k.Port}}
-}
-
-// markKey is the key of the firewall-mark virtual server with mark m.
-func markKey(f v1.IPFamily, m uint32) ipvs.ServiceKey {
-	a := netip.IPv4Unspecified()
-	if f == v1.IPv6Protocol {
-		a = netip.IPv6Unspecified()
-	}
-	return ipvs.ServiceKey{Addr: a, Mark: m}
 }
 
 // localEntries are the members that external virtual server k of a Local

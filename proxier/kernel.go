@@ -34,9 +34,10 @@ type Kernel struct {
 // ownership record, among them), one dump of the virtual servers, and the
 // real servers of each of ours (and, in State.foreignMarks, the marks of
 // the firewall-mark virtual servers that are not). A virtual server is ours
-// when SetOwned (SetOwnedMark) records it; one that is not recorded is adopted only when adopt says it
-// is wanted and its address is bound on kube-ipvs' own dummy interface
-// (a record lost with its set). Every other virtual server belongs to
+// when SetOwned (SetOwnedMark for a firewall mark) records it; one that is
+// not recorded is adopted only when adopt says it is wanted and its
+// address is bound on kube-ipvs' own dummy interface (a record lost with
+// its set). Every other virtual server belongs to
 // someone else and is never returned. It also returns which of the sets do
 // not exist.
 func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(ipvs.ServiceKey) bool) (*State, []iptables.Set, error) {

@@ -142,8 +142,8 @@ func kernelVersion(release string) (major, minor int, ok bool) {
 }
 
 // Cleanup removes everything kube-ipvs made and nothing else: the virtual
-// servers its SetOwned and SetOwnedMark records name, the dummy interface with the VIPs,
-// its jump rules, chains and ipsets. A virtual server made by anyone else,
+// servers its SetOwned and SetOwnedMark records name, the dummy interface
+// with the VIPs, its jump rules, chains and ipsets. A virtual server made by anyone else,
 // on any address, stays. Missing pieces are fine; every other error is
 // returned, all of them at once, after trying the rest. When a virtual
 // server cannot be deleted the record is kept, so a later cleanup still
