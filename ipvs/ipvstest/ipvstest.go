@@ -283,26 +283,35 @@ func testSchedFlags(t *testing.T, c *suiteCase) {
 }
 
 func testDestinations(t *testing.T, c *suiteCase) {
-	c.add(rr(web))
-	want := []ipvs.Destination{
+	addDestinations(t, c, web, web6)
+	c.add(rr(dns))
+	contract.WantEqual(t, "ListDestinations of a virtual server without any", len(c.dests(dns)), 0)
+}
+
+// addDestinations makes v4 and v6 with real servers of every weight and
+// forwarding, added out of order, and checks they list sorted by address
+// (configuration only: the kernel may carry connection counts over to a
+// real server added again). It returns them as listed.
+func addDestinations(t *testing.T, c *suiteCase, v4, v6 ipvs.ServiceKey) (want, want6 []ipvs.Destination) {
+	t.Helper()
+	c.add(rr(v4))
+	want = []ipvs.Destination{
 		masq("10.244.240.2:8080", 0),
 		masq("10.244.240.2:8081", 1),
 		{Addr: netip.MustParseAddrPort("10.244.240.3:80"), Weight: 1, Forward: ipvs.Route},
 		masq("10.244.240.10:8080", ipvs.MaxWeight),
 	}
 	for _, i := range []int{3, 1, 0, 2} {
-		c.addDest(web, want[i])
+		c.addDest(v4, want[i])
 	}
-	contract.WantEqual(t, "ListDestinations", c.dests(web), want)
+	contract.WantEqual(t, "ListDestinations", c.configs(v4), want)
 
-	c.add(rr(web6))
-	want6 := []ipvs.Destination{masq("[fd00:244:240::2]:8080", 1), masq("[fd00:244:240::10]:8080", 5)}
-	c.addDest(web6, want6[1])
-	c.addDest(web6, want6[0])
-	contract.WantEqual(t, "ListDestinations of IPv6", c.dests(web6), want6)
-
-	c.add(rr(dns))
-	contract.WantEqual(t, "ListDestinations of a virtual server without any", len(c.dests(dns)), 0)
+	c.add(rr(v6))
+	want6 = []ipvs.Destination{masq("[fd00:244:240::2]:8080", 1), masq("[fd00:244:240::10]:8080", 5)}
+	c.addDest(v6, want6[1])
+	c.addDest(v6, want6[0])
+	contract.WantEqual(t, "ListDestinations of IPv6", c.configs(v6), want6)
+	return want, want6
 }
 
 func testDestinationErrors(t *testing.T, c *suiteCase) {

@@ -128,23 +128,7 @@ func testMarkUpdate(t *testing.T, c *suiteCase) {
 }
 
 func testMarkDestinations(t *testing.T, c *suiteCase) {
-	c.add(rr(mark))
-	want := []ipvs.Destination{
-		masq("10.244.240.2:8080", 0),
-		masq("10.244.240.2:8081", 1),
-		{Addr: netip.MustParseAddrPort("10.244.240.3:80"), Weight: 1, Forward: ipvs.Route},
-		masq("10.244.240.10:8080", ipvs.MaxWeight),
-	}
-	for _, i := range []int{3, 1, 0, 2} {
-		c.addDest(mark, want[i])
-	}
-	contract.WantEqual(t, "ListDestinations", c.configs(mark), want)
-
-	c.add(rr(mark6))
-	want6 := []ipvs.Destination{masq("[fd00:244:240::2]:8080", 1), masq("[fd00:244:240::10]:8080", 5)}
-	c.addDest(mark6, want6[1])
-	c.addDest(mark6, want6[0])
-	contract.WantEqual(t, "ListDestinations of the IPv6 mark", c.configs(mark6), want6)
+	want, want6 := addDestinations(t, c, mark, mark6)
 
 	update := ipvs.Destination{Addr: want[1].Addr, Weight: 7, Forward: ipvs.Route}
 	if err := c.h.IPVS.UpdateDestination(mark, update); err != nil {
