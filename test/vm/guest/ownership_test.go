@@ -67,7 +67,7 @@ func TestAgentOwnsOnlyWhatItRecorded(t *testing.T) {
 	agent.Stop()
 	Run(t, Node, "ip", "link", "del", "kipvs0")
 	b.web(b.pods[0], b.pods[2])
-	StartAgent(t, b.objs)
+	agent = StartAgent(t, b.objs)
 	vs := webVS()
 	out := WaitIPVSFor(t, 15*time.Second, &vs, RSLine(rs(b.pods[0])), RSLine(rs(b.pods[2])), "!"+AnyRSLine(rs(b.pods[1])))
 	if n := len(regexp.MustCompile(`(?m)^\s+->\s+\d`).FindAllString(out, -1)); n != 2 {
@@ -82,7 +82,9 @@ func TestAgentOwnsOnlyWhatItRecorded(t *testing.T) {
 		t.Errorf("hand-made virtual servers changed by syncs and a restart:\nbefore:\n%s\nafter:\n%s", handMade, got)
 	}
 
-	// --cleanup removes kube-ipvs' virtual server and nothing else.
+	// --cleanup, once the agent stopped (a running one puts back what
+	// cleanup removes), removes kube-ipvs' virtual server and nothing else.
+	agent.Stop()
 	Run(t, Node, AgentBin, "--cleanup", "--log-format", "console")
 	if got := strings.TrimSpace(Run(t, Node, "ipvsadm", "-Sn")); got != handMade {
 		t.Errorf("after --cleanup:\n%s\nwant exactly the hand-made ones:\n%s", got, handMade)
