@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -17,7 +18,14 @@ import (
 // (NFNL_SUBSYS_IPSET): sets are created through
 // github.com/vishvananda/netlink, members added, deleted and listed with
 // requests of our own (ipset_netlink.go). No `ipset` binary is needed.
-type KernelSets struct{}
+// It is safe for concurrent use.
+type KernelSets struct {
+	mu sync.Mutex
+	// skbInfo remembers, per set, whether it was created with skbinfo, so
+	// that refusing an unmarked member costs one header read per set, not
+	// one per add. CreateSet and DestroySet forget the set.
+	skbInfo map[string]bool
+}
 
 var _ Sets = (*KernelSets)(nil)
 
@@ -55,6 +63,7 @@ func (k *KernelSets) CreateSet(s Set) error {
 	if s.Type == BitmapPort {
 		opts.PortFrom, opts.PortTo = s.Ports[0], s.Ports[1]
 	}
+	k.forget(s.Name)
 	err := guard(func() error { return netlink.IpsetCreate(s.Name, string(s.Type), opts) })
 	return mapSetError("creating ipset "+s.Name, err, ErrExists)
 }
@@ -62,7 +71,34 @@ func (k *KernelSets) CreateSet(s Set) error {
 // DestroySet removes a set, like `ipset destroy NAME`; ErrNotFound if absent,
 // ErrInUse while an iptables rule references it.
 func (k *KernelSets) DestroySet(name string) error {
+	k.forget(name)
 	return mapSetError("destroying ipset "+name, destroySet(name), nil)
+}
+
+func (k *KernelSets) forget(name string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.skbInfo, name)
+}
+
+// hasSkbInfo reports whether set name was created with skbinfo, reading
+// its header the first time.
+func (k *KernelSets) hasSkbInfo(name string) (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if v, ok := k.skbInfo[name]; ok {
+		return v, nil
+	}
+	sets, err := dumpSets(name, ipsetFlagListHeader)
+	if err != nil {
+		return false, err
+	}
+	v := len(sets) == 1 && sets[0].skbInfo()
+	if k.skbInfo == nil {
+		k.skbInfo = map[string]bool{}
+	}
+	k.skbInfo[name] = v
+	return v, nil
 }
 
 // destroySet sends IPSET_CMD_DESTROY with NLM_F_EXCL, as `ipset destroy`
@@ -105,11 +141,11 @@ func (k *KernelSets) ListEntries(name string) ([]Entry, error) {
 func (k *KernelSets) AddEntry(name string, e Entry) error {
 	what := fmt.Sprintf("adding %s to ipset %s", e, name)
 	if e.Mark == 0 {
-		sets, err := dumpSets(name, ipsetFlagListHeader)
+		skb, err := k.hasSkbInfo(name)
 		if err != nil {
 			return mapSetError(what, err, nil)
 		}
-		if len(sets) == 1 && sets[0].skbInfo() {
+		if skb {
 			return fmt.Errorf("%s: %w", what, validateMark(Set{SkbInfo: true}, e))
 		}
 	}
