@@ -28,8 +28,17 @@ type marks struct {
 	// kernel had for it at start.
 	seed map[SetEntry]uint32
 	// foreign are the marks of firewall-mark virtual servers someone else
-	// made (keepalived, say), found when adding ours failed: never handed out.
+	// made (keepalived, say), seen by a full sync or by a failed add:
+	// never handed out.
 	foreign map[uint32]bool
+}
+
+func newMarks(masqueradeBit int) *marks {
+	m := &marks{held: map[types.NamespacedName][]uint32{}, used: map[uint32]bool{}}
+	if masqueradeBit >= 0 && masqueradeBit < 32 {
+		m.skip = 1 << masqueradeBit
+	}
+	return m
 }
 
 // avoid stops handing mark out, and takes it back from the Service that
@@ -49,14 +58,6 @@ func (m *marks) avoid(mark uint32) (types.NamespacedName, bool) {
 		}
 	}
 	return types.NamespacedName{}, false
-}
-
-func newMarks(masqueradeBit int) *marks {
-	m := &marks{held: map[types.NamespacedName][]uint32{}, used: map[uint32]bool{}}
-	if masqueradeBit >= 0 && masqueradeBit < 32 {
-		m.skip = 1 << masqueradeBit
-	}
-	return m
 }
 
 // seedFrom remembers the marks of the kernel's SHORT-CIRCUIT members.

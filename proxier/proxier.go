@@ -439,31 +439,32 @@ func (p *Proxier) avoidForeignMarks(failed map[types.NamespacedName]*Failure) {
 
 // conntrackFlows are the UDP conntrack entries to delete after ops: those
 // of each removed UDP real server, and every entry of a removed UDP
-// virtual server. A firewall-mark virtual server's connections were made
-// to the addresses its mark's SHORT-CIRCUIT members name (as before in
-// was, the state the ops were applied to): its UDP ones are those.
+// virtual server. The connections of a firewall-mark virtual server were
+// made to the UDP addresses its SHORT-CIRCUIT members map to its mark in
+// was, the state before ops.
 func conntrackFlows(done []Op, was *State) []conntrack.Flow {
 	var flows []conntrack.Flow
 	var marked map[uint32][]netip.AddrPort
+	add := func(o Op, addrs ...netip.AddrPort) {
+		for _, a := range addrs {
+			if o.Kind == OpDelDest {
+				flows = append(flows, conntrack.Flow{Service: a, Endpoint: o.Dest.Addr})
+			} else {
+				flows = append(flows, conntrack.Flow{Service: a})
+			}
+		}
+	}
 	for _, o := range done {
 		k := o.Service.Key
-		addrs := []netip.AddrPort{k.AddrPort()}
 		switch {
-		case k.IsMark() && (o.Kind == OpDelDest || o.Kind == OpDelService):
+		case o.Kind != OpDelDest && o.Kind != OpDelService:
+		case k.IsMark():
 			if marked == nil {
 				marked = udpShortCircuits(was)
 			}
-			addrs = marked[k.Mark]
-		case k.Proto != ipvs.UDP:
-			continue
-		}
-		for _, a := range addrs {
-			switch o.Kind {
-			case OpDelDest:
-				flows = append(flows, conntrack.Flow{Service: a, Endpoint: o.Dest.Addr})
-			case OpDelService:
-				flows = append(flows, conntrack.Flow{Service: a})
-			}
+			add(o, marked[k.Mark]...)
+		case k.Proto == ipvs.UDP:
+			add(o, k.AddrPort())
 		}
 	}
 	return flows
