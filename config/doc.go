@@ -89,6 +89,14 @@
 // (externalTrafficPolicy Local, reached from pods or the node); a lower
 // bit makes the marks that have it unused.
 //
+// healthzBindAddress (default "0.0.0.0:10256", flag
+// --healthz-bind-address): where /healthz and /livez are served, as
+// kube-proxy's healthzBindAddress, with kube-proxy's answers: 200, or 503
+// once a change has waited more than 2 × ipvs.syncPeriod for a successful
+// sync; /healthz also 503 while this Node is not known, is being deleted or
+// carries the ToBeDeletedByClusterAutoscaler taint. IP:PORT, or empty for
+// none. A port that cannot be bound is logged; the data plane runs on.
+//
 // nodePortAddresses (default ["primary"], flag --nodeport-addresses,
 // comma-separated): the local addresses NodePorts are served on, as
 // kube-proxy's nodePortAddresses. Either the single entry "primary", the

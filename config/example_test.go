@@ -109,7 +109,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 func TestLeafPaths(t *testing.T) {
 	want := []string{
 		"apiVersion", "kind", "mode", "nodeName", "kubeconfig", "apiServer", "serviceProxyName", "clusterCIDR",
-		"masqueradeAll", "masqueradeBit", "nodePortAddresses", "ipvs.scheduler", "ipvs.syncPeriod", "ipvs.minSyncPeriod",
+		"masqueradeAll", "masqueradeBit", "nodePortAddresses", "healthzBindAddress", "ipvs.scheduler", "ipvs.syncPeriod", "ipvs.minSyncPeriod",
 		"ipvs.tcpTimeout", "ipvs.tcpFinTimeout", "ipvs.udpTimeout", "ipvs.drainTimeout", "ipvs.strictARP",
 		"externalIPs.allowedCIDRs", "loadBalancerIPs.allowedCIDRs", "logging.level", "logging.format",
 	}

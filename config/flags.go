@@ -37,6 +37,7 @@ type override struct {
 //	--cluster-cidr        clusterCIDR
 //	--masquerade-all      masqueradeAll
 //	--nodeport-addresses  nodePortAddresses, comma-separated
+//	--healthz-bind-address healthzBindAddress
 //	--scheduler           ipvs.scheduler
 //	--sync-period         ipvs.syncPeriod
 //	--min-sync-period     ipvs.minSyncPeriod
@@ -66,6 +67,8 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 		"masquerade all traffic to Services")
 	bind(f, listVar(fs), "nodeport-addresses", "nodePortAddresses", func(c *Configuration) *[]string { return &c.NodePortAddresses },
 		"comma-separated `CIDRs` of the local addresses NodePorts are served on, or \"primary\" for the Node's InternalIP addresses; empty means every local address")
+	bind(f, fs.StringVar, "healthz-bind-address", "healthzBindAddress", func(c *Configuration) *string { return &c.HealthzBind },
+		"IP:PORT of /healthz and /livez, as kube-proxy's (empty: none)")
 	bind(f, fs.StringVar, "scheduler", "ipvs.scheduler", func(c *Configuration) *string { return &c.IPVS.Scheduler },
 		"IPVS scheduler for every virtual server (rr wrr lc wlc lblc lblcr sh dh mh sed nq)")
 	bind(f, fs.DurationVar, "sync-period", "ipvs.syncPeriod", func(c *Configuration) *time.Duration { return &c.IPVS.SyncPeriod.Duration },

@@ -290,7 +290,7 @@ func TestFlagsUsage(t *testing.T) {
 	}
 	var names []string
 	fset.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	want := []string{"api-server", "cleanup", "cluster-cidr", "config", "ipvs-strict-arp", "kubeconfig", "log-format", "log-level",
+	want := []string{"api-server", "cleanup", "cluster-cidr", "config", "healthz-bind-address", "ipvs-strict-arp", "kubeconfig", "log-format", "log-level",
 		"masquerade-all", "min-sync-period", "mode", "node-name", "nodeport-addresses", "scheduler", "service-proxy-name", "sync-period"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("flags = %q, want %q", names, want)

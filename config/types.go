@@ -56,6 +56,7 @@ type Configuration struct {
 	MasqueradeAll     bool                         `json:"masqueradeAll"`
 	MasqueradeBit     int                          `json:"masqueradeBit"`
 	NodePortAddresses []string                     `json:"nodePortAddresses"`
+	HealthzBind       string                       `json:"healthzBindAddress"`
 	IPVS              IPVSConfiguration            `json:"ipvs"`
 	ExternalIPs       ExternalIPsConfiguration     `json:"externalIPs"`
 	LoadBalancerIPs   LoadBalancerIPsConfiguration `json:"loadBalancerIPs"`
@@ -107,6 +108,7 @@ func Default() *Configuration {
 		Mode:              ModeIPVS,
 		MasqueradeBit:     14,
 		NodePortAddresses: []string{NodePortAddressesPrimary},
+		HealthzBind:       "0.0.0.0:10256",
 		IPVS: IPVSConfiguration{
 			Scheduler:     "rr",
 			SyncPeriod:    Duration{30 * time.Second},

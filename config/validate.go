@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -56,6 +58,7 @@ func (c *Configuration) validate() []error {
 		add(fieldErrorf("masqueradeBit", "invalid value 13: kube-ipvs' firewall marks 0x2000-0x3fff all have bit 13"))
 	}
 	errs = append(errs, parseNodePortAddresses(c.NodePortAddresses).errs...)
+	add(checkBindAddress("healthzBindAddress", c.HealthzBind))
 	errs = append(errs, c.IPVS.validate("ipvs")...)
 	errs = append(errs, parseCIDRs(pathExternalIPs, c.ExternalIPs.AllowedCIDRs).errs...)
 	errs = append(errs, parseCIDRs(pathLoadBalancerIPs, c.LoadBalancerIPs.AllowedCIDRs).errs...)
@@ -108,6 +111,25 @@ func checkAPIServer(path, s string) *FieldError {
 		return fieldErrorf(path, "invalid value %q: must not hold credentials: they come from kubeconfig or the ServiceAccount", s)
 	case u.RawQuery != "" || u.Fragment != "":
 		return fieldErrorf(path, "invalid value %q: must have no query or fragment, %s", s, like)
+	}
+	return nil
+}
+
+// checkBindAddress accepts "" (nothing served) or IP:PORT, like
+// "0.0.0.0:10256" or "[::]:10256".
+func checkBindAddress(path, s string) *FieldError {
+	if s == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fieldErrorf(path, "invalid value %q: must be IP:PORT, like \"0.0.0.0:10256\", or empty", s)
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return fieldErrorf(path, "invalid value %q: %q is not an IP address", s, host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fieldErrorf(path, "invalid value %q: port %q must be a number from 0 to 65535", s, port)
 	}
 	return nil
 }

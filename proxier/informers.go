@@ -91,6 +91,20 @@ func NewWatcher(client kubernetes.Interface, nodeName, proxyName string, p *Prox
 	return w, nil
 }
 
+// WatchNode also gives f this node's Node object at every change, nil once
+// it is deleted (the proxy's health needs it). Call it before Run.
+func (w *Watcher) WatchNode(f func(*v1.Node)) error {
+	_, err := w.node.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    typed(f),
+		UpdateFunc: func(_, obj any) { typed(f)(obj) },
+		DeleteFunc: func(any) { f(nil) },
+	})
+	if err != nil {
+		return fmt.Errorf("adding event handler: %w", err)
+	}
+	return nil
+}
+
 // typed adapts a typed record method to an informer callback; objects of
 // another type are ignored.
 func typed[T any](f func(T)) func(any) {

@@ -31,16 +31,30 @@ type Syncer interface {
 	RetryAt() time.Time
 }
 
+// Observer hears what a Runner does, for the proxy's health and metrics.
+// Its methods are called from the runner's goroutine, and from Request's
+// callers for Queued; they must not block.
+type Observer interface {
+	// Started: the sync loop began (its first sync is due).
+	Started(at time.Time)
+	// Queued: a change came that needs a sync.
+	Queued(at time.Time)
+	// Synced: a sync ended at at, after took, with err (nil: the node is
+	// synced).
+	Synced(at time.Time, full bool, took time.Duration, err error)
+}
+
 // Runner calls a Syncer when asked, never more often than MinInterval,
 // fully every FullInterval, when the Syncer's RetryAt comes, and again with
 // backoff after a failed sync (that retry is always a full sync, and
 // requests wait for it).
 type Runner struct {
-	log      *zap.Logger
-	clock    clock.Clock
-	cfg      RunnerConfig
-	syncer   Syncer
-	requests chan struct{}
+	log       *zap.Logger
+	clock     clock.Clock
+	cfg       RunnerConfig
+	syncer    Syncer
+	requests  chan struct{}
+	observers []Observer
 	// idle, when set (by tests), is called each time Run has armed its
 	// timers and is about to wait, with the earliest time it waits for, so
 	// a test can move a fake clock exactly there without racing it.
@@ -58,9 +72,16 @@ func NewRunner(log *zap.Logger, clk clock.Clock, cfg RunnerConfig, s Syncer) *Ru
 	return &Runner{log: log, clock: clk, cfg: cfg, syncer: s, requests: make(chan struct{}, 1)}
 }
 
+// Observe adds o to the runner's observers. Call it before Run.
+func (r *Runner) Observe(o Observer) { r.observers = append(r.observers, o) }
+
 // Request asks for a sync soon. It never blocks; many requests before the
 // sync starts make one sync.
 func (r *Runner) Request() {
+	now := r.clock.Now()
+	for _, o := range r.observers {
+		o.Queued(now)
+	}
 	select {
 	case r.requests <- struct{}{}:
 	default:
@@ -77,6 +98,11 @@ func (r *Runner) Run(ctx context.Context) {
 	fullAt := r.clock.Now().Add(r.cfg.FullInterval)
 	var retry, wake <-chan time.Time
 	var retryAt, wakeAt time.Time
+	start := r.clock.Now()
+	for _, o := range r.observers {
+		o.Started(start)
+		o.Queued(start) // the first sync
+	}
 	for {
 		if due {
 			if !r.waitUntil(ctx, last.Add(r.cfg.MinInterval)) {
@@ -85,7 +111,11 @@ func (r *Runner) Run(ctx context.Context) {
 			r.drainRequests()
 			last = r.clock.Now()
 			err := r.syncer.Sync(full)
-			r.log.Debug("synced", zap.Bool("full", full), zap.Duration("took", r.clock.Since(last)), zap.Error(err))
+			end := r.clock.Now()
+			r.log.Debug("synced", zap.Bool("full", full), zap.Duration("took", end.Sub(last)), zap.Error(err))
+			for _, o := range r.observers {
+				o.Synced(end, full, end.Sub(last), err)
+			}
 			due, wake, wakeAt = false, nil, time.Time{}
 			if err != nil {
 				failures++
@@ -116,7 +146,8 @@ func (r *Runner) Run(ctx context.Context) {
 		case <-wake:
 			due = true
 		case <-fullTimer.C():
-			full, due = true, true
+			// Re-armed when a full sync succeeds; till then retries are full.
+			full, due, fullAt = true, true, time.Time{}
 		}
 	}
 }

@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/kube-ipvs/kube-ipvs/healthcheck"
 )
 
 // runnerHarness runs a Runner on a fake clock and records its syncs. It
@@ -25,6 +28,8 @@ type runnerHarness struct {
 
 	mu      sync.Mutex
 	retryAt time.Time // what the syncer's RetryAt returns
+
+	obs Observer // registered before Run, when set
 
 	// The runner is known to be waiting (its idle signal was read and
 	// nothing woke it since), until waitingUntil.
@@ -65,6 +70,9 @@ func newRunnerHarness(t *testing.T, opts ...func(*runnerHarness)) *runnerHarness
 	}
 	cfg := RunnerConfig{MinInterval: time.Second, FullInterval: time.Minute, BackoffMin: 2 * time.Second, BackoffMax: 8 * time.Second}
 	h.r = NewRunner(zap.NewNop(), h.clock, cfg, harnessSyncer{h})
+	if h.obs != nil {
+		h.r.Observe(h.obs)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.r.idle = func(next time.Time) {
 		select {
@@ -208,5 +216,30 @@ func TestRunnerResyncsFullyEveryFullInterval(t *testing.T) {
 	c := h.mustNext(t, 2*time.Minute)
 	if !c.full || c.at != time.Minute {
 		t.Errorf("periodic sync = %+v, want full after 1m", c)
+	}
+}
+
+func TestRunnerReportsToTheProxyHealth(t *testing.T) {
+	var health *healthcheck.ProxyHealth
+	h := newRunnerHarness(t, failing, func(h *runnerHarness) {
+		health = healthcheck.NewProxyHealth(h.clock, 2*time.Minute, v1.IPv4Protocol) // 2 × FullInterval
+		h.obs = health
+	})
+	// The first sync fails, and its retries: unhealthy once it waited 2 minutes.
+	for h.clock.Since(h.start) < 2*time.Minute {
+		if !health.Healthy() {
+			t.Fatalf("unhealthy after %s of failing syncs, before the timeout", h.clock.Since(h.start))
+		}
+		h.mustNext(t, time.Minute)
+	}
+	if health.Healthy() {
+		t.Fatalf("healthy after %s of failing syncs", h.clock.Since(h.start))
+	}
+	// A good sync makes it healthy again.
+	h.fail.Store(false)
+	h.mustNext(t, time.Minute)
+	h.next(0) // the runner waits again: the sync's report is in
+	if !health.Healthy() {
+		t.Errorf("unhealthy after a good sync")
 	}
 }

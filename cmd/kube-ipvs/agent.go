@@ -90,7 +90,9 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	health := healthcheck.New(a.log.Named("healthcheck"), nil, nil)
+	// As kube-proxy: unhealthy once a change waited 2 × syncPeriod.
+	proxyHealth := healthcheck.NewProxyHealth(clock.RealClock{}, 2*a.cfg.IPVS.SyncPeriod.Duration, a.opts.Build.Family)
+	health := healthcheck.New(a.log.Named("healthcheck"), proxyHealth.Healthy, nil)
 	defer health.Close()
 	opts := a.opts
 	opts.Health = health
@@ -101,9 +103,21 @@ func (a *agent) run(ctx context.Context) error {
 		BackoffMin:   time.Second,
 		BackoffMax:   a.cfg.IPVS.SyncPeriod.Duration,
 	}, p)
+	r.Observe(proxyHealth)
 	w, err := proxier.NewWatcher(client, a.cfg.NodeName, a.cfg.ServiceProxyName, p, r.Request)
 	if err != nil {
 		return err
+	}
+	if err := w.WatchNode(proxyHealth.SetNode); err != nil {
+		return err
+	}
+	if addr := a.cfg.HealthzBind; addr != "" {
+		failed := func(err error) {
+			a.log.Error("not serving /healthz and /livez; the data plane runs on", zap.Error(err))
+		}
+		if err := healthcheck.ServeProxyHealth(ctx, addr, proxyHealth, failed); err != nil {
+			failed(err)
+		}
 	}
 	go a.watchAddrs(ctx, func() { p.OnLocalAddrsChanged(); r.Request() })
 	a.log.Info("kube-ipvs running; waiting for Services and EndpointSlices to sync", zap.String("node", a.cfg.NodeName),

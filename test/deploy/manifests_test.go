@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -164,6 +165,15 @@ func TestDaemonSet(t *testing.T) {
 		}},
 		{"setup runs the agent's image", func() error {
 			return expect(setup.Image == agent.Image, "setup image %q, agent image %q", setup.Image, agent.Image)
+		}},
+		{"liveness probe on /livez of the healthz port", func() error {
+			p := agent.LivenessProbe
+			if p == nil || p.HTTPGet == nil {
+				return fmt.Errorf("livenessProbe %+v, want an HTTP GET", p)
+			}
+			_, port, _ := net.SplitHostPort(loadConfigMap(t, readManifests(t)).HealthzBind)
+			return expect(p.HTTPGet.Path == "/livez" && p.HTTPGet.Port.String() == port,
+				"livenessProbe GET %s on %s, want /livez on the configured healthzBindAddress port %s", p.HTTPGet.Path, p.HTTPGet.Port.String(), port)
 		}},
 		{"resource requests", func() error {
 			r := agent.Resources.Requests

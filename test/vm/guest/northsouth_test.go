@@ -153,6 +153,12 @@ func TestNodePortAddressesFollowTheNode(t *testing.T) {
 // another goroutine, outside the namespace.
 func healthCheck(t *testing.T, ns string, addr netip.AddrPort) (int, map[string]any, http.Header) {
 	t.Helper()
+	return httpGet(t, ns, addr, "/")
+}
+
+// httpGet is GET http://addr/path from namespace ns, as healthCheck.
+func httpGet(t *testing.T, ns string, addr netip.AddrPort, path string) (int, map[string]any, http.Header) {
+	t.Helper()
 	var c net.Conn
 	err := InNetns(ns, func() error {
 		var err error
@@ -166,7 +172,7 @@ func healthCheck(t *testing.T, ns string, addr netip.AddrPort) (int, map[string]
 	if err := c.SetDeadline(time.Now().Add(RequestTimeout)); err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequest(http.MethodGet, "http://"+addr.String()+"/", nil)
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr.String()+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
