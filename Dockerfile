@@ -17,8 +17,12 @@ RUN go mod download
 COPY . .
 ARG TARGETOS=linux
 ARG TARGETARCH
+# What `kube-ipvs version` prints: docker build --build-arg VERSION=$(git
+# describe --tags --always --dirty) --build-arg COMMIT=$(git rev-parse HEAD).
+ARG VERSION=devel
+ARG COMMIT=
 RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags="-s -w" -o /out/kube-ipvs ./cmd/kube-ipvs
+    go build -trimpath -ldflags="-s -w -X main.version=$VERSION -X main.commit=$COMMIT" -o /out/kube-ipvs ./cmd/kube-ipvs
 
 FROM debian:bookworm-slim
 RUN apt-get update \

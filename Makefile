@@ -5,8 +5,12 @@ FUZZTIME ?= 30s
 
 .PHONY: build test test-unit fuzz test-vm test-apiserver test-e2e prepare-vm tools bench demo
 
+# What `kube-ipvs version` prints.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+
 build:
-	CGO_ENABLED=0 $(GO) build -o bin/kube-ipvs ./cmd/kube-ipvs
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/kube-ipvs ./cmd/kube-ipvs
 
 # The whole suite, as CI runs it.
 test: test-unit fuzz test-vm test-apiserver test-e2e

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -18,6 +19,11 @@ import (
 )
 
 func main() {
+	build := readBuildInfo(debug.ReadBuildInfo).withCommit(commit)
+	if len(os.Args) == 2 && os.Args[1] == "version" {
+		fmt.Println(build)
+		return
+	}
 	fs := flag.NewFlagSet("kube-ipvs", flag.ExitOnError)
 	flags := config.BindFlags(fs)
 	objectsDir := fs.String("objects-dir", "",
@@ -36,6 +42,8 @@ func main() {
 	}
 	defer func() { _ = log.Sync() }()
 	routeKlog(log)
+	log.Info("kube-ipvs", zap.String("version", build.Version), zap.String("commit", build.Commit),
+		zap.Bool("modified", build.Modified), zap.String("go", build.GoVersion), zap.String("platform", build.Platform))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
