@@ -28,6 +28,10 @@ type Modules struct {
 // a module name and of paths.
 var schedulerName = regexp.MustCompile(`^[a-z0-9_]{1,15}$`)
 
+// Loaded reports whether IPVS is loaded (/proc/net/ip_vs exists), loading
+// nothing. Without it the kernel holds no virtual server.
+func (m Modules) Loaded() bool { return m.exists("/proc/net/ip_vs") }
+
 // EnsureModules makes sure the ip_vs module is loaded, like
 // `modprobe ip_vs && test -e /proc/net/ip_vs`. If /proc/net/ip_vs already
 // exists nothing is run, so it works in a container without /lib/modules

@@ -181,3 +181,12 @@ func TestEnsureModules(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadedLoadsNothing(t *testing.T) {
+	stub := &modprobeStub{ok: map[string]string{"ip_vs": ""}}
+	without := Modules{Root: fakeRoot(t, nil), Modprobe: stub.run}
+	with := Modules{Root: fakeRoot(t, map[string]string{"proc/net/ip_vs": ""}), Modprobe: stub.run}
+	if without.Loaded() || !with.Loaded() || len(stub.asked) != 0 {
+		t.Errorf("Loaded: %v without /proc/net/ip_vs, %v with it, modprobe asked %v; want false, true, nothing", without.Loaded(), with.Loaded(), stub.asked)
+	}
+}

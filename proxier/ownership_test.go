@@ -177,3 +177,24 @@ func TestCleanupKeepsTheRecordWhenAVirtualServerCannotBeDeleted(t *testing.T) {
 		t.Errorf("record set still there: %v", err)
 	}
 }
+
+func TestCleanupWithoutIPVSRemovesTheRest(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, false)
+	k := n.kernel()
+	k.IPVS = nil // ip_vs is not loaded: no virtual server can exist
+	if err := Cleanup(k, p.rules, p.opts.Build.Family); err != nil {
+		t.Fatal(err)
+	}
+	if sets := n.sets.Dump(); strings.Contains(sets, "KIPVS-") {
+		t.Errorf("sets left:\n%s", sets)
+	}
+	if ipt := n.ipt.Dump(); strings.Contains(ipt, "KIPVS-") {
+		t.Errorf("rules left:\n%s", ipt)
+	}
+	if addrs := n.addrs.Dump(); strings.Contains(addrs, "kipvs0") {
+		t.Errorf("link left:\n%s", addrs)
+	}
+}

@@ -147,7 +147,8 @@ func kernelVersion(release string) (major, minor int, ok bool) {
 // on any address, stays. Missing pieces are fine; every other error is
 // returned, all of them at once, after trying the rest. When a virtual
 // server cannot be deleted the record is kept, so a later cleanup still
-// knows it.
+// knows it. A nil k.IPVS (a kernel without IPVS loaded) holds no virtual
+// server.
 func Cleanup(k Kernel, r Rules, family v1.IPFamily) error {
 	var errs []error
 	keep := func(err error, notFound error) bool {
@@ -158,7 +159,9 @@ func Cleanup(k Kernel, r Rules, family v1.IPFamily) error {
 		return true
 	}
 	recordDone := true
-	if cur, _, err := ReadState(k, family, r.Sets, nil); err != nil {
+	if k.IPVS == nil {
+		// Nothing to read or delete; the records go with the other sets.
+	} else if cur, _, err := ReadState(k, family, r.Sets, nil); err != nil {
 		errs = append(errs, err)
 		recordDone = false
 	} else {

@@ -67,12 +67,16 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string) *ag
 	}
 }
 
-// cleanup removes everything kube-ipvs made on the node.
+// cleanup removes everything kube-ipvs made on the node. Without IPVS
+// loaded there is no virtual server to remove, and nothing is loaded for
+// it: the rest is removed all the same.
 func (a *agent) cleanup() error {
-	if err := a.ipvs.EnsureModules(); err != nil {
-		return fmt.Errorf("loading IPVS: %w", err)
+	k := a.kernel
+	if !a.ipvs.Loaded() {
+		a.log.Info("IPVS is not loaded: no virtual server to remove")
+		k.IPVS = nil
 	}
-	if err := proxier.Cleanup(a.kernel, proxier.BuildRules(a.opts.Rules), a.opts.Build.Family); err != nil {
+	if err := proxier.Cleanup(k, proxier.BuildRules(a.opts.Rules), a.opts.Build.Family); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	a.log.Info("removed everything kube-ipvs made on this node")
