@@ -167,11 +167,12 @@ func CleanupAgent(t testing.TB) {
 func IPVS(t testing.TB) string { return Run(t, Node, "ipvsadm", "-Ln") }
 
 // WaitIPVS polls `ipvsadm -Ln` until every pattern matches (a pattern
-// starting with "!" must not match), for up to 15 s; it returns the last
-// output.
+// starting with "!" must not match), for up to 30 s (an agent's first sync
+// writes every chain and set, about 10 s of iptables runs under TCG, more
+// on a busy host); it returns the last output.
 func WaitIPVS(t testing.TB, patterns ...string) string {
 	t.Helper()
-	return WaitIPVSFor(t, 15*time.Second, nil, patterns...)
+	return WaitIPVSFor(t, 30*time.Second, nil, patterns...)
 }
 
 // WaitIPVSFor is WaitIPVS with a timeout and, unless vs is nil, only virtual

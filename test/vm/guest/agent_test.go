@@ -145,7 +145,12 @@ func TestAgentRestartKeepsConnectionsAndVirtualServers(t *testing.T) {
 	agent.Stop()
 
 	restarted := StartAgent(t, b.objs)
-	time.Sleep(5 * time.Second) // the first, full sync and two periodic ones
+	// Its first, full sync (about 5 s of iptables runs under TCG), then
+	// two periodic ones.
+	if err := restarted.WaitOutput(`synced	{"full": true`, 60*time.Second); err != nil {
+		t.Fatalf("the restarted agent never synced: %v", err)
+	}
+	time.Sleep(5 * time.Second)
 	after, err := conn.Ask()
 	if err != nil || after.Name != before.Name {
 		t.Errorf("connection across the restart: %+v, %v; before it went to %s", after, err, before.Name)
