@@ -223,23 +223,28 @@ func TestFakeOperations(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := seeded(t, base)
-			err := tc.op(f)
-			if tc.wantMsg == "" {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				diff(t, "Dump", f.Dump(), tc.wantDump)
-				return
-			}
-			if err == nil || err.Error() != tc.wantMsg {
-				t.Fatalf("error = %v, want %q", err, tc.wantMsg)
-			}
-			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
-				t.Errorf("error %v is not %v", err, tc.wantErr)
-			}
-			diff(t, "Dump after a failed call", f.Dump(), base)
+			checkResult(t, f, tc.op(f), tc.wantMsg, tc.wantErr, tc.wantDump, base)
 		})
 	}
+}
+
+// checkResult checks a call on f: with wantMsg empty it succeeded and f
+// dumps wantDump; otherwise it failed with exactly wantMsg, wrapping wantErr
+// (if set), and left f as it was (before).
+func checkResult(t *testing.T, f *Fake, err error, wantMsg string, wantErr error, wantDump, before string) {
+	t.Helper()
+	if wantMsg == "" {
+		mustDo(t, err)
+		diff(t, "Dump", f.Dump(), wantDump)
+		return
+	}
+	if err == nil || err.Error() != wantMsg {
+		t.Fatalf("error = %v, want %q", err, wantMsg)
+	}
+	if wantErr != nil && !errors.Is(err, wantErr) {
+		t.Errorf("error %v is not %v", err, wantErr)
+	}
+	diff(t, "Dump after a failed call", f.Dump(), before)
 }
 
 func TestFakeMarkKeys(t *testing.T) {
@@ -318,19 +323,7 @@ func TestFakeMarkKeys(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := seeded(t, seed)
-			err := tc.op(f)
-			if tc.wantMsg == "" {
-				mustDo(t, err)
-				diff(t, "Dump", f.Dump(), tc.wantDump)
-				return
-			}
-			if err == nil || err.Error() != tc.wantMsg {
-				t.Fatalf("error = %v, want %q", err, tc.wantMsg)
-			}
-			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
-				t.Errorf("error %v is not %v", err, tc.wantErr)
-			}
-			diff(t, "Dump after a failed call", f.Dump(), seed)
+			checkResult(t, f, tc.op(f), tc.wantMsg, tc.wantErr, tc.wantDump, seed)
 		})
 	}
 }
@@ -557,19 +550,7 @@ func TestFakeLoad(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := seeded(t, tc.seed)
-			err := f.Load(tc.load)
-			if tc.wantMsg == "" {
-				mustDo(t, err)
-				diff(t, "Dump", f.Dump(), tc.wantDump)
-				return
-			}
-			if err == nil || err.Error() != tc.wantMsg {
-				t.Fatalf("error = %v, want %q", err, tc.wantMsg)
-			}
-			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
-				t.Errorf("error %v is not %v", err, tc.wantErr)
-			}
-			diff(t, "Dump after failed Load", f.Dump(), tc.seed)
+			checkResult(t, f, f.Load(tc.load), tc.wantMsg, tc.wantErr, tc.wantDump, tc.seed)
 		})
 	}
 }
