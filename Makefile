@@ -40,7 +40,7 @@ test-e2e: prepare-vm tools
 	$(GO) test -tags vmtest -count=1 -v -timeout 20m ./test/vm/e2e
 
 bench:
-	$(GO) test ./proxier -run '^$$' -bench . -benchmem
+	$(GO) test ./proxier ./metrics -run '^$$' -bench . -benchmem
 
 # A real apiserver, a VM with a real IPVS kernel, kube-ipvs, three pods and a
 # Service; about 30 seconds once the one-time builds are cached.

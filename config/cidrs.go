@@ -15,6 +15,7 @@ const (
 	pathNodePortAddresses = "nodePortAddresses"
 	pathExternalIPs       = "externalIPs.allowedCIDRs"
 	pathLoadBalancerIPs   = "loadBalancerIPs.allowedCIDRs"
+	pathExcludeCIDRs      = "ipvs.excludeCIDRs"
 )
 
 // The prefixes that hold every address of a family.
@@ -79,10 +80,22 @@ func (c *Configuration) AllowedLoadBalancerIPCIDRs() []netip.Prefix {
 	return parseCIDRs(pathLoadBalancerIPs, c.LoadBalancerIPs.AllowedCIDRs).prefixes
 }
 
+// ExcludedCIDRs returns ipvs.excludeCIDRs, masked, in the order written and
+// without duplicates; nil when the list is empty. A virtual server whose
+// address lies inside one of them is never adopted, changed or deleted by
+// kube-ipvs, whoever made it. Entries that do not parse are skipped: call
+// it after Validate has passed.
+func (c *Configuration) ExcludedCIDRs() []netip.Prefix {
+	return parseCIDRs(pathExcludeCIDRs, c.IPVS.ExcludeCIDRs).prefixes
+}
+
 // Warnings returns notes about values that are accepted but probably not
 // what was meant, for an agent serving the IP families in served:
-//   - a CIDR (of clusterCIDR, nodePortAddresses or an allowedCIDRs list)
-//     with host bits set or listed twice;
+//   - when the file was a KubeProxyConfiguration, one note that names
+//     every field set to a value kube-ipvs does not honour (see the
+//     package documentation), first;
+//   - a CIDR (of clusterCIDR, nodePortAddresses, ipvs.excludeCIDRs or an
+//     allowedCIDRs list) with host bits set or listed twice;
 //   - no clusterCIDR at all, or none of a served family (like kube-proxy's
 //     "no cluster CIDR specified for primary IP family"); these two are
 //     left out under masqueradeAll, which does not read clusterCIDR;
@@ -94,8 +107,13 @@ func (c *Configuration) AllowedLoadBalancerIPCIDRs() []netip.Prefix {
 //
 // They are meant to be logged at start-up; nil when there is nothing to say.
 func (c *Configuration) Warnings(served []v1.IPFamily) []string {
-	warnings := c.clusterCIDRWarnings(served)
+	var warnings []string
+	if w := c.kubeProxy.warning(); w != "" {
+		warnings = append(warnings, w)
+	}
+	warnings = append(warnings, c.clusterCIDRWarnings(served)...)
 	warnings = append(warnings, c.nodePortWarnings(served)...)
+	warnings = append(warnings, parseCIDRs(pathExcludeCIDRs, c.IPVS.ExcludeCIDRs).warnings...)
 	warnings = append(warnings, parseCIDRs(pathExternalIPs, c.ExternalIPs.AllowedCIDRs).warnings...)
 	return append(warnings, parseCIDRs(pathLoadBalancerIPs, c.LoadBalancerIPs.AllowedCIDRs).warnings...)
 }

@@ -14,6 +14,10 @@
 //
 // config/example.yaml shows every field with its default.
 //
+// The file may instead be kube-proxy's own, a KubeProxyConfiguration such
+// as the key config.conf of kubeadm's ConfigMap kube-system/kube-proxy:
+// see "kube-proxy's configuration" below.
+//
 // # Document
 //
 // The file is YAML, decoded through the JSON field names below
@@ -97,6 +101,25 @@
 // carries the ToBeDeletedByClusterAutoscaler taint. IP:PORT, or empty for
 // none. A port that cannot be bound is logged; the data plane runs on.
 //
+// metricsBindAddress (default "127.0.0.1:10249", flag
+// --metrics-bind-address): where /metrics (Prometheus) is served, as
+// kube-proxy's metricsBindAddress, on loopback by default as kube-proxy
+// does ("0.0.0.0:10249" serves every address). IP:PORT, or empty for
+// none, checked as healthzBindAddress.
+//
+// takeOverFromKubeProxy (default false, flag --take-over-from-kube-proxy):
+// take the node over from kube-proxy's IPVS mode, stopped but with its
+// state still in the kernel, without interrupting a connection. The first
+// full syncs adopt kube-proxy's virtual servers (on an address of
+// kube-ipvs0, or on one of its NodePorts) for the Services kube-ipvs
+// serves, editing a different scheduler or flag in place, so their
+// connections and counters go on; bind the VIPs on kipvs0 too; and put
+// kube-ipvs' rules ahead of kube-proxy's. Once a full sync has programmed
+// every Service, kube-proxy's other virtual servers (not those in
+// ipvs.excludeCIDRs), the jumps to its chains, its chains, its ipsets and
+// kube-ipvs0 are removed. Afterwards it changes nothing: leaving it on is
+// harmless. kube-proxy must not run meanwhile.
+//
 // nodePortAddresses (default ["primary"], flag --nodeport-addresses,
 // comma-separated): the local addresses NodePorts are served on, as
 // kube-proxy's nodePortAddresses. Either the single entry "primary", the
@@ -104,7 +127,9 @@
 // default in nftables mode; its IPVS mode defaults to every local
 // address), or a list of CIDRs, IPv4 and/or IPv6: a local address inside
 // one of them serves NodePorts ("192.168.10.0/24", "0.0.0.0/0" for every
-// IPv4 address). "primary" mixed with CIDRs is an error, as in kube-proxy.
+// IPv4 address). "primary" mixed with CIDRs is an error (kube-proxy v1.37
+// accepts the mix, and its keywords "localhost" and "all": see "kube-proxy's
+// configuration" for how a KubeProxyConfiguration's list translates).
 // A family the list has no CIDR of is served on every local address of
 // that family, and an empty list ([], or --nodeport-addresses=) on every
 // local address, both as kube-proxy does; the start-up warnings say so.
@@ -148,6 +173,15 @@
 // the whole node (a reply only for an address of the interface asked on);
 // false leaves both sysctls as they are, and cleanup never resets them.
 //
+// ipvs.excludeCIDRs (default [], flag --ipvs-exclude-cidrs,
+// comma-separated): CIDRs, IPv4 and/or IPv6. A virtual server whose
+// address lies inside one of them is never adopted, changed or deleted by
+// kube-ipvs, whoever made it, like kube-proxy's ipvs.excludeCIDRs, which
+// keeps its IPVS mode's cleanup off them: list the addresses of the
+// virtual servers that keepalived, or another load balancer on the node,
+// programs ("10.96.200.0/24"). CIDRs are parsed as clusterCIDR's entries;
+// Configuration.ExcludedCIDRs gives the parsed list.
+//
 // externalIPs.allowedCIDRs (default [], no flag): the CIDRs a Service's
 // spec.externalIPs may lie in, IPv4 and/or IPv6. An external IP outside
 // all of them is not programmed; the rest of the Service still is. Empty
@@ -181,5 +215,119 @@
 // --config names the file; without it, the built-in defaults and the flags
 // are used. --cleanup removes everything kube-ipvs made on the node (its IPVS
 // virtual servers, VIPs and dummy interface, iptables chains and jump rules,
-// ipsets) and exits; see Flags.Cleanup.
+// ipsets) and exits; see Flags.Cleanup. --hostname-override is kube-proxy's
+// name for --node-name, so that kubeadm's command line works; given both,
+// they must agree.
+//
+// # kube-proxy's configuration
+//
+// --config also reads kube-proxy's configuration file, apiVersion
+// "kubeproxy.config.k8s.io/v1alpha1", kind "KubeProxyConfiguration" (the
+// document's apiVersion or kind chooses). On a kubeadm cluster that is the
+// key config.conf of the ConfigMap kube-system/kube-proxy: mount the
+// ConfigMap at /var/lib/kube-proxy, as kubeadm's kube-proxy DaemonSet does,
+// and give kube-ipvs kubeadm's command line:
+//
+//	kube-ipvs --config=/var/lib/kube-proxy/config.conf --hostname-override=$(NODE_NAME)
+//
+// The file is decoded with kube-proxy's published type
+// (k8s.io/kube-proxy/config/v1alpha1), strictly, as kube-proxy first tries
+// to: keys are case-sensitive, and an unknown or duplicate field, at any
+// depth, is an error naming it ("ipvs.schedular: unknown field"), where
+// kube-proxy would log it and decode again leniently. Errors name fields as
+// the file spells them ("iptables.masqueradeBit: invalid value 13: …").
+// Flags override the result as they override a KubeIPVSConfiguration. The
+// fields kube-proxy has no counterpart of (apiServer, serviceProxyName,
+// ipvs.drainTimeout, externalIPs, loadBalancerIPs, logging) keep kube-ipvs'
+// defaults; use their flags, or a KubeIPVSConfiguration.
+//
+// Honoured: each of these fields becomes the kube-ipvs field shown, with
+// kube-proxy v1.37's default (pkg/proxy/apis/config/v1alpha1) where it is
+// left empty or zero, as kubeadm leaves most of them:
+//
+//	mode                          must be "ipvs" (see below)
+//	hostnameOverride              nodeName; empty: $NODE_NAME, then the hostname
+//	clientConnection.kubeconfig   kubeconfig
+//	clusterCIDR                   clusterCIDR
+//	detectLocalMode               "" or "ClusterCIDR" only: pods are told apart by clusterCIDR
+//	iptables.masqueradeAll        masqueradeAll (kube-proxy's IPVS mode reads the iptables section)
+//	iptables.masqueradeBit        masqueradeBit; null: 14
+//	healthzBindAddress            healthzBindAddress; empty: 0.0.0.0:10256, an IP alone gets :10256
+//	metricsBindAddress            metricsBindAddress; empty: 127.0.0.1:10249, an IP alone gets :10249
+//	bindAddress                   0.0.0.0, :: or empty; :: makes the two defaults above [::]:10256 and [::1]:10249
+//	nodePortAddresses             nodePortAddresses (see below); empty: every local address
+//	ipvs.scheduler                ipvs.scheduler; empty: rr
+//	ipvs.syncPeriod               ipvs.syncPeriod; 0: 30s
+//	ipvs.minSyncPeriod            ipvs.minSyncPeriod; 0 stays 0
+//	ipvs.strictARP                ipvs.strictARP
+//	ipvs.excludeCIDRs             ipvs.excludeCIDRs
+//	ipvs.tcpTimeout, ipvs.tcpFinTimeout, ipvs.udpTimeout   the same fields, 0 the kernel's
+//
+// Where kube-ipvs then differs from kube-proxy:
+//
+//   - ipvs.minSyncPeriod: kube-proxy v1.37 defaults iptables.minSyncPeriod
+//     and nftables.minSyncPeriod to 1s but ipvs.minSyncPeriod to nothing,
+//     so kubeadm's 0s syncs every change at once, in kube-proxy and in
+//     kube-ipvs alike. kube-ipvs' own default is 1s: add
+//     --min-sync-period=1s to coalesce bursts of changes.
+//   - nodePortAddresses: kubeadm leaves it null, which in IPVS mode means
+//     every local address (kube-proxy's "all"), so kube-ipvs serves
+//     NodePorts there too, and says so at start-up, as kube-proxy does;
+//     kube-ipvs' own default is [primary]. Of kube-proxy's keywords, "all"
+//     is 0.0.0.0/0 and ::/0, whatever else is listed; "localhost" is
+//     127.0.0.0/8 and ::1/128, on which neither kube-proxy's IPVS mode nor
+//     kube-ipvs serves NodePorts, but which keep their family off every
+//     other address; "primary" alone is the Node's InternalIP addresses of
+//     the family served (kube-proxy takes one primary address per family).
+//   - ipvs timeouts must be whole seconds (kube-proxy drops the fraction).
+//   - conntrack: kube-ipvs sets no conntrack sysctl. At its defaults
+//     kube-proxy raises nf_conntrack_max to 32768 per CPU (131072 at
+//     least) and sets nf_conntrack_tcp_timeout_established to 24h and
+//     nf_conntrack_tcp_timeout_close_wait to 1h; kube-ipvs leaves the
+//     kernel's values, so set them with sysctl if the node relied on them.
+//   - an empty hostnameOverride: kube-proxy takes the hostname, kube-ipvs
+//     $NODE_NAME first.
+//   - logging: kube-ipvs logs JSON at info, or as --log-level and
+//     --log-format say.
+//
+// Warned about: these fields, set to anything but empty, zero or kube-proxy
+// v1.37's default, have no effect in kube-ipvs (most have none in
+// kube-proxy's IPVS mode either), and one start-up warning names them all
+// ("KubeProxyConfiguration fields kube-ipvs does not honour:
+// iptables.syncPeriod, conntrack.maxPerCore, …"; see Configuration.Warnings):
+// bindAddress (an address other than 0.0.0.0 or ::; kube-ipvs takes the
+// node's addresses from its Node object), clientConnection.acceptContentTypes,
+// clientConnection.contentType, clientConnection.qps, clientConnection.burst,
+// configSyncPeriod, every conntrack field, detectLocal.bridgeInterface,
+// detectLocal.interfaceNamePrefix, enableProfiling, iptables.localhostNodePorts,
+// iptables.syncPeriod, iptables.minSyncPeriod, every logging field, every
+// nftables field, oomScoreAdj, portRange, showHiddenMetricsForVersion,
+// windowsRunAsService, every winkernel field, and feature gates: any not
+// named in this section, whatever its value, and KubeProxyNFTablesLocalhostNodePorts,
+// NFTablesNetlink, NativeHistograms, ContextualLogging, LoggingAlphaOptions
+// and LoggingBetaOptions when not at their defaults. ComponentFlagz and
+// ComponentStatusz are accepted either way: kube-ipvs serves neither page.
+//
+// Refused: these values stop start-up, each error naming its field, even
+// when a flag would override the field. mode anything but "ipvs",
+// empty or left out included (kube-proxy's default on Linux is iptables):
+// kube-ipvs replaces only kube-proxy's IPVS mode. detectLocalMode NodeCIDR,
+// BridgeInterface or InterfaceNamePrefix: kube-ipvs tells pod traffic apart
+// by clusterCIDR only, so these would change which traffic is masqueraded
+// and which traffic to an externalTrafficPolicy Local Service counts as a
+// pod's. bindAddressHardFail true: kube-ipvs logs a healthz or metrics port
+// it cannot bind and runs on, where kube-proxy would exit. nodePortAddresses
+// with "primary" and other entries (kube-ipvs has "primary" only alone; "all"
+// beside it is fine), or [primary] with a bindAddress other than 0.0.0.0 or
+// :: (kube-proxy's primary address is then the bindAddress, and kube-ipvs
+// would serve NodePorts on the Node's InternalIPs instead), and entries
+// kube-proxy refuses too. Feature gates: AllowServiceExternalIPs false
+// (kube-ipvs always serves spec.externalIPs: restrict them with
+// externalIPs.allowedCIDRs or the apiserver's DenyServiceExternalIPs
+// admission plugin), KubeProxyIPVS false (kube-proxy itself then refuses
+// mode ipvs), and MultiCIDRServiceAllocator, PreferSameTrafficDistribution,
+// WinDSR or WinOverlay false (locked to true in v1.37). After translation,
+// everything Validate refuses, named as in the file: a scheduler kube-ipvs
+// lacks (ipvs.scheduler), iptables.masqueradeBit 13, a bad CIDR, a bad
+// hostnameOverride; a flag can correct these.
 package config

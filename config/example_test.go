@@ -90,6 +90,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	c.IPVS.StrictARP = true
 	c.NodePortAddresses = []string{"192.168.10.0/24", "2001:db8:10::/64"}
 	c.ExternalIPs.AllowedCIDRs = []string{"203.0.113.0/24"}
+	c.MetricsBind, c.IPVS.ExcludeCIDRs = "", []string{"10.96.200.0/24"}
 	data, err := yaml.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
@@ -109,8 +110,9 @@ func TestMarshalRoundTrip(t *testing.T) {
 func TestLeafPaths(t *testing.T) {
 	want := []string{
 		"apiVersion", "kind", "mode", "nodeName", "kubeconfig", "apiServer", "serviceProxyName", "clusterCIDR",
-		"masqueradeAll", "masqueradeBit", "nodePortAddresses", "healthzBindAddress", "ipvs.scheduler", "ipvs.syncPeriod", "ipvs.minSyncPeriod",
-		"ipvs.tcpTimeout", "ipvs.tcpFinTimeout", "ipvs.udpTimeout", "ipvs.drainTimeout", "ipvs.strictARP",
+		"masqueradeAll", "masqueradeBit", "nodePortAddresses", "healthzBindAddress", "metricsBindAddress", "takeOverFromKubeProxy",
+		"ipvs.scheduler", "ipvs.syncPeriod", "ipvs.minSyncPeriod",
+		"ipvs.tcpTimeout", "ipvs.tcpFinTimeout", "ipvs.udpTimeout", "ipvs.drainTimeout", "ipvs.strictARP", "ipvs.excludeCIDRs",
 		"externalIPs.allowedCIDRs", "loadBalancerIPs.allowedCIDRs", "logging.level", "logging.format",
 	}
 	if got := allPaths(); !reflect.DeepEqual(got, want) {

@@ -14,6 +14,9 @@ type Flags struct {
 	fs         *flag.FlagSet
 	configFile string
 	cleanup    bool
+	// hostnameOverride is --hostname-override, kube-proxy's name for
+	// --node-name, which kubeadm's DaemonSet passes.
+	hostnameOverride string
 	// values is what the overriding flags write into; it starts as Default()
 	// so that -help shows the built-in defaults.
 	values    Configuration
@@ -29,27 +32,33 @@ type override struct {
 
 // BindFlags registers every kube-ipvs flag on fs:
 //
-//	--config              path of the configuration file (default: none, built-in defaults)
-//	--kubeconfig          kubeconfig
-//	--api-server          apiServer
-//	--mode                mode
-//	--node-name           nodeName
-//	--cluster-cidr        clusterCIDR
-//	--masquerade-all      masqueradeAll
-//	--nodeport-addresses  nodePortAddresses, comma-separated
+//	--config               path of the configuration file, a KubeIPVSConfiguration
+//	                       or a KubeProxyConfiguration (default: none, built-in defaults)
+//	--kubeconfig           kubeconfig
+//	--api-server           apiServer
+//	--mode                 mode
+//	--node-name            nodeName
+//	--hostname-override    nodeName, kube-proxy's name for --node-name
+//	--cluster-cidr         clusterCIDR
+//	--masquerade-all       masqueradeAll
+//	--nodeport-addresses   nodePortAddresses, comma-separated
 //	--healthz-bind-address healthzBindAddress
-//	--scheduler           ipvs.scheduler
-//	--sync-period         ipvs.syncPeriod
-//	--min-sync-period     ipvs.minSyncPeriod
-//	--ipvs-strict-arp     ipvs.strictARP
-//	--service-proxy-name  serviceProxyName
-//	--log-level           logging.level
-//	--log-format          logging.format
-//	--cleanup             remove everything kube-ipvs made on the node, then exit
+//	--metrics-bind-address metricsBindAddress
+//	--take-over-from-kube-proxy takeOverFromKubeProxy
+//	--scheduler            ipvs.scheduler
+//	--sync-period          ipvs.syncPeriod
+//	--min-sync-period      ipvs.minSyncPeriod
+//	--ipvs-strict-arp      ipvs.strictARP
+//	--ipvs-exclude-cidrs   ipvs.excludeCIDRs, comma-separated
+//	--service-proxy-name   serviceProxyName
+//	--log-level            logging.level
+//	--log-format           logging.format
+//	--cleanup              remove everything kube-ipvs made on the node, then exit
 func BindFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{fs: fs, values: *Default(), overrides: map[string]override{}}
 	fs.StringVar(&f.configFile, "config", "",
-		"path of the "+Kind+" YAML file; flags given on the command line override its values")
+		"path of the "+Kind+" YAML file, or of kube-proxy's "+KubeProxyKind+" (mode ipvs, as kubeadm's config.conf); "+
+			"flags given on the command line override its values")
 	fs.BoolVar(&f.cleanup, "cleanup", false,
 		"remove every IPVS virtual server, address, interface, iptables chain and ipset kube-ipvs made on this node, then exit")
 
@@ -61,6 +70,9 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 		`"ipvs" programs the kernel; "dry-run" computes and logs the plan and never touches the kernel`)
 	bind(f, fs.StringVar, "node-name", "nodeName", func(c *Configuration) *string { return &c.NodeName },
 		"name of this node's Node object; empty means $NODE_NAME, then the hostname")
+	fs.StringVar(&f.hostnameOverride, "hostname-override", "",
+		"kube-proxy's name for --node-name, so that kubeadm's command line works (overrides nodeName)")
+	f.overrides["hostname-override"] = override{field: "nodeName", apply: func(c *Configuration) { c.NodeName = f.hostnameOverride }}
 	bind(f, fs.StringVar, "cluster-cidr", "clusterCIDR", func(c *Configuration) *string { return &c.ClusterCIDR },
 		"comma-separated pod CIDRs, IPv4 and/or IPv6; traffic to a Service from outside them is masqueraded")
 	bind(f, fs.BoolVar, "masquerade-all", "masqueradeAll", func(c *Configuration) *bool { return &c.MasqueradeAll },
@@ -69,6 +81,10 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 		"comma-separated `CIDRs` of the local addresses NodePorts are served on, or \"primary\" for the Node's InternalIP addresses; empty means every local address")
 	bind(f, fs.StringVar, "healthz-bind-address", "healthzBindAddress", func(c *Configuration) *string { return &c.HealthzBind },
 		"IP:PORT of /healthz and /livez, as kube-proxy's (empty: none)")
+	bind(f, fs.StringVar, "metrics-bind-address", "metricsBindAddress", func(c *Configuration) *string { return &c.MetricsBind },
+		"IP:PORT of /metrics, as kube-proxy's (empty: none)")
+	bind(f, fs.BoolVar, "take-over-from-kube-proxy", "takeOverFromKubeProxy", func(c *Configuration) *bool { return &c.TakeOver },
+		"adopt the virtual servers a stopped kube-proxy in IPVS mode left, without a cut, then remove the rest of its state")
 	bind(f, fs.StringVar, "scheduler", "ipvs.scheduler", func(c *Configuration) *string { return &c.IPVS.Scheduler },
 		"IPVS scheduler for every virtual server (rr wrr lc wlc lblc lblcr sh dh mh sed nq)")
 	bind(f, fs.DurationVar, "sync-period", "ipvs.syncPeriod", func(c *Configuration) *time.Duration { return &c.IPVS.SyncPeriod.Duration },
@@ -77,6 +93,8 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 		"minimum interval between two syncs; changes in between are coalesced")
 	bind(f, fs.BoolVar, "ipvs-strict-arp", "ipvs.strictARP", func(c *Configuration) *bool { return &c.IPVS.StrictARP },
 		"set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2, so the node does not answer or announce ARP for Service addresses (MetalLB L2 needs it)")
+	bind(f, listVar(fs), "ipvs-exclude-cidrs", "ipvs.excludeCIDRs", func(c *Configuration) *[]string { return &c.IPVS.ExcludeCIDRs },
+		"comma-separated `CIDRs` of virtual servers kube-ipvs never adopts, changes or deletes")
 	bind(f, fs.StringVar, "service-proxy-name", "serviceProxyName", func(c *Configuration) *string { return &c.ServiceProxyName },
 		"serve only Services labelled service.kubernetes.io/service-proxy-name=<this>; empty means only unlabelled ones")
 	bind(f, fs.StringVar, "log-level", "logging.level", func(c *Configuration) *string { return &c.Logging.Level },
@@ -169,14 +187,19 @@ func (f *Flags) Resolve(readFile func(string) ([]byte, error), getenv func(strin
 			fromFlag[o.field] = "--" + fl.Name
 		}
 	})
+	if err := f.nodeNameConflict(); err != nil {
+		errs = append(errs, err)
+	}
 	name, err := ResolveNodeName(cfg.NodeName, getenv, hostname)
 	if err != nil {
-		errs = append(errs, err)
+		errs = append(errs, cfg.inFile(err))
 	}
 	cfg.NodeName = name
 	for _, err := range cfg.validate() {
 		if fe, ok := err.(*FieldError); ok && fromFlag[fieldOf(fe.Field)] != "" {
 			err = &FieldError{Field: fe.Field + " (" + fromFlag[fieldOf(fe.Field)] + ")", Detail: fe.Detail}
+		} else {
+			err = cfg.inFile(err)
 		}
 		errs = append(errs, err)
 	}
@@ -184,6 +207,27 @@ func (f *Flags) Resolve(readFile func(string) ([]byte, error), getenv func(strin
 		return nil, errors.Join(errs...)
 	}
 	return cfg, nil
+}
+
+// nodeNameConflict reports --node-name and --hostname-override given with
+// different names; when they agree, or only one is given, it is nil. (When
+// both are given, --node-name is the one applied.)
+func (f *Flags) nodeNameConflict() error {
+	var nodeName, override *flag.Flag
+	f.fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "node-name":
+			nodeName = fl
+		case "hostname-override":
+			override = fl
+		}
+	})
+	if nodeName == nil || override == nil ||
+		NormalizeNodeName(nodeName.Value.String()) == NormalizeNodeName(override.Value.String()) {
+		return nil
+	}
+	return fieldErrorf("nodeName (--node-name, --hostname-override)", "%q and %q differ: give one of them",
+		nodeName.Value.String(), override.Value.String())
 }
 
 // fieldOf returns the field of a path that may name an entry of a list:

@@ -85,8 +85,11 @@ func TestResolve(t *testing.T) {
 			"--cluster-cidr=10.244.0.0/16,fd00:10:244::/56", "--masquerade-all", "--scheduler=sh",
 			"--sync-period=2m", "--min-sync-period=0s", "--service-proxy-name=kube-ipvs",
 			"--log-level=warn", "--log-format=console", "--nodeport-addresses=0.0.0.0/0", "--ipvs-strict-arp",
+			"--healthz-bind-address=[::]:10256", "--metrics-bind-address=0.0.0.0:10249", "--ipvs-exclude-cidrs=10.96.200.0/24, fd00::/64",
 		}, env: env{hostname: "host-a"}, want: func(c *Configuration) {
 			c.NodePortAddresses, c.IPVS.StrictARP = []string{"0.0.0.0/0"}, true
+			c.HealthzBind, c.MetricsBind = "[::]:10256", "0.0.0.0:10249"
+			c.IPVS.ExcludeCIDRs = []string{"10.96.200.0/24", "fd00::/64"}
 			c.Kubeconfig, c.Mode, c.NodeName = "/root/.kube/config", ModeDryRun, "node-7"
 			c.APIServer = "https://192.0.2.10:6443"
 			c.ClusterCIDR, c.MasqueradeAll = "10.244.0.0/16,fd00:10:244::/56", true
@@ -110,6 +113,16 @@ func TestResolve(t *testing.T) {
 			env: withFile("ipvs:\n  strictARP: true\n"), want: func(c *Configuration) {}},
 		{name: "cleanup needs no file", args: []string{"--cleanup"}, env: env{hostname: "host-a"},
 			want: func(c *Configuration) {}},
+		{name: "hostname-override is kube-proxy's --node-name", args: []string{"--hostname-override= Worker-9 "},
+			env: env{hostname: "host-a"}, want: func(c *Configuration) { c.NodeName = "worker-9" }},
+		{name: "hostname-override overrides the file's nodeName", args: []string{"--config", configPath, "--hostname-override=worker-9"},
+			env: withFile("nodeName: worker-1\n"), want: func(c *Configuration) { c.NodeName = "worker-9" }},
+		{name: "hostname-override and node-name agreeing", args: []string{"--hostname-override=Worker-9", "--node-name=worker-9"},
+			env: env{hostname: "host-a"}, want: func(c *Configuration) { c.NodeName = "worker-9" }},
+		{name: "empty metrics address flag: not served", args: []string{"--metrics-bind-address="},
+			env: env{hostname: "host-a"}, want: func(c *Configuration) { c.MetricsBind = "" }},
+		{name: "exclude CIDRs flag replaces the file's list", args: []string{"--config", configPath, "--ipvs-exclude-cidrs="},
+			env: withFile("ipvs:\n  excludeCIDRs: [10.96.200.0/24]\n"), want: func(c *Configuration) {}},
 
 		{name: "missing file", args: []string{"--config", "/nope.yaml"}, env: env{hostname: "host-a"},
 			wantErr: "reading --config: open /nope.yaml: file does not exist"},
@@ -148,6 +161,15 @@ func TestResolve(t *testing.T) {
 			}, "\n")},
 		{name: "bad node name from flag, as resolved", args: []string{"--node-name", " Node_1 "}, env: env{hostname: "host-a"},
 			wantErr: `nodeName (--node-name): invalid value "node_1": ` + subdomainMsg},
+		{name: "hostname-override and node-name disagreeing", args: []string{"--node-name=worker-1", "--hostname-override=worker-2"},
+			env:     env{hostname: "host-a"},
+			wantErr: `nodeName (--node-name, --hostname-override): "worker-1" and "worker-2" differ: give one of them`},
+		{name: "bad node name from hostname-override", args: []string{"--hostname-override=$(NODE_NAME)"}, env: env{hostname: "host-a"},
+			wantErr: `nodeName (--hostname-override): invalid value "$(node_name)": ` + subdomainMsg},
+		{name: "bad metrics address from flag", args: []string{"--metrics-bind-address=:10249"}, env: env{hostname: "host-a"},
+			wantErr: `metricsBindAddress (--metrics-bind-address): invalid value ":10249": "" is not an IP address`},
+		{name: "bad exclude CIDR from flag", args: []string{"--ipvs-exclude-cidrs=10.96.200.0/24,10.96.201.1"}, env: env{hostname: "host-a"},
+			wantErr: `ipvs.excludeCIDRs[1] (--ipvs-exclude-cidrs): invalid CIDR "10.96.201.1": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)`},
 		{name: "bad apiServer from flag", args: []string{"--api-server", "192.0.2.10:6443"}, env: env{hostname: "host-a"},
 			wantErr: `apiServer (--api-server): invalid value "192.0.2.10:6443": must be a URL starting with https:// (or http://), like "https://192.0.2.10:6443"`},
 		{name: "empty apiServer flag overrides file", args: []string{"--config", configPath, "--api-server="},
@@ -283,6 +305,9 @@ func TestFlagsUsage(t *testing.T) {
 		"(overrides serviceProxyName)", "(overrides logging.level) (default \"info\")",
 		"(overrides logging.format) (default \"json\")",
 		"-nodeport-addresses CIDRs\n", "(overrides nodePortAddresses) (default primary)", "(overrides ipvs.strictARP)\n",
+		"(overrides healthzBindAddress) (default \"0.0.0.0:10256\")", "(overrides metricsBindAddress) (default \"127.0.0.1:10249\")",
+		"-ipvs-exclude-cidrs CIDRs\n", "(overrides ipvs.excludeCIDRs)\n", "-hostname-override string\n", "(overrides nodeName)\n",
+		"KubeProxyConfiguration",
 	} {
 		if !strings.Contains(usage, want) {
 			t.Errorf("usage lacks %q:\n%s", want, usage)
@@ -290,8 +315,9 @@ func TestFlagsUsage(t *testing.T) {
 	}
 	var names []string
 	fset.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	want := []string{"api-server", "cleanup", "cluster-cidr", "config", "healthz-bind-address", "ipvs-strict-arp", "kubeconfig", "log-format", "log-level",
-		"masquerade-all", "min-sync-period", "mode", "node-name", "nodeport-addresses", "scheduler", "service-proxy-name", "sync-period"}
+	want := []string{"api-server", "cleanup", "cluster-cidr", "config", "healthz-bind-address", "hostname-override", "ipvs-exclude-cidrs",
+		"ipvs-strict-arp", "kubeconfig", "log-format", "log-level", "masquerade-all", "metrics-bind-address", "min-sync-period", "mode",
+		"node-name", "nodeport-addresses", "scheduler", "service-proxy-name", "sync-period", "take-over-from-kube-proxy"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("flags = %q, want %q", names, want)
 	}

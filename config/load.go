@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -38,6 +39,14 @@ func fieldErrorf(field, format string, args ...any) *FieldError {
 // Load reads a YAML document over Default(): fields the document leaves out
 // (or sets to null) keep their default. It then validates the result.
 //
+// The document is a KubeIPVSConfiguration, or kube-proxy's
+// KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1, chosen by its
+// apiVersion or kind), which is decoded strictly with kube-proxy's
+// published type and translated as the package documentation says. Its
+// errors name the fields as that file spells them (hostnameOverride,
+// iptables.masqueradeBit, …), and the fields it sets that kube-ipvs does
+// not honour are named by one of the Warnings.
+//
 // Every problem is reported at once, joined with errors.Join, each naming the
 // field's path and quoting the bad value: unknown fields at any depth
 // ("ipvs.schedular: unknown field"), values of the wrong type ("masqueradeBit:
@@ -53,7 +62,9 @@ func Load(data []byte) (*Configuration, error) {
 	if err != nil {
 		return nil, err
 	}
-	errs = append(errs, cfg.validate()...)
+	for _, err := range cfg.validate() {
+		errs = append(errs, cfg.inFile(err))
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -61,7 +72,10 @@ func Load(data []byte) (*Configuration, error) {
 }
 
 // decode overlays data on Default() and returns the field errors found while
-// decoding; err is set only when the document is not YAML at all.
+// decoding; err is set only when the document is not YAML at all. A
+// KubeProxyConfiguration (see isKubeProxy) is translated by decodeKubeProxy.
+// The Configuration is not nil when err is nil, even with field errors, so
+// that flags can still be applied to it and every problem be reported.
 func decode(data []byte) (*Configuration, []error, error) {
 	jsonData, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
@@ -75,6 +89,10 @@ func decode(data []byte) (*Configuration, []error, error) {
 	var top map[string]json.RawMessage
 	if json.Unmarshal(raw, &top) != nil {
 		return nil, nil, errors.Join(fieldErrorf("", "invalid value %s: must be a mapping", abbreviate(raw)))
+	}
+	if isKubeProxy(top) {
+		cfg, errs := decodeKubeProxy(raw, top)
+		return cfg, errs, nil
 	}
 	errs := decodeStruct("", top, reflect.ValueOf(cfg).Elem())
 	for _, key := range []string{"apiVersion", "kind"} {
@@ -93,27 +111,51 @@ func decodeStruct(path string, obj map[string]json.RawMessage, v reflect.Value) 
 	var errs []error
 	for _, key := range slices.Sorted(maps.Keys(obj)) {
 		p := joinPath(path, key)
-		i, ok := fields[key]
+		index, ok := fields[key]
 		if !ok {
 			errs = append(errs, unknownField(p, key, fields))
 			continue
 		}
 		if raw := obj[key]; !isNull(raw) {
-			errs = append(errs, decodeValue(p, raw, v.Field(i))...)
+			errs = append(errs, decodeValue(p, raw, v.FieldByIndex(index))...)
 		}
 	}
 	return errs
 }
 
+// metaDuration is the duration type of Kubernetes' API types (kube-proxy's
+// syncPeriod, …): it reads the same strings as Duration.
+var metaDuration = reflect.TypeFor[metav1.Duration]()
+
 // decodeValue decodes one JSON value into the field v: through its own
-// UnmarshalJSON if it has one, as a nested section if it is a struct, and as
-// a plain scalar otherwise.
+// UnmarshalJSON if it has one, as a nested section if it is a struct, into
+// a fresh value if it is a pointer, and as a plain scalar otherwise.
 func decodeValue(path string, raw json.RawMessage, v reflect.Value) []error {
-	if u, ok := v.Addr().Interface().(json.Unmarshaler); ok {
-		if err := u.UnmarshalJSON(raw); err != nil {
+	if v.Type() == metaDuration {
+		var d Duration
+		if err := d.UnmarshalJSON(raw); err != nil {
 			return []error{&FieldError{Field: path, Detail: err.Error()}}
 		}
+		v.Set(reflect.ValueOf(metav1.Duration{Duration: d.Duration}))
 		return nil
+	}
+	if u, ok := v.Addr().Interface().(json.Unmarshaler); ok {
+		if err := u.UnmarshalJSON(raw); err != nil {
+			detail := err.Error()
+			if _, ours := u.(*Duration); !ours {
+				detail = fmt.Sprintf("invalid value %s: %v", abbreviate(raw), err)
+			}
+			return []error{&FieldError{Field: path, Detail: detail}}
+		}
+		return nil
+	}
+	if v.Kind() == reflect.Pointer {
+		fresh := reflect.New(v.Type().Elem())
+		errs := decodeValue(path, raw, fresh.Elem())
+		if len(errs) == 0 {
+			v.Set(fresh)
+		}
+		return errs
 	}
 	if v.Kind() == reflect.Struct {
 		var obj map[string]json.RawMessage
@@ -141,7 +183,7 @@ func decodeValue(path string, raw json.RawMessage, v reflect.Value) []error {
 
 // unknownField reports a key the schema does not have, with a hint when it
 // differs from a known key only in case.
-func unknownField(path, key string, fields map[string]int) error {
+func unknownField(path, key string, fields map[string][]int) error {
 	for known := range fields {
 		if strings.EqualFold(known, key) {
 			return fieldErrorf(path, "unknown field (did you mean %q?)", known)
@@ -150,15 +192,32 @@ func unknownField(path, key string, fields map[string]int) error {
 	return fieldErrorf(path, "unknown field")
 }
 
-// jsonFields maps the JSON names of a struct's fields to their indexes.
-func jsonFields(t reflect.Type) map[string]int {
-	fields := make(map[string]int, t.NumField())
+// jsonFields maps the JSON names of a struct's fields to their indexes
+// (for reflect.Value.FieldByIndex). The fields of an embedded struct with
+// no JSON name of its own (metav1.TypeMeta in `json:",inline"`) are
+// members of the outer object, as encoding/json reads them.
+func jsonFields(t reflect.Type) map[string][]int {
+	fields := make(map[string][]int, t.NumField())
 	for i := range t.NumField() {
-		if name, ok := jsonName(t.Field(i)); ok {
-			fields[name] = i
+		f := t.Field(i)
+		if inlined(f) {
+			for name, index := range jsonFields(f.Type) {
+				fields[name] = append([]int{i}, index...)
+			}
+			continue
+		}
+		if name, ok := jsonName(f); ok {
+			fields[name] = []int{i}
 		}
 	}
 	return fields
+}
+
+// inlined reports whether f is an embedded struct whose fields encoding/json
+// reads as the outer object's.
+func inlined(f reflect.StructField) bool {
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	return f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct
 }
 
 func jsonName(f reflect.StructField) (string, bool) {
@@ -186,6 +245,10 @@ func kindName(t reflect.Type) string {
 		return "an integer"
 	case reflect.Float32, reflect.Float64:
 		return "a number"
+	case reflect.Pointer:
+		return kindName(t.Elem())
+	case reflect.Map:
+		return "a mapping to " + kindName(t.Elem())
 	case reflect.Slice, reflect.Array:
 		if t.Elem().Kind() == reflect.String {
 			return "a list of strings"

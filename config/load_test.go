@@ -72,6 +72,16 @@ loadBalancerIPs:
 			c.ExternalIPs.AllowedCIDRs = []string{"203.0.113.0/24", "2001:db8:203::/48"}
 			c.LoadBalancerIPs.AllowedCIDRs = []string{"198.51.100.0/24"}
 		}},
+		{name: "metrics address and excluded CIDRs", doc: header + `
+metricsBindAddress: "[::1]:10249"
+ipvs:
+  excludeCIDRs: [10.96.200.0/24, "fd00:96:200::/64"]
+`, want: func(c *Configuration) {
+			c.MetricsBind = "[::1]:10249"
+			c.IPVS.ExcludeCIDRs = []string{"10.96.200.0/24", "fd00:96:200::/64"}
+		}},
+		{name: "empty metrics address: not served", doc: header + "metricsBindAddress: \"\"\n",
+			want: func(c *Configuration) { c.MetricsBind = "" }},
 		{name: "an empty list is not the default", doc: header + "nodePortAddresses: []\n",
 			want: func(c *Configuration) { c.NodePortAddresses = []string{} }},
 		{name: "a null list keeps the default", doc: header + "nodePortAddresses: null\nexternalIPs:\n  allowedCIDRs: ~\n",
@@ -96,11 +106,11 @@ zeta: 1
 alpha: 2
 ipvs:
   schedular: lc
-  excludeCIDRs: [10.0.0.0/8]
+  excludeCidrs: [10.0.0.0/8]
 logging:
   colour: true
 `, wantErr: `alpha: unknown field
-ipvs.excludeCIDRs: unknown field
+ipvs.excludeCidrs: unknown field (did you mean "excludeCIDRs"?)
 ipvs.schedular: unknown field
 logging.colour: unknown field
 zeta: unknown field`},
@@ -150,9 +160,9 @@ zeta: unknown field`},
 			wantErr: `kind: missing: must be "KubeIPVSConfiguration"`},
 		{name: "null apiVersion", doc: "apiVersion: null\nkind: KubeIPVSConfiguration\n",
 			wantErr: `apiVersion: missing: must be "kube-ipvs.io/v1alpha1"`},
-		{name: "wrong apiVersion and kind", doc: "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n",
-			wantErr: "apiVersion: unsupported value \"kubeproxy.config.k8s.io/v1alpha1\": must be \"kube-ipvs.io/v1alpha1\"\n" +
-				"kind: unsupported value \"KubeProxyConfiguration\": must be \"KubeIPVSConfiguration\""},
+		{name: "wrong apiVersion and kind", doc: "apiVersion: kube-ipvs.io/v1beta1\nkind: KubeIPVS\n",
+			wantErr: "apiVersion: unsupported value \"kube-ipvs.io/v1beta1\": must be \"kube-ipvs.io/v1alpha1\"\n" +
+				"kind: unsupported value \"KubeIPVS\": must be \"KubeIPVSConfiguration\""},
 		{name: "document is a list", doc: "- mode: ipvs\n",
 			wantErr: `document: invalid value [{"mode":"ipvs"}]: must be a mapping`},
 		{name: "document is a scalar", doc: "ipvs\n",
@@ -261,10 +271,22 @@ func TestDuration(t *testing.T) {
 }
 
 // FuzzLoad checks that no document makes Load panic, and that whatever Load
-// accepts is valid and survives a Marshal/Load round trip.
+// accepts is valid and survives a Marshal/Load round trip (a
+// KubeProxyConfiguration comes back as the KubeIPVSConfiguration it
+// became).
 func FuzzLoad(f *testing.F) {
-	if data, err := os.ReadFile("example.yaml"); err == nil {
-		f.Add(data)
+	for _, name := range []string{"example.yaml", "testdata/kubeadm-v1.37-config.conf"} {
+		if data, err := os.ReadFile(name); err == nil {
+			f.Add(data)
+		}
+	}
+	kp := "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n"
+	for _, s := range []string{
+		kp, kp + "nodePortAddresses: [all, localhost, primary]\n", kp + "featureGates: {KubeProxyIPVS: false, X: true}\n",
+		kp + "iptables: {masqueradeBit: 13}\nipvs: {minSyncPeriod: 40s}\n", kp + "bindAddress: \"::\"\nhealthzBindAddress: \"::1\"\n",
+		kp + "logging: {vmodule: [{filePattern: a, verbosity: 1}], options: {json: {infoBufferSize: 1Mi}}}\n",
+	} {
+		f.Add([]byte(s))
 	}
 	for _, s := range []string{
 		"", header, header + "ipvs: rr\n", header + "masqueradeBit: 1e100\n", header + "ipvs:\n  syncPeriod: 30\n",
@@ -286,6 +308,9 @@ func FuzzLoad(f *testing.F) {
 			t.Fatal(err)
 		}
 		back, err := Load(out)
+		if err == nil {
+			back.kubeProxy = cfg.kubeProxy
+		}
 		if err != nil || !reflect.DeepEqual(back, cfg) {
 			t.Fatalf("round trip: %v\n%s", err, out)
 		}

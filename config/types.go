@@ -13,6 +13,15 @@ const (
 	Kind       = "KubeIPVSConfiguration"
 )
 
+// The type identity of kube-proxy's configuration file, which --config
+// also reads (the key config.conf of kubeadm's ConfigMap
+// kube-system/kube-proxy): the package documentation says how its fields
+// map onto a Configuration.
+const (
+	KubeProxyAPIVersion = "kubeproxy.config.k8s.io/v1alpha1"
+	KubeProxyKind       = "KubeProxyConfiguration"
+)
+
 // Values of Configuration.Mode.
 const (
 	// ModeIPVS programs the kernel: IPVS, the dummy interface, iptables, ipsets.
@@ -57,10 +66,16 @@ type Configuration struct {
 	MasqueradeBit     int                          `json:"masqueradeBit"`
 	NodePortAddresses []string                     `json:"nodePortAddresses"`
 	HealthzBind       string                       `json:"healthzBindAddress"`
+	MetricsBind       string                       `json:"metricsBindAddress"`
+	TakeOver          bool                         `json:"takeOverFromKubeProxy"`
 	IPVS              IPVSConfiguration            `json:"ipvs"`
 	ExternalIPs       ExternalIPsConfiguration     `json:"externalIPs"`
 	LoadBalancerIPs   LoadBalancerIPsConfiguration `json:"loadBalancerIPs"`
 	Logging           LoggingConfiguration         `json:"logging"`
+
+	// kubeProxy is set when the file was kube-proxy's
+	// KubeProxyConfiguration (see kubeproxy.go), nil otherwise.
+	kubeProxy *kubeProxyOrigin
 }
 
 // NodePortAddressesPrimary is the value of NodePortAddresses, alone, that
@@ -78,6 +93,7 @@ type IPVSConfiguration struct {
 	UDPTimeout    Duration `json:"udpTimeout"`
 	DrainTimeout  Duration `json:"drainTimeout"`
 	StrictARP     bool     `json:"strictARP"`
+	ExcludeCIDRs  []string `json:"excludeCIDRs"`
 }
 
 // ExternalIPsConfiguration is the `externalIPs:` section: which addresses
@@ -109,11 +125,13 @@ func Default() *Configuration {
 		MasqueradeBit:     14,
 		NodePortAddresses: []string{NodePortAddressesPrimary},
 		HealthzBind:       "0.0.0.0:10256",
+		MetricsBind:       "127.0.0.1:10249",
 		IPVS: IPVSConfiguration{
 			Scheduler:     "rr",
 			SyncPeriod:    Duration{30 * time.Second},
 			MinSyncPeriod: Duration{time.Second},
 			DrainTimeout:  Duration{15 * time.Minute},
+			ExcludeCIDRs:  []string{},
 		},
 		ExternalIPs:     ExternalIPsConfiguration{AllowedCIDRs: []string{}},
 		LoadBalancerIPs: LoadBalancerIPsConfiguration{AllowedCIDRs: []string{}},

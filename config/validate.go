@@ -58,7 +58,8 @@ func (c *Configuration) validate() []error {
 		add(fieldErrorf("masqueradeBit", "invalid value 13: kube-ipvs' firewall marks 0x2000-0x3fff all have bit 13"))
 	}
 	errs = append(errs, parseNodePortAddresses(c.NodePortAddresses).errs...)
-	add(checkBindAddress("healthzBindAddress", c.HealthzBind))
+	add(checkBindAddress("healthzBindAddress", c.HealthzBind, "0.0.0.0:10256"))
+	add(checkBindAddress("metricsBindAddress", c.MetricsBind, "127.0.0.1:10249"))
 	errs = append(errs, c.IPVS.validate("ipvs")...)
 	errs = append(errs, parseCIDRs(pathExternalIPs, c.ExternalIPs.AllowedCIDRs).errs...)
 	errs = append(errs, parseCIDRs(pathLoadBalancerIPs, c.LoadBalancerIPs.AllowedCIDRs).errs...)
@@ -91,7 +92,7 @@ func (c *IPVSConfiguration) validate(path string) []error {
 	if d := c.DrainTimeout.Duration; d < 0 {
 		add(fieldErrorf(path+".drainTimeout", "invalid value %q: must be 0 or greater", d))
 	}
-	return errs
+	return append(errs, parseCIDRs(path+".excludeCIDRs", c.ExcludeCIDRs).errs...)
 }
 
 // checkAPIServer accepts what kube-proxy's --master accepts: empty, or an
@@ -116,14 +117,14 @@ func checkAPIServer(path, s string) *FieldError {
 }
 
 // checkBindAddress accepts "" (nothing served) or IP:PORT, like
-// "0.0.0.0:10256" or "[::]:10256".
-func checkBindAddress(path, s string) *FieldError {
+// "0.0.0.0:10256" or "[::]:10256"; like is the example the error shows.
+func checkBindAddress(path, s, like string) *FieldError {
 	if s == "" {
 		return nil
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fieldErrorf(path, "invalid value %q: must be IP:PORT, like \"0.0.0.0:10256\", or empty", s)
+		return fieldErrorf(path, "invalid value %q: must be IP:PORT, like %q, or empty", s, like)
 	}
 	if _, err := netip.ParseAddr(host); err != nil {
 		return fieldErrorf(path, "invalid value %q: %q is not an IP address", s, host)

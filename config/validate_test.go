@@ -134,6 +134,16 @@ func TestValidate(t *testing.T) {
 			`healthzBindAddress: invalid value "localhost:10256": "localhost" is not an IP address`},
 		{"healthz port out of range", func(c *Configuration) { c.HealthzBind = "[::]:70000" },
 			`healthzBindAddress: invalid value "[::]:70000": port "70000" must be a number from 0 to 65535`},
+		{"metrics address without a port", func(c *Configuration) { c.MetricsBind = "127.0.0.1" },
+			`metricsBindAddress: invalid value "127.0.0.1": must be IP:PORT, like "127.0.0.1:10249", or empty`},
+		{"metrics address with a host name", func(c *Configuration) { c.MetricsBind = "localhost:10249" },
+			`metricsBindAddress: invalid value "localhost:10249": "localhost" is not an IP address`},
+		{"metrics port out of range", func(c *Configuration) { c.MetricsBind = "0.0.0.0:-1" },
+			`metricsBindAddress: invalid value "0.0.0.0:-1": port "-1" must be a number from 0 to 65535`},
+		{"exclude CIDR is an address", func(c *Configuration) { c.IPVS.ExcludeCIDRs = []string{"10.96.200.0/24", "10.96.201.1"} },
+			`ipvs.excludeCIDRs[1]: invalid CIDR "10.96.201.1": missing the /prefix-length (like 10.244.0.0/16 or fd00:10:244::/56)`},
+		{"exclude CIDR empty entry", func(c *Configuration) { c.IPVS.ExcludeCIDRs = []string{""} },
+			`ipvs.excludeCIDRs[0]: empty entry: must be a CIDR (like 10.244.0.0/16 or fd00:10:244::/56)`},
 		{"masquerade bit of the short-circuit marks", func(c *Configuration) { c.MasqueradeBit = 13 },
 			`masqueradeBit: invalid value 13: kube-ipvs' firewall marks 0x2000-0x3fff all have bit 13`},
 		{"unknown scheduler", func(c *Configuration) { c.IPVS.Scheduler = "fifo" },
@@ -439,6 +449,8 @@ func TestAllowedCIDRs(t *testing.T) {
 					(*Configuration).AllowedExternalIPCIDRs},
 				{"loadBalancerIPs.allowedCIDRs", func(c *Configuration) { c.LoadBalancerIPs.AllowedCIDRs = tt.entries },
 					(*Configuration).AllowedLoadBalancerIPCIDRs},
+				{"ipvs.excludeCIDRs", func(c *Configuration) { c.IPVS.ExcludeCIDRs = tt.entries },
+					(*Configuration).ExcludedCIDRs},
 			} {
 				c := Default()
 				c.ClusterCIDR = "10.244.0.0/16"

@@ -50,6 +50,9 @@ type ProxyHealth struct {
 	// sync came; zero when none waits.
 	queued time.Time
 	node   *v1.Node
+	// served, when set, hears each answer (kube-proxy's
+	// proxy_healthz_total and proxy_livez_total).
+	served func(path string, code int)
 }
 
 // NewProxyHealth returns the health of a proxy of one family that must sync
@@ -142,6 +145,10 @@ func (h *ProxyHealth) nodeEligible() bool {
 	return true
 }
 
+// CountAnswers has f hear the path and status code of every answer. Call
+// it before Handler.
+func (h *ProxyHealth) CountAnswers(f func(path string, code int)) { h.served = f }
+
 // Handler serves /healthz and /livez.
 func (h *ProxyHealth) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -149,23 +156,26 @@ func (h *ProxyHealth) Handler() http.Handler {
 		r := h.report()
 		eligible := h.nodeEligible()
 		r.NodeEligible = &eligible
-		h.write(w, r, r.Healthy && eligible)
+		h.write(w, "/healthz", r, r.Healthy && eligible)
 	})
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
 		r := h.report()
-		h.write(w, r, r.Healthy)
+		h.write(w, "/livez", r, r.Healthy)
 	})
 	return mux
 }
 
-func (h *ProxyHealth) write(w http.ResponseWriter, r healthReport, ok bool) {
+func (h *ProxyHealth) write(w http.ResponseWriter, path string, r healthReport, ok bool) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	code := http.StatusServiceUnavailable
 	if ok {
 		r.LastUpdated = r.CurrentTime
-		w.WriteHeader(http.StatusOK)
-	} else {
-		w.WriteHeader(http.StatusServiceUnavailable)
+		code = http.StatusOK
+	}
+	w.WriteHeader(code)
+	if h.served != nil {
+		h.served(path, code)
 	}
 	body, _ := json.Marshal(r)
 	_, _ = w.Write(body)

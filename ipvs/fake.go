@@ -32,6 +32,7 @@ type Fake struct {
 type fakeService struct {
 	svc   Service
 	dests map[netip.AddrPort]Destination
+	stats map[netip.AddrPort]Stats // set by SetStats; a real server added again starts at zero
 }
 
 // NewFake returns an empty table.
@@ -229,6 +230,7 @@ func addDest(table map[ServiceKey]*fakeService, key ServiceKey, d Destination) e
 		return ErrExists
 	}
 	fs.dests[d.Addr] = written(d)
+	delete(fs.stats, d.Addr)
 	return nil
 }
 
@@ -270,6 +272,7 @@ func (f *Fake) DeleteDestination(key ServiceKey, addr netip.AddrPort) error {
 	if err == nil {
 		if _, ok := fs.dests[addr]; ok {
 			delete(fs.dests, addr)
+			delete(fs.stats, addr)
 		} else {
 			err = ErrNotFound
 		}
@@ -335,7 +338,7 @@ func (f *Fake) Load(text string) error {
 	defer f.mu.Unlock()
 	table := make(map[ServiceKey]*fakeService, len(f.services)+len(services))
 	for k, fs := range f.services {
-		table[k] = &fakeService{svc: fs.svc, dests: maps.Clone(fs.dests)}
+		table[k] = &fakeService{svc: fs.svc, dests: maps.Clone(fs.dests), stats: maps.Clone(fs.stats)}
 	}
 	for _, s := range services {
 		if err := addService(table, s); err != nil {

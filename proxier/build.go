@@ -9,6 +9,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	netutils "k8s.io/utils/net"
 
 	"github.com/kube-ipvs/kube-ipvs/iptables"
@@ -47,12 +48,15 @@ type BuildConfig struct {
 // of the Service as a whole. Every list is sorted, so equal inputs give
 // equal fragments. Nothing is derived from the server keys later: what a
 // fragment needs bound or in a set, it says. Health is its health-check
-// node port, for a Service with externalTrafficPolicy Local.
+// node port, for a Service with externalTrafficPolicy Local. NoLocal, for
+// the metrics, says which Local policies find endpoints but none here; it
+// programs nothing.
 type Fragment struct {
 	Servers []ServerPart
 	Addrs   []netip.Addr
 	Entries []SetEntry
 	Health  *Health
+	NoLocal NoLocal
 }
 
 // Health is what a Service's health-check node port answers from: the
@@ -142,6 +146,9 @@ func (r Reason) Normal() bool {
 type Skip struct {
 	Reason Reason
 	Detail string
+	// About is the Service the skip concerns when it is not the one being
+	// built (the loser of a conflict found while building the winner).
+	About types.NamespacedName
 }
 
 // defaultAffinityTimeout is the apiserver's default for
@@ -206,11 +213,14 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 		cluster, external := ends.forPort(sp.Name, sp.Protocol), ends.forPort(sp.Name, sp.Protocol)
 		if internalLocal || externalLocal {
 			local := ends.localForPort(sp.Name, sp.Protocol, cfg.NodeName)
+			none := len(local) == 0 && len(cluster) > 0
 			if internalLocal {
 				cluster = local
+				f.NoLocal.Internal = f.NoLocal.Internal || none
 			}
 			if externalLocal {
 				external = local
+				f.NoLocal.External = f.NoLocal.External || none
 			}
 		}
 		b := partBuilder{cfg: cfg, base: base, proto: proto}
@@ -328,6 +338,12 @@ func clusterIP(svc *v1.Service, family v1.IPFamily, skip func(Reason, string, ..
 		a, ok := parseIP(s)
 		if !ok {
 			skip(ReasonBadClusterIP, "clusterIP %q", s)
+			continue
+		}
+		if a.IsLoopback() || a.IsUnspecified() {
+			// The apiserver allocates neither; bound on kipvs0 they would
+			// capture the node's own traffic.
+			skip(ReasonBadClusterIP, "clusterIP %s is a loopback or unspecified address", a)
 			continue
 		}
 		if familyOf(a) == family {

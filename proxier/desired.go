@@ -147,7 +147,7 @@ func (d *desired) add(name types.NamespacedName, f *Fragment, sc *Scope) []Skip 
 			if i == 0 {
 				loser = d.claims[k][1]
 			}
-			skips = append(skips, Skip{Reason: ReasonConflictingVIPAndPort,
+			skips = append(skips, Skip{Reason: ReasonConflictingVIPAndPort, About: loser,
 				Detail: k.String() + " is claimed by " + owner.String() + " and " + loser.String() + "; " + owner.String() + " wins"})
 		}
 		if i == 0 {

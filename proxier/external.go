@@ -133,6 +133,9 @@ func usableAddr(svc *v1.Service, cfg BuildConfig, s, what string, r addrReasons,
 	switch {
 	case !ok:
 		skip(r.bad, "%s %q", what, s)
+	case a.IsLoopback() || a.IsUnspecified():
+		// Bound on kipvs0, it would capture the node's own traffic.
+		skip(r.bad, "%s %s is a loopback or unspecified address", what, a)
 	case familyOf(a) != cfg.Family && dualStack(svc):
 		skip(NoteOtherFamilyAddress, "%s %s", what, a)
 	case familyOf(a) != cfg.Family:

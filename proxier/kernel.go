@@ -35,12 +35,13 @@ type Kernel struct {
 // real servers of each of ours (and, in State.foreignMarks, the marks of
 // the firewall-mark virtual servers that are not). A virtual server is ours
 // when SetOwned (SetOwnedMark for a firewall mark) records it; one that is
-// not recorded is adopted only when adopt says it is wanted and its
-// address is bound on kube-ipvs' own dummy interface (a record lost with
-// its set). Every other virtual server belongs to
+// not recorded is adopted only when adopt says so, told whether its address
+// is bound on kube-ipvs' own dummy interface (the proxier adopts a wanted
+// one that is: a record lost with its set; and, taking over from
+// kube-proxy, kube-proxy's). Every other virtual server belongs to
 // someone else and is never returned. It also returns which of the sets do
 // not exist.
-func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(ipvs.ServiceKey) bool) (*State, []iptables.Set, error) {
+func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(key ipvs.ServiceKey, bound bool) bool) (*State, []iptables.Set, error) {
 	s := NewState()
 	addrs, err := k.Addrs.ListAddrs()
 	if err != nil {
@@ -74,7 +75,7 @@ func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(ipv
 		}
 		_, recorded := s.Entries[ownedEntry(family, key)]
 		_, bound := s.Addrs[key.Addr]
-		if !recorded && !(bound && adopt != nil && adopt(key)) {
+		if !recorded && (adopt == nil || !adopt(key, bound)) {
 			if key.IsMark() {
 				s.foreignMarks = append(s.foreignMarks, key.Mark)
 			}

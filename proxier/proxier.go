@@ -46,6 +46,25 @@ type Options struct {
 	NodePorts NodePortConfig
 	// Health serves the health-check node ports; nil serves none.
 	Health HealthServer
+	// Metrics hears what the proxier does; nil: nothing does.
+	Metrics Metrics
+	// Events records the warnings about one Service as Events on it; nil
+	// records none.
+	Events EventRecorder
+	// ExcludeCIDRs (ipvs.excludeCIDRs) hold virtual servers kube-ipvs never
+	// adopts: one in them that kube-ipvs' record does not name is someone
+	// else's even when its address is bound on kipvs0 and a Service wants
+	// it.
+	ExcludeCIDRs []netip.Prefix
+	// TakeOver, when set, takes the node over from a stopped kube-proxy in
+	// IPVS mode (see TakeOver).
+	TakeOver *TakeOver
+}
+
+// EventRecorder records a Warning Event on a Service (package events).
+// It must not block.
+type EventRecorder interface {
+	Service(svc *v1.Service, reason, note string)
 }
 
 // NodePortConfig is the nodePortAddresses configuration: the Node's
@@ -70,10 +89,13 @@ type Proxier struct {
 	opts   Options
 	rules  Rules
 	clock  clock.Clock
+	viewMu sync.RWMutex // held by Sync for writing, by View for reading (inspect.go)
 
 	mu      sync.Mutex // guards pending and skipped
 	pending changes
 	skipped map[Reason]int
+	metrics Metrics
+	started time.Time // endpoint changes triggered before are not timed
 
 	// Owned by Sync.
 	services     map[types.NamespacedName]*v1.Service
@@ -93,6 +115,20 @@ type Proxier struct {
 	failures     map[types.NamespacedName]*retry
 	staleFlows   []conntrack.Flow // UDP conntrack entries still to delete
 	flowErr      string           // the last conntrack error logged
+	// triggers are the last-change-trigger-times of endpoint changes not
+	// yet programmed, per Service; noLocal the Services whose Local
+	// policies have no endpoint here.
+	triggers map[types.NamespacedName][]time.Time
+	noLocal  map[types.NamespacedName]NoLocal
+	// dryPlanned, in dry-run mode, is every operation logged since the
+	// last full sync that is still planned; dryFull is set while a full
+	// sync applies.
+	dryPlanned map[string]struct{}
+	dryFull    bool
+	// kubeProxy is what a take-over read of kube-proxy's; tookOver is set
+	// once nothing of kube-proxy is left.
+	kubeProxy *kubeProxyState
+	tookOver  bool
 }
 
 // changes is what the event handlers recorded since the last sync. A nil
@@ -103,6 +139,9 @@ type changes struct {
 	node     *v1.Node
 	// addrs records that the node's addresses may have changed.
 	addrs bool
+	// triggers are the last-change-trigger-times of the slices recorded,
+	// per Service.
+	triggers map[types.NamespacedName][]time.Time
 }
 
 // New returns a proxier. It does nothing to the kernel.
@@ -116,6 +155,10 @@ func New(log *zap.Logger, k Kernel, opts Options) *Proxier {
 	clk := opts.Clock
 	if clk == nil {
 		clk = clock.RealClock{}
+	}
+	m := opts.Metrics
+	if m == nil {
+		m = nopMetrics{}
 	}
 	p := &Proxier{
 		log:        log,
@@ -133,6 +176,10 @@ func New(log *zap.Logger, k Kernel, opts Options) *Proxier {
 		failures:   map[types.NamespacedName]*retry{},
 		build:      opts.Build,
 		health:     map[types.NamespacedName]Health{},
+		metrics:    m,
+		started:    clk.Now(),
+		triggers:   map[types.NamespacedName][]time.Time{},
+		noLocal:    map[types.NamespacedName]NoLocal{},
 	}
 	p.pending = newChanges()
 	return p
@@ -142,6 +189,7 @@ func newChanges() changes {
 	return changes{
 		services: map[types.NamespacedName]*v1.Service{},
 		slices:   map[types.NamespacedName]*discovery.EndpointSlice{},
+		triggers: map[types.NamespacedName][]time.Time{},
 	}
 }
 
@@ -161,12 +209,23 @@ func (p *Proxier) recordService(key, svc *v1.Service) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.pending.services[types.NamespacedName{Namespace: key.Namespace, Name: key.Name}] = svc
+	p.metrics.ServiceChanged(len(p.pending.services))
 }
 
 func (p *Proxier) recordSlice(key, s *discovery.EndpointSlice) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.pending.slices[types.NamespacedName{Namespace: key.Namespace, Name: key.Name}] = s
+	// As kube-proxy: a deleted slice's trigger time is that of its last
+	// update, so the Service's pending ones are dropped, not timed.
+	svc := types.NamespacedName{Namespace: key.Namespace, Name: key.Labels[discovery.LabelServiceName]}
+	if s == nil {
+		delete(p.pending.triggers, svc)
+		p.pending.triggers[svc] = nil // and those taken already
+	} else if t, ok := triggerTime(s, p.started); ok && svc.Name != "" {
+		p.pending.triggers[svc] = append(p.pending.triggers[svc], t)
+	}
+	p.metrics.SliceChanged(len(p.pending.slices))
 }
 
 // OnNode records this node's Node object.
@@ -201,9 +260,13 @@ func (p *Proxier) Skipped() map[Reason]int {
 // (the kernel could not be read, the rules not written), and then the next
 // sync is full.
 func (p *Proxier) Sync(full bool) error {
+	p.viewMu.Lock()
+	defer p.viewMu.Unlock()
 	defer p.syncHealth()
 	p.seedMarks()
 	ch := p.takeChanges()
+	p.takeTriggers(ch.triggers)
+	defer p.tally()
 	sc := p.absorb(ch, p.updateNodeInputs(ch, full || p.applied == nil))
 	if full || p.applied == nil {
 		return p.fullSync()
@@ -214,6 +277,7 @@ func (p *Proxier) Sync(full bool) error {
 		p.updateDrains(p.applied, keys, false, sc)
 		p.apply(Plan(p.want.state, p.applied, sc))
 	}
+	p.programmed()
 	p.deleteStaleFlows()
 	return nil
 }
@@ -223,6 +287,7 @@ func (p *Proxier) takeChanges() changes {
 	defer p.mu.Unlock()
 	ch := p.pending
 	p.pending = newChanges()
+	p.metrics.ChangesTaken()
 	return ch
 }
 
@@ -291,6 +356,7 @@ func (p *Proxier) rebuild(name types.NamespacedName, sc *Scope) {
 		p.count(name, p.want.replace(name, nil, sc))
 		p.marks.assign(name, nil)
 		p.setHealth(name, nil)
+		p.setNoLocal(name, NoLocal{})
 		return
 	}
 	eps := make([]*discovery.EndpointSlice, 0, len(p.bySvc[name]))
@@ -302,6 +368,7 @@ func (p *Proxier) rebuild(name types.NamespacedName, sc *Scope) {
 	p.count(name, p.marks.assign(name, f))
 	p.count(name, p.want.replace(name, f, sc))
 	p.setHealth(name, f.Health)
+	p.setNoLocal(name, f.NoLocal)
 }
 
 // seedMarks reads, once, the short-circuit marks the kernel holds from an
@@ -335,7 +402,15 @@ func (p *Proxier) count(name types.NamespacedName, skips []Skip) {
 			continue
 		}
 		p.skipped[s.Reason]++
+		p.metrics.Skipped(string(s.Reason))
 		p.log.Warn("skipping bad input", fields...)
+		about := name
+		if s.About.Name != "" {
+			about = s.About
+		}
+		if svc := p.services[about]; svc != nil && p.opts.Events != nil {
+			p.opts.Events.Service(svc, string(s.Reason), s.Detail)
+		}
 	}
 }
 
@@ -351,7 +426,11 @@ func (p *Proxier) fullSync() error {
 			return err
 		}
 	}
-	adopt := func(k ipvs.ServiceKey) bool { _, ok := p.want.state.Servers[k]; return ok }
+	p.readKubeProxy()
+	adopt := func(k ipvs.ServiceKey, bound bool) bool {
+		_, wanted := p.want.state.Servers[k]
+		return wanted && (bound || p.takingOver(k)) && !p.excluded(k.Addr)
+	}
 	current, missing, err := ReadState(p.kernel, p.opts.Build.Family, p.rules.Sets, adopt)
 	if err != nil {
 		return fmt.Errorf("reading kernel state: %w", err)
@@ -375,7 +454,11 @@ func (p *Proxier) fullSync() error {
 	sc := p.want.fullScope(current)
 	p.addRetries(sc, true)
 	p.applied = current
+	p.dryFull = true
 	p.apply(Plan(p.want.state, current, sc))
+	p.dryFull = false
+	p.finishTakeOver()
+	p.programmed()
 	p.deleteStaleFlows()
 	return nil
 }
@@ -399,9 +482,7 @@ func (p *Proxier) ensureRules(missingSets []iptables.Set) error {
 // recorded per Service for retry (see retries.go).
 func (p *Proxier) apply(ops []Op) {
 	if p.opts.DryRun {
-		for _, o := range ops {
-			p.log.Info("dry-run", zap.Stringer("op", o))
-		}
+		p.logDryRun(ops)
 		p.applied.applyAll(ops)
 		p.settle(nil)
 		return
@@ -412,6 +493,12 @@ func (p *Proxier) apply(ops []Op) {
 		}
 	}
 	res := Apply(p.kernel, ops)
+	for _, o := range res.Done {
+		p.metrics.Applied(o.Kind.Name(), nil)
+	}
+	for _, f := range res.Failed {
+		p.metrics.Applied(f.Ops[0].Kind.Name(), f.Err)
+	}
 	if len(res.Done) > 0 {
 		p.log.Info("applied", zap.Int("ops", len(res.Done)))
 	}

@@ -3,6 +3,7 @@ package proxier
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -185,4 +186,62 @@ func Cleanup(k Kernel, r Rules, family v1.IPFamily) error {
 		keep(k.Sets.DestroySet(s.Name), iptables.ErrNotFound)
 	}
 	return errors.Join(errs...)
+}
+
+// CleanupPlan lists, as the commands an operator would type, what Cleanup
+// would remove now, reading the kernel and writing nothing (--cleanup in
+// dry-run mode). Without IPVS (k.IPVS nil) no virtual server is listed.
+func CleanupPlan(k Kernel, r Rules, family v1.IPFamily) ([]string, error) {
+	var plan []string
+	if k.IPVS != nil {
+		cur, _, err := ReadState(k, family, r.Sets, nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, key := range slices.SortedFunc(maps.Keys(cur.Servers), ipvs.ServiceKey.Compare) {
+			plan = append(plan, Op{Kind: OpDelService, Service: ipvs.Service{Key: key}}.String())
+		}
+	}
+	addrs, err := k.Addrs.ListAddrs()
+	if err != nil {
+		return nil, err
+	}
+	// The interface is deleted whether it has addresses or not; without
+	// any, the read cannot tell whether it exists.
+	if len(addrs) > 0 {
+		plan = append(plan, fmt.Sprintf("ip link del %s (with its %d addresses)", netif.DefaultLink, len(addrs)))
+	} else {
+		plan = append(plan, fmt.Sprintf("ip link del %s (if it exists; it holds no address)", netif.DefaultLink))
+	}
+	for _, j := range r.Jumps {
+		have, err := k.IPTables.ListRules(j.Table, j.Chain)
+		if err != nil && !errors.Is(err, iptables.ErrNotFound) {
+			return nil, err
+		}
+		if slices.ContainsFunc(have, func(r []string) bool { return slices.Equal(r, j.Spec) }) {
+			plan = append(plan, fmt.Sprintf("iptables -t %s -D %s %s", j.Table, j.Chain, strings.Join(j.Spec, " ")))
+		}
+	}
+	for _, table := range r.Tables() {
+		for _, c := range r.Chains[table] {
+			_, err := k.IPTables.ListRules(table, c.Name)
+			if errors.Is(err, iptables.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			plan = append(plan, fmt.Sprintf("iptables -t %s -F %s; iptables -t %s -X %s", table, c.Name, table, c.Name))
+		}
+	}
+	sets, err := k.Sets.ListSets()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range r.Sets {
+		if slices.Contains(sets, s.Name) {
+			plan = append(plan, "ipset destroy "+s.Name)
+		}
+	}
+	return plan, nil
 }

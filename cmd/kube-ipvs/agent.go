@@ -11,9 +11,11 @@ import (
 
 	"github.com/kube-ipvs/kube-ipvs/config"
 	"github.com/kube-ipvs/kube-ipvs/conntrack"
+	"github.com/kube-ipvs/kube-ipvs/events"
 	"github.com/kube-ipvs/kube-ipvs/healthcheck"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
+	"github.com/kube-ipvs/kube-ipvs/metrics"
 	"github.com/kube-ipvs/kube-ipvs/netif"
 	"github.com/kube-ipvs/kube-ipvs/proxier"
 )
@@ -28,9 +30,12 @@ type agent struct {
 	local      *netif.KernelAddrSource
 	kernel     proxier.Kernel
 	opts       proxier.Options
+	build      buildInfo
+	// warnings are the configuration's, also recorded on the Node.
+	warnings []string
 }
 
-func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string) *agent {
+func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string, build buildInfo) *agent {
 	k := ipvs.NewKernel()
 	local := netif.NewAddrSource(netif.DefaultLink)
 	return &agent{
@@ -39,6 +44,7 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string) *ag
 		objectsDir: objectsDir,
 		ipvs:       k,
 		local:      local,
+		build:      build,
 		kernel: proxier.Kernel{
 			IPVS:      k,
 			Addrs:     netif.NewDummy(netif.DefaultLink),
@@ -62,6 +68,8 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string) *ag
 			},
 			DryRun:       cfg.Mode == config.ModeDryRun,
 			DrainTimeout: cfg.IPVS.DrainTimeout.Duration,
+			ExcludeCIDRs: cfg.ExcludedCIDRs(),
+			TakeOver:     takeOver(cfg.TakeOver),
 			RetryMax:     cfg.IPVS.SyncPeriod.Duration,
 		},
 	}
@@ -76,7 +84,19 @@ func (a *agent) cleanup() error {
 		a.log.Info("IPVS is not loaded: no virtual server to remove")
 		k.IPVS = nil
 	}
-	if err := proxier.Cleanup(k, proxier.BuildRules(a.opts.Rules), a.opts.Build.Family); err != nil {
+	rules := proxier.BuildRules(a.opts.Rules)
+	if a.opts.DryRun {
+		plan, err := proxier.CleanupPlan(k, rules, a.opts.Build.Family)
+		if err != nil {
+			return fmt.Errorf("cleanup (dry-run): %w", err)
+		}
+		for _, op := range plan {
+			a.log.Info("dry-run: cleanup would run", zap.String("op", op))
+		}
+		a.log.Info("dry-run: nothing was removed", zap.Int("ops", len(plan)))
+		return nil
+	}
+	if err := proxier.Cleanup(k, rules, a.opts.Build.Family); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	a.log.Info("removed everything kube-ipvs made on this node")
@@ -94,12 +114,22 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.objectsDir == "" {
+		a.waitForAPIServer(ctx, client)
+	}
+	rec, stopEvents := events.New(ctx, client, a.cfg.NodeName)
+	defer stopEvents()
+	for _, w := range a.warnings {
+		rec.Node("configuration warning", w)
+	}
+	m := metrics.New(string(a.opts.Build.Family), metrics.Build{Version: a.build.Version, Commit: a.build.Commit, GoVersion: a.build.GoVersion})
 	// As kube-proxy: unhealthy once a change waited 2 × syncPeriod.
 	proxyHealth := healthcheck.NewProxyHealth(clock.RealClock{}, 2*a.cfg.IPVS.SyncPeriod.Duration, a.opts.Build.Family)
+	proxyHealth.CountAnswers(m.Served)
 	health := healthcheck.New(a.log.Named("healthcheck"), proxyHealth.Healthy, nil)
 	defer health.Close()
 	opts := a.opts
-	opts.Health = health
+	opts.Health, opts.Metrics, opts.Events = health, m, rec
 	p := proxier.New(a.log, a.kernel, opts)
 	r := proxier.NewRunner(a.log, clock.RealClock{}, proxier.RunnerConfig{
 		MinInterval:  a.cfg.IPVS.MinSyncPeriod.Duration,
@@ -108,6 +138,7 @@ func (a *agent) run(ctx context.Context) error {
 		BackoffMax:   a.cfg.IPVS.SyncPeriod.Duration,
 	}, p)
 	r.Observe(proxyHealth)
+	r.Observe(m)
 	w, err := proxier.NewWatcher(client, a.cfg.NodeName, a.cfg.ServiceProxyName, p, r.Request)
 	if err != nil {
 		return err
@@ -118,8 +149,29 @@ func (a *agent) run(ctx context.Context) error {
 	if addr := a.cfg.HealthzBind; addr != "" {
 		failed := func(err error) {
 			a.log.Error("not serving /healthz and /livez; the data plane runs on", zap.Error(err))
+			rec.Node("health server failed", err.Error())
 		}
 		if err := healthcheck.ServeProxyHealth(ctx, addr, proxyHealth, failed); err != nil {
+			failed(err)
+		}
+	}
+	if path := debugSocket; path != "" { // kube-ipvs show and explain (debugserver.go)
+		debugCtx, stopDebug := context.WithCancel(ctx)
+		debugDone := make(chan struct{})
+		go func() {
+			defer close(debugDone)
+			if err := serveDebug(debugCtx, a.log.Named("debug"), path, p); err != nil {
+				a.log.Error("not serving show and explain; the data plane runs on", zap.Error(err))
+			}
+		}()
+		defer func() { stopDebug(); <-debugDone }() // the socket is gone before run returns
+	}
+	if addr := a.cfg.MetricsBind; addr != "" {
+		failed := func(err error) {
+			a.log.Error("not serving /metrics; the data plane runs on", zap.Error(err))
+			rec.Node("metrics server failed", err.Error())
+		}
+		if err := metrics.Serve(ctx, addr, m.Handler(), failed); err != nil {
 			failed(err)
 		}
 	}
@@ -159,4 +211,13 @@ func (a *agent) prepare() error {
 		return fmt.Errorf("preparing the node: %w", err)
 	}
 	return nil
+}
+
+// takeOver is the take-over from kube-proxy when on is set (the
+// configuration's takeOverFromKubeProxy), nil otherwise.
+func takeOver(on bool) *proxier.TakeOver {
+	if !on {
+		return nil
+	}
+	return &proxier.TakeOver{Link: netif.NewDummy(proxier.KubeProxyLink), IP6Tables: iptables.NewKernel(true)}
 }

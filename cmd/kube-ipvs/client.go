@@ -104,3 +104,35 @@ func serviceAccount(log *zap.Logger, dir, server string) (*rest.Config, error) {
 	}
 	return rc, nil
 }
+
+// waitForAPIServer asks the apiserver its version until it answers or ctx
+// is done, logging each distinct failure once with the server it tried, so
+// an unreachable apiserver at start-up is one clear line, not the
+// informers' retries. Nothing in the kernel changes meanwhile.
+func (a *agent) waitForAPIServer(ctx context.Context, client kubernetes.Interface) {
+	host := "the apiserver"
+	if rc, ok := client.(*kubernetes.Clientset); ok && rc.RESTClient() != nil {
+		if u := rc.CoreV1().RESTClient().Get().URL(); u != nil {
+			host = u.Scheme + "://" + u.Host
+		}
+	}
+	last := ""
+	for {
+		_, err := client.Discovery().ServerVersion()
+		if err == nil {
+			if last != "" {
+				a.log.Info("the apiserver answers", zap.String("server", host))
+			}
+			return
+		}
+		if err.Error() != last {
+			a.log.Error("cannot reach the apiserver; waiting for it, the kernel is left as it is", zap.String("server", host), zap.Error(err))
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
+}

@@ -24,10 +24,15 @@ func main() {
 		fmt.Println(build)
 		return
 	}
+	if len(os.Args) >= 2 && (os.Args[1] == "show" || os.Args[1] == "explain") {
+		os.Exit(runInspect(os.Args[1], os.Args[2:], os.Stdout, os.Stderr))
+	}
 	fs := flag.NewFlagSet("kube-ipvs", flag.ExitOnError)
 	flags := config.BindFlags(fs)
 	objectsDir := fs.String("objects-dir", "",
 		"read Services, EndpointSlices and Nodes from the YAML files in this directory (re-read every second) instead of an apiserver; for tests and demos")
+	fs.StringVar(&debugSocket, "debug-socket", DefaultDebugSocket,
+		"serve kube-ipvs show and explain on the unix socket `PATH` (mode 0600); empty: none")
 	_ = fs.Parse(os.Args[1:])
 
 	cfg, err := flags.Resolve(os.ReadFile, os.Getenv, os.Hostname)
@@ -47,11 +52,12 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	a := newAgent(log, cfg, *objectsDir)
+	a := newAgent(log, cfg, *objectsDir, build)
 	if flags.Cleanup() {
 		err = a.cleanup()
 	} else {
-		for _, w := range cfg.Warnings([]v1.IPFamily{a.opts.Rules.Family}) {
+		a.warnings = cfg.Warnings([]v1.IPFamily{a.opts.Rules.Family})
+		for _, w := range a.warnings {
 			log.Warn("configuration", zap.String("warning", w))
 		}
 		err = a.run(ctx)

@@ -20,16 +20,78 @@ const (
 // init` writes it for a control-plane endpoint server
 // ("https://192.0.2.10:6443"): kubeconfig.conf names the server and the
 // pod's ServiceAccount token and CA files; config.conf is kube-proxy's own
-// configuration, which kube-ipvs does not read.
+// configuration, byte for byte what kubeadm v1.37 writes for a pod subnet
+// 10.244.0.0/16 and mode ipvs (config/testdata/kubeadm-v1.37-config.conf,
+// whose README says how it was made), which `kube-ipvs --config` can read.
 func KubeadmKubeProxyConfigMap(server string) *corev1.ConfigMap {
 	kubeconfig := KubeadmKubeconfig(server, ServiceAccountDir)
 	proxyConfig := `apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
+bindAddress: 0.0.0.0
+bindAddressHardFail: false
 clientConnection:
+  acceptContentTypes: ""
+  burst: 0
+  contentType: ""
   kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
+  qps: 0
 clusterCIDR: 10.244.0.0/16
+configSyncPeriod: 0s
+conntrack:
+  maxPerCore: null
+  min: null
+  tcpBeLiberal: false
+  tcpCloseWaitTimeout: null
+  tcpEstablishedTimeout: null
+  udpStreamTimeout: 0s
+  udpTimeout: 0s
+detectLocal:
+  bridgeInterface: ""
+  interfaceNamePrefix: ""
+detectLocalMode: ""
+enableProfiling: false
+healthzBindAddress: ""
+hostnameOverride: ""
+iptables:
+  localhostNodePorts: null
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+ipvs:
+  excludeCIDRs: null
+  minSyncPeriod: 0s
+  scheduler: ""
+  strictARP: false
+  syncPeriod: 0s
+  tcpFinTimeout: 0s
+  tcpTimeout: 0s
+  udpTimeout: 0s
+kind: KubeProxyConfiguration
+logging:
+  flushFrequency: 0
+  options:
+    json:
+      infoBufferSize: "0"
+    text:
+      infoBufferSize: "0"
+  verbosity: 0
+metricsBindAddress: ""
 mode: ipvs
-`
+nftables:
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+nodePortAddresses: null
+oomScoreAdj: null
+portRange: ""
+showHiddenMetricsForVersion: ""
+winkernel:
+  enableDSR: false
+  forwardHealthCheckVip: false
+  networkName: ""
+  rootHnsEndpointName: ""
+  sourceVip: ""`
 	return &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: KubeProxyConfigMap, Namespace: "kube-system",

@@ -72,6 +72,7 @@ func TestDeployOnRealAPIServer(t *testing.T) {
 	t.Run("the agent's informers sync with this RBAC and program the fake kernel", func(t *testing.T) {
 		checkAgentSyncs(ctx, t, admin, sa, objs)
 	})
+	t.Run("the agent's Events and metrics with this RBAC", func(t *testing.T) { checkEventsAndMetrics(ctx, t, admin, sa) })
 }
 
 // waitForNamespace waits for the apiserver's bootstrap to create ns.

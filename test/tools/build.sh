@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Builds the real kube-apiserver and etcd used by the tier-3 tests
-# (test/controlplane) into a cache outside the repository:
+# (test/controlplane) and the real kube-proxy that the e2e VM runs in IPVS
+# mode (test/vm/e2e, guest.StartKubeProxy) into a cache outside the
+# repository:
 #
-#   ${KIPVS_CACHE:-/var/cache/kube-ipvs}/bin/{kube-apiserver,etcd}
+#   ${KIPVS_CACHE:-/var/cache/kube-ipvs}/bin/{kube-apiserver,etcd,kube-proxy}
+#
+# kube-apiserver and etcd run on the host and are built as Go builds them by
+# default; kube-proxy runs in the VM, whose initramfs has no libc for a Go
+# program, so it is linked statically (CGO_ENABLED=0), which compiles its
+# dependency graph a second time.
 #
 # The build is keyed by a hash of this module's go.mod, go.sum, Go sources,
-# this script and the Go version, and is skipped when nothing changed. The
-# first build compiles ~2000 packages (about 10 minutes on 2 cores) and
-# prints a progress line every 100 packages and a heartbeat every 30 s.
+# this script and the Go version, and is skipped when nothing changed and
+# all three binaries are there. The first build compiles ~2000 packages for
+# the host programs (about 10 minutes on 2 cores) and ~850 more for the
+# static kube-proxy (about 9 minutes); it prints a progress line every 100
+# packages and a heartbeat every 30 s.
 #
 # Usage: test/tools/build.sh [-f]     (-f: rebuild even if up to date)
 # Env:   KIPVS_CACHE   cache root (default /var/cache/kube-ipvs)
@@ -46,7 +55,10 @@ key="$(
 )"
 stamp="$bin/.tools-hash"
 
-if [[ $force -eq 0 && -x "$bin/kube-apiserver" && -x "$bin/etcd" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
+# The stamp is written after all three binaries are in place, so a cache
+# that lacks one of them (say, from before kube-proxy was added) rebuilds.
+if [[ $force -eq 0 && -x "$bin/kube-apiserver" && -x "$bin/etcd" && -x "$bin/kube-proxy" &&
+	-f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
 	log "up to date in $bin (key ${key:0:12})"
 	exit 0
 fi
@@ -65,8 +77,14 @@ ldflags+=" -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=$(date -u +%Y-%m-%dT%H
 log "downloading modules (first run only fetches anything)"
 go mod download
 
-total="$(go list -deps ./kube-apiserver ./etcd | wc -l)"
-log "building kube-apiserver $kver and etcd into $bin: $total packages in the graph (cached ones are not listed)"
+# The host's programs are built as go builds by default; kube-proxy, for the
+# VM, statically. Each `go list` runs with the CGO_ENABLED its build uses.
+host_pkgs=(./kube-apiserver ./etcd)
+vm_pkgs=(./kube-proxy)
+host_total="$(go list -deps "${host_pkgs[@]}" | wc -l)"
+vm_total="$(CGO_ENABLED=0 go list -deps "${vm_pkgs[@]}" | wc -l)"
+total=$((host_total + vm_total))
+log "building kube-apiserver $kver and etcd ($host_total packages), and kube-proxy $kver static ($vm_total packages) into $bin (cached packages are not listed)"
 
 tmp="$(mktemp -d "$cache/build.XXXXXX")"
 hb_pid=""
@@ -77,6 +95,7 @@ cleanup() {
 trap cleanup EXIT
 
 start="$(date +%s)"
+echo 0 >"$tmp/count"
 (
 	while sleep 30; do
 		n=0; [[ -f "$tmp/count" ]] && n="$(cat "$tmp/count")"
@@ -86,28 +105,49 @@ start="$(date +%s)"
 ) &
 hb_pid=$!
 
-# `go build -v` names each package as it compiles it, on stderr; count them.
-set +e
-go build -v -ldflags "$ldflags" -o "$tmp/" ./kube-apiserver ./etcd 2>&1 |
-	awk -v every="$every" -v total="$total" -v start="$start" -v cnt="$tmp/count" '
-		/^(#|go: |.*\.go:[0-9]+)/ { print > "/dev/stderr"; fflush("/dev/stderr"); next }
-		{
-			n++; print n > cnt; close(cnt)
-			if (n % every == 0) {
-				printf "[tools] %d/%d packages compiled, %ds\n", n, total, systime() - start > "/dev/stderr"
-				fflush("/dev/stderr")
+# compile CGO PACKAGE...: `CGO_ENABLED=CGO go build -v` of the packages into
+# $tmp (CGO empty: as the environment has it). go build -v names each
+# package as it compiles it, on stderr; the running count (over both builds)
+# goes to $tmp/count for the heartbeat.
+compile() {
+	local cgo=$1
+	shift
+	local -a env=()
+	if [[ -n $cgo ]]; then env=(env "CGO_ENABLED=$cgo"); fi
+	"${env[@]}" go build -v -ldflags "$ldflags" -o "$tmp/" "$@" 2>&1 |
+		awk -v every="$every" -v total="$total" -v start="$start" -v cnt="$tmp/count" -v base="$(cat "$tmp/count")" -v pkgs="$*" '
+			BEGIN { n = base }
+			/^(#|go: |.*\.go:[0-9]+)/ { print > "/dev/stderr"; fflush("/dev/stderr"); next }
+			{
+				n++; print n > cnt; close(cnt)
+				if (n % every == 0) {
+					printf "[tools] %d/%d packages compiled, %ds\n", n, total, systime() - start > "/dev/stderr"
+					fflush("/dev/stderr")
+				}
 			}
-		}
-		END { printf "[tools] %d packages compiled, linking done\n", n > "/dev/stderr" }
-	'
-rc=${PIPESTATUS[0]}
+			END { printf "[tools] %d packages compiled, %s linked\n", n, pkgs > "/dev/stderr" }
+		'
+	return "${PIPESTATUS[0]}"
+}
+
+set +e
+compile "" "${host_pkgs[@]}"
+rc=$?
+[[ $rc -eq 0 ]] && { compile 0 "${vm_pkgs[@]}"; rc=$?; }
 set -e
 if [[ $rc -ne 0 ]]; then
 	log "go build failed (exit $rc)"
 	exit "$rc"
 fi
+# The VM has no dynamic loader for it: make sure the link was static.
+if ! go version -m "$tmp/kube-proxy" | grep -q 'CGO_ENABLED=0'; then
+	log "kube-proxy was not built with CGO_ENABLED=0:"
+	go version -m "$tmp/kube-proxy" >&2
+	exit 1
+fi
 
 mv -f "$tmp/kube-apiserver" "$bin/kube-apiserver"
 mv -f "$tmp/etcd" "$bin/etcd"
+mv -f "$tmp/kube-proxy" "$bin/kube-proxy"
 printf '%s\n' "$key" >"$stamp"
-log "built in $(($(date +%s) - start))s: $bin/kube-apiserver $bin/etcd"
+log "built in $(($(date +%s) - start))s: $bin/kube-apiserver $bin/etcd $bin/kube-proxy"

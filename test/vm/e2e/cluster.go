@@ -9,12 +9,20 @@
 // The guest can ask the host to stop and start kube-apiserver by printing
 // "KIPVS-HOST: stop-apiserver" or "KIPVS-HOST: start-apiserver" on its
 // console (guest.API.StopAPIServer); Cluster.HostCommand runs them.
+//
+// The suite also puts upstream kube-proxy (test/tools/build.sh, static) into
+// the VM at /bin/kube-proxy (AddKubeProxy), for the guest tests that run it
+// in IPVS mode (guest.StartKubeProxy).
 package e2e
 
 import (
 	"context"
+	"debug/elf"
+	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -195,4 +203,47 @@ func (c *Cluster) HostCommand(cmd string) error {
 	default:
 		return fmt.Errorf("unknown host command %q", cmd)
 	}
+}
+
+// KubeProxyBinary is where test/tools/build.sh leaves upstream kube-proxy:
+// $KIPVS_CACHE/bin/kube-proxy (default /var/cache/kube-ipvs/bin).
+func KubeProxyBinary() string { return filepath.Join(vmrun.CacheRoot(), "bin", "kube-proxy") }
+
+// AddKubeProxy adds upstream kube-proxy to the VM's initramfs at
+// vmrun.GuestKubeProxy. It fails, saying how to build it, when the binary
+// is missing or not executable, and when it is dynamically linked: the
+// guest has no libc for a Go program, and exec would fail there with a
+// puzzling "no such file or directory".
+func AddKubeProxy(cfg *vmrun.Config) error {
+	p := KubeProxyBinary()
+	if err := checkStatic(p); err != nil {
+		return fmt.Errorf("upstream kube-proxy for the VM: %w; build it with `%s` from the repository root "+
+			"(a few minutes the first time; set KIPVS_CACHE to use a cache other than /var/cache/kube-ipvs)",
+			err, controlplane.BuildScript)
+	}
+	cfg.Files = append(cfg.Files, vmrun.File{Name: vmrun.GuestKubeProxy[1:], Mode: 0o755, Src: p})
+	return nil
+}
+
+// checkStatic checks that p is an executable ELF file without a program
+// interpreter, i.e. statically linked.
+func checkStatic(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file", p)
+	}
+	f, err := elf.Open(p)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return errors.New(p + " is dynamically linked (built without CGO_ENABLED=0)")
+		}
+	}
+	return nil
 }

@@ -12,13 +12,17 @@ import (
 )
 
 // TestE2E starts kube-apiserver and etcd on the host, applies deploy/, boots
-// the VM with the guestfwd to the apiserver and runs the guest's TestE2E*
-// tests (or KIPVS_VM_RUN's), each replayed as a subtest. It needs the
-// binaries of test/tools/build.sh and the tree of test/vm/prepare.sh, and
-// fails (never skips) without them.
+// the VM with the guestfwd to the apiserver and upstream kube-proxy in its
+// initramfs, and runs the guest's TestE2E* tests (or KIPVS_VM_RUN's), each
+// replayed as a subtest. It needs the binaries of test/tools/build.sh
+// (kube-apiserver, etcd and the static kube-proxy) and the tree of
+// test/vm/prepare.sh, and fails (never skips) without them.
 func TestE2E(t *testing.T) {
 	cfg, err := vmrun.ConfigFromEnv()
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := AddKubeProxy(&cfg); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Run == "" {

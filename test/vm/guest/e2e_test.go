@@ -130,6 +130,7 @@ func TestE2EServiceLifecycle(t *testing.T) {
 	now := []*APIPod{pods[0], pods[1], pod4}
 	WaitIPVSFor(t, 30*time.Second, &vs, append(servedBy(now), "!"+RSLine(rsOf(pods[2])))...)
 	wantEven(t, CountTCP("client", vs, 90), podsOf(now...), 30)
+	checkProgrammingMetrics(t)
 
 	t.Log("delete the Service and, as the garbage collector would, its EndpointSlice")
 	api.DeleteService(t, svc)
@@ -231,4 +232,30 @@ func connTo(t *testing.T, vs netip.AddrPort, pod string) *Conn {
 	}
 	t.Fatalf("no connection to %s landed on %s", vs, pod)
 	return nil
+}
+
+// checkProgrammingMetrics scrapes the agent: the EndpointSlice changes
+// made through the apiserver (stamped with last-change-trigger-time, as
+// the EndpointSlice controller does) are counted by kube-proxy's network
+// programming histogram, each within a few seconds, and the Service and
+// endpoint change counters and the build info are there.
+func checkProgrammingMetrics(t *testing.T) {
+	t.Helper()
+	m := ScrapeMetrics(t, Node, MetricsAddr)
+	count, ok := MetricValue(m, `kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}`)
+	sum, _ := MetricValue(m, `kubeproxy_network_programming_duration_seconds_sum{ip_family="IPv4"}`)
+	// The slice was written three times after the agent started: pod3
+	// terminating, pod3 gone, pod4 (the first write came before it).
+	if !ok || count < 3 || sum/count > 30 {
+		t.Errorf("network programming histogram: count %v (present %v), mean %.2fs; want at least 3 changes, each under 30 s", count, ok, sum/count)
+	}
+	t.Logf("network programming: %v changes, mean %.3fs", count, sum/count)
+	for _, series := range []string{"kubeproxy_sync_proxy_rules_endpoint_changes_total", "kubeproxy_sync_proxy_rules_service_changes_total"} {
+		if v, ok := MetricValue(m, series); !ok || v < 1 {
+			t.Errorf("%s = %v (present %v), want at least 1", series, v, ok)
+		}
+	}
+	if !strings.Contains(m, "kube_ipvs_build_info{") {
+		t.Errorf("no kube_ipvs_build_info in the scrape")
+	}
 }

@@ -3,11 +3,8 @@
 package guest
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -156,44 +153,16 @@ func healthCheck(t *testing.T, ns string, addr netip.AddrPort) (int, map[string]
 	return httpGet(t, ns, addr, "/")
 }
 
-// httpGet is GET http://addr/path from namespace ns, as healthCheck.
+// httpGet is GET http://addr/path from namespace ns, as healthCheck, with
+// the JSON body decoded.
 func httpGet(t *testing.T, ns string, addr netip.AddrPort, path string) (int, map[string]any, http.Header) {
 	t.Helper()
-	var c net.Conn
-	err := InNetns(ns, func() error {
-		var err error
-		c, err = net.DialTimeout("tcp", addr.String(), RequestTimeout)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("health check %s from %s: %v", addr, ns, err)
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(RequestTimeout)); err != nil {
-		t.Fatal(err)
-	}
-	req, err := http.NewRequest(http.MethodGet, "http://"+addr.String()+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Close = true
-	if err := req.Write(c); err != nil {
-		t.Fatalf("health check %s: %v", addr, err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), req)
-	if err != nil {
-		t.Fatalf("health check %s: %v", addr, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("health check %s: %v", addr, err)
-	}
+	code, raw, header := HTTPGet(t, ns, addr, path)
 	var body map[string]any
 	if err := json.Unmarshal(raw, &body); err != nil {
 		t.Fatalf("health check %s: body %q: %v", addr, raw, err)
 	}
-	return resp.StatusCode, body, resp.Header
+	return code, body, header
 }
 
 func TestExternalTrafficPolicyLocal(t *testing.T) {

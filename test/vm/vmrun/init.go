@@ -33,6 +33,10 @@ const (
 	GuestServiceAccount = "/etc/kipvs/api/serviceaccount"
 )
 
+// GuestKubeProxy is where the e2e driver puts upstream kube-proxy (built
+// static by test/tools/build.sh) in the guest (guest.KubeProxyBin).
+const GuestKubeProxy = "/bin/kube-proxy"
+
 // GuestFwdIP is where the guest reaches the host port forwarded by
 // Config.GuestFwd (KIPVS_VM_GUESTFWD).
 const GuestFwdIP = "10.0.2.100"
