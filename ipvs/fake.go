@@ -183,6 +183,16 @@ func (f *Fake) DeleteService(key ServiceKey) error {
 func (f *Fake) ListDestinations(key ServiceKey) ([]Destination, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	fs, err := f.listLocked(key)
+	if err != nil {
+		return nil, err
+	}
+	return destsOf(fs), nil
+}
+
+// listLocked counts a ListDestinations (or ListDestinationStats) call and
+// finds its virtual server. f.mu is held.
+func (f *Fake) listLocked(key ServiceKey) (*fakeService, error) {
 	err := f.begin(MethodListDestinations, key)
 	var fs *fakeService
 	if err == nil {
@@ -191,7 +201,7 @@ func (f *Fake) ListDestinations(key ServiceKey) ([]Destination, error) {
 	if err != nil {
 		return nil, opError(MethodListDestinations, key, netip.AddrPort{}, err)
 	}
-	return destsOf(fs), nil
+	return fs, nil
 }
 
 func destsOf(fs *fakeService) []Destination {

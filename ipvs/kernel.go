@@ -167,6 +167,16 @@ func (k *Kernel) DeleteService(key ServiceKey) error {
 // server with an empty list, so an empty answer costs one more round trip
 // to tell the two apart.
 func (k *Kernel) ListDestinations(key ServiceKey) ([]Destination, error) {
+	raw, err := k.dumpDests(key)
+	if err != nil {
+		return nil, err
+	}
+	return destsFromLib(key, raw), nil
+}
+
+// dumpDests is the kernel's dump of one virtual server's real servers,
+// counters included, for ListDestinations and ListDestinationStats.
+func (k *Kernel) dumpDests(key ServiceKey) ([]*libipvs.Destination, error) {
 	if err := validateKey(key); err != nil {
 		return nil, opError(MethodListDestinations, key, netip.AddrPort{}, err)
 	}
@@ -176,13 +186,13 @@ func (k *Kernel) ListDestinations(key ServiceKey) ([]Destination, error) {
 		if raw, err = h.GetDestinations(ls); err != nil || len(raw) > 0 {
 			return err
 		}
-		_, err = h.GetService(ls)
+		_, err = h.GetService(ls) // an empty dump: tell "none" from "no such virtual server"
 		return err
 	})
 	if err != nil {
 		return nil, opError(MethodListDestinations, key, netip.AddrPort{}, mapErrno(err, ErrNotFound))
 	}
-	return destsFromLib(key, raw), nil
+	return raw, nil
 }
 
 // destsFromLib converts a kernel dump, skipping what fromLibDest rejects,

@@ -44,13 +44,9 @@ var (
 func (f *Fake) ListDestinationStats(key ServiceKey) ([]DestinationStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	err := f.begin(MethodListDestinations, key)
-	var fs *fakeService
-	if err == nil {
-		fs, err = f.lookup(key)
-	}
+	fs, err := f.listLocked(key)
 	if err != nil {
-		return nil, opError(MethodListDestinations, key, netip.AddrPort{}, err)
+		return nil, err
 	}
 	dests := destsOf(fs)
 	out := make([]DestinationStats, len(dests))

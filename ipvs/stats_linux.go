@@ -3,7 +3,6 @@
 package ipvs
 
 import (
-	"net/netip"
 	"slices"
 
 	libipvs "github.com/moby/ipvs"
@@ -16,20 +15,9 @@ import (
 // (github.com/moby/ipvs reads IPVS_DEST_ATTR_STATS: 32-bit connection and
 // packet counts, 64-bit byte counts).
 func (k *Kernel) ListDestinationStats(key ServiceKey) ([]DestinationStats, error) {
-	if err := validateKey(key); err != nil {
-		return nil, opError(MethodListDestinations, key, netip.AddrPort{}, err)
-	}
-	ls := toLibService(Service{Key: key})
-	var raw []*libipvs.Destination
-	err := k.do(func(h *libipvs.Handle) (err error) {
-		if raw, err = h.GetDestinations(ls); err != nil || len(raw) > 0 {
-			return err
-		}
-		_, err = h.GetService(ls) // an empty dump: tell "none" from "no such virtual server"
-		return err
-	})
+	raw, err := k.dumpDests(key)
 	if err != nil {
-		return nil, opError(MethodListDestinations, key, netip.AddrPort{}, mapErrno(err, ErrNotFound))
+		return nil, err
 	}
 	return destStatsFromLib(key, raw), nil
 }

@@ -180,15 +180,11 @@ func (p *Proxier) serverView(k ipvs.ServiceKey) ServerView {
 }
 
 // serviceView copies one Service, its endpoints and what BuildService
-// skips of it (BuildService is pure: running it again changes nothing).
+// skipped of it when the Service was last rebuilt.
 func (p *Proxier) serviceView(name types.NamespacedName) ServiceView {
 	svc := p.services[name]
-	eps := make([]*discovery.EndpointSlice, 0, len(p.bySvc[name]))
-	for _, k := range slices.SortedFunc(maps.Keys(p.bySvc[name]), compareNames) {
-		eps = append(eps, p.bySvc[name][k])
-	}
-	_, skips := BuildService(svc, eps, p.build)
-	out := ServiceView{Name: name, Service: svc.DeepCopy(), Skips: skips, Endpoints: endpointViews(eps, p.opts.Build.Family)}
+	eps := p.slicesOf(name)
+	out := ServiceView{Name: name, Service: svc.DeepCopy(), Skips: slices.Clone(p.skips[name]), Endpoints: endpointViews(eps, p.opts.Build.Family)}
 	if r := p.failures[name]; r != nil && r.err != nil {
 		out.Failure = r.err.Error()
 	}

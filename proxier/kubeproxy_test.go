@@ -23,12 +23,7 @@ func kubeProxyLines(dump string) []string {
 
 func TestKubeProxyRulesSurviveSyncsAndCleanup(t *testing.T) {
 	n := newFakeNode()
-	if err := n.sets.Load(kubeproxy.IPSetSave); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.ipt.Load(kubeproxy.IPTablesSave); err != nil {
-		t.Fatal(err)
-	}
+	loadKubeProxyRules(t, n)
 	before := strings.Join(kubeProxyLines(n.ipt.Dump()+n.sets.Dump()), "\n")
 	if strings.Count(before, "\n") < 40 {
 		t.Fatalf("the fixture did not load:\n%s", before)
@@ -52,5 +47,17 @@ func TestKubeProxyRulesSurviveSyncsAndCleanup(t *testing.T) {
 	checkDump(t, "kube-proxy's lines after 100 syncs and a cleanup", after, before)
 	if d := n.ipt.Dump() + n.sets.Dump(); strings.Contains(d, Prefix) {
 		t.Errorf("cleanup left kube-ipvs' own:\n%s", d)
+	}
+}
+
+// loadKubeProxyRules puts what kube-proxy's IPVS mode leaves in iptables
+// and ipsets (test/fixtures/kubeproxy) into the fake node.
+func loadKubeProxyRules(t *testing.T, n *fakeNode) {
+	t.Helper()
+	if err := n.sets.Load(kubeproxy.IPSetSave); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ipt.Load(kubeproxy.IPTablesSave); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -120,6 +120,9 @@ type Proxier struct {
 	// policies have no endpoint here.
 	triggers map[types.NamespacedName][]time.Time
 	noLocal  map[types.NamespacedName]NoLocal
+	// skips are what BuildService last skipped of each Service that has
+	// any, for View.
+	skips map[types.NamespacedName][]Skip
 	// dryPlanned, in dry-run mode, is every operation logged since the
 	// last full sync that is still planned; dryFull is set while a full
 	// sync applies.
@@ -180,6 +183,7 @@ func New(log *zap.Logger, k Kernel, opts Options) *Proxier {
 		started:    clk.Now(),
 		triggers:   map[types.NamespacedName][]time.Time{},
 		noLocal:    map[types.NamespacedName]NoLocal{},
+		skips:      map[types.NamespacedName][]Skip{},
 	}
 	p.pending = newChanges()
 	return p
@@ -220,8 +224,7 @@ func (p *Proxier) recordSlice(key, s *discovery.EndpointSlice) {
 	// update, so the Service's pending ones are dropped, not timed.
 	svc := types.NamespacedName{Namespace: key.Namespace, Name: key.Labels[discovery.LabelServiceName]}
 	if s == nil {
-		delete(p.pending.triggers, svc)
-		p.pending.triggers[svc] = nil // and those taken already
+		p.pending.triggers[svc] = nil // and those a sync took already
 	} else if t, ok := triggerTime(s, p.started); ok && svc.Name != "" {
 		p.pending.triggers[svc] = append(p.pending.triggers[svc], t)
 	}
@@ -357,13 +360,15 @@ func (p *Proxier) rebuild(name types.NamespacedName, sc *Scope) {
 		p.marks.assign(name, nil)
 		p.setHealth(name, nil)
 		p.setNoLocal(name, NoLocal{})
+		delete(p.skips, name)
 		return
 	}
-	eps := make([]*discovery.EndpointSlice, 0, len(p.bySvc[name]))
-	for _, s := range p.bySvc[name] {
-		eps = append(eps, s)
+	f, skips := BuildService(svc, p.slicesOf(name), p.build)
+	if len(skips) > 0 {
+		p.skips[name] = skips
+	} else {
+		delete(p.skips, name)
 	}
-	f, skips := BuildService(svc, eps, p.build)
 	p.count(name, skips)
 	p.count(name, p.marks.assign(name, f))
 	p.count(name, p.want.replace(name, f, sc))
@@ -591,4 +596,14 @@ func (p *Proxier) deleteStaleFlows() {
 	}
 	p.log.Debug("deleted stale UDP conntrack entries", zap.Int("flows", len(p.staleFlows)), zap.Int("entries", n))
 	p.staleFlows, p.flowErr = nil, ""
+}
+
+// slicesOf returns a Service's EndpointSlices in name order, so that what
+// BuildService reports of them comes in the same order every time.
+func (p *Proxier) slicesOf(name types.NamespacedName) []*discovery.EndpointSlice {
+	eps := make([]*discovery.EndpointSlice, 0, len(p.bySvc[name]))
+	for _, k := range slices.SortedFunc(maps.Keys(p.bySvc[name]), compareNames) {
+		eps = append(eps, p.bySvc[name][k])
+	}
+	return eps
 }

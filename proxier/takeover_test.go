@@ -8,7 +8,6 @@ import (
 
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 	"github.com/kube-ipvs/kube-ipvs/netif"
-	"github.com/kube-ipvs/kube-ipvs/test/fixtures/kubeproxy"
 )
 
 // kubeProxyIPVS is what a stopped kube-proxy left in IPVS for web and dns
@@ -29,12 +28,7 @@ const kubeProxyIPVS = `-A -t 10.96.0.10:80 -s rr
 
 func TestTakeOverFromKubeProxyKeepsItsVirtualServers(t *testing.T) {
 	n := newFakeNode()
-	if err := n.sets.Load(kubeproxy.IPSetSave); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.ipt.Load(kubeproxy.IPTablesSave); err != nil {
-		t.Fatal(err)
-	}
+	loadKubeProxyRules(t, n)
 	if err := n.ipvs.Load(kubeProxyIPVS); err != nil {
 		t.Fatal(err)
 	}
@@ -99,12 +93,7 @@ func TestTakeOverFromKubeProxyKeepsItsVirtualServers(t *testing.T) {
 // and the take-over finishes at the first full sync after it recovers.
 func TestTakeOverWaitsForEveryService(t *testing.T) {
 	n := newFakeNode()
-	if err := n.sets.Load(kubeproxy.IPSetSave); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.ipt.Load(kubeproxy.IPTablesSave); err != nil {
-		t.Fatal(err)
-	}
+	loadKubeProxyRules(t, n)
 	kp := netif.NewFakeAddrs(KubeProxyLink)
 	kp.SeedLink("dummy", false, netip.MustParseAddr("10.96.0.10"))
 	opts := testOptions()

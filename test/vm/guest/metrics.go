@@ -3,9 +3,7 @@
 package guest
 
 import (
-	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -22,16 +20,12 @@ var MetricsAddr = netip.MustParseAddrPort("127.0.0.1:10249")
 // own: the status, the body and the headers.
 func HTTPGet(t testing.TB, ns string, addr netip.AddrPort, path string) (int, []byte, http.Header) {
 	t.Helper()
-	var c net.Conn
-	err := InNetns(ns, func() error {
-		var err error
-		c, err = net.DialTimeout("tcp", addr.String(), RequestTimeout)
-		return err
-	})
+	conn, err := DialTCP(ns, addr)
 	if err != nil {
 		t.Fatalf("GET %s%s from %s: %v", addr, path, ns, err)
 	}
-	defer c.Close()
+	defer conn.Close()
+	c := conn.c
 	if err := c.SetDeadline(time.Now().Add(RequestTimeout)); err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +37,7 @@ func HTTPGet(t testing.TB, ns string, addr netip.AddrPort, path string) (int, []
 	if err := req.Write(c); err != nil {
 		t.Fatalf("GET %s%s: %v", addr, path, err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	resp, err := http.ReadResponse(conn.r, req)
 	if err != nil {
 		t.Fatalf("GET %s%s: %v", addr, path, err)
 	}
