@@ -107,6 +107,13 @@
 // does ("0.0.0.0:10249" serves every address). IP:PORT, or empty for
 // none, checked as healthzBindAddress.
 //
+// virtualServerMetrics (default false, flag --virtual-server-metrics):
+// also export, on /metrics, the kernel's counters of every virtual server
+// kube-ipvs programs (kube_ipvs_virtual_server_connections_total,
+// _packets_total and _bytes_total by direction), labelled with the
+// Service's namespace, name and port name and the virtual server. Off by
+// default: that is five series per virtual server.
+//
 // takeOverFromKubeProxy (default false, flag --take-over-from-kube-proxy):
 // take the node over from kube-proxy's IPVS mode, stopped but with its
 // state still in the kernel, without interrupting a connection. The first

@@ -110,7 +110,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 func TestLeafPaths(t *testing.T) {
 	want := []string{
 		"apiVersion", "kind", "mode", "nodeName", "kubeconfig", "apiServer", "serviceProxyName", "clusterCIDR",
-		"masqueradeAll", "masqueradeBit", "nodePortAddresses", "healthzBindAddress", "metricsBindAddress", "takeOverFromKubeProxy",
+		"masqueradeAll", "masqueradeBit", "nodePortAddresses", "healthzBindAddress", "metricsBindAddress", "virtualServerMetrics", "takeOverFromKubeProxy",
 		"ipvs.scheduler", "ipvs.syncPeriod", "ipvs.minSyncPeriod",
 		"ipvs.tcpTimeout", "ipvs.tcpFinTimeout", "ipvs.udpTimeout", "ipvs.drainTimeout", "ipvs.strictARP", "ipvs.excludeCIDRs",
 		"externalIPs.allowedCIDRs", "loadBalancerIPs.allowedCIDRs", "logging.level", "logging.format",

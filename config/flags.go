@@ -44,6 +44,7 @@ type override struct {
 //	--nodeport-addresses   nodePortAddresses, comma-separated
 //	--healthz-bind-address healthzBindAddress
 //	--metrics-bind-address metricsBindAddress
+//	--virtual-server-metrics virtualServerMetrics
 //	--take-over-from-kube-proxy takeOverFromKubeProxy
 //	--scheduler            ipvs.scheduler
 //	--sync-period          ipvs.syncPeriod
@@ -83,6 +84,8 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 		"IP:PORT of /healthz and /livez, as kube-proxy's (empty: none)")
 	bind(f, fs.StringVar, "metrics-bind-address", "metricsBindAddress", func(c *Configuration) *string { return &c.MetricsBind },
 		"IP:PORT of /metrics, as kube-proxy's (empty: none)")
+	bind(f, fs.BoolVar, "virtual-server-metrics", "virtualServerMetrics", func(c *Configuration) *bool { return &c.VirtualServerMetrics },
+		"export each virtual server's connection, packet and byte counters on /metrics, labelled with its Service (a set of series per virtual server)")
 	bind(f, fs.BoolVar, "take-over-from-kube-proxy", "takeOverFromKubeProxy", func(c *Configuration) *bool { return &c.TakeOver },
 		"adopt the virtual servers a stopped kube-proxy in IPVS mode left, without a cut, then remove the rest of its state")
 	bind(f, fs.StringVar, "scheduler", "ipvs.scheduler", func(c *Configuration) *string { return &c.IPVS.Scheduler },

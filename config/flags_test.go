@@ -317,7 +317,7 @@ func TestFlagsUsage(t *testing.T) {
 	fset.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	want := []string{"api-server", "cleanup", "cluster-cidr", "config", "healthz-bind-address", "hostname-override", "ipvs-exclude-cidrs",
 		"ipvs-strict-arp", "kubeconfig", "log-format", "log-level", "masquerade-all", "metrics-bind-address", "min-sync-period", "mode",
-		"node-name", "nodeport-addresses", "scheduler", "service-proxy-name", "sync-period", "take-over-from-kube-proxy"}
+		"node-name", "nodeport-addresses", "scheduler", "service-proxy-name", "sync-period", "take-over-from-kube-proxy", "virtual-server-metrics"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("flags = %q, want %q", names, want)
 	}

@@ -54,24 +54,25 @@ var (
 // documentation describes every field. The zero value is not useful: start
 // from Default or Load.
 type Configuration struct {
-	APIVersion        string                       `json:"apiVersion"`
-	Kind              string                       `json:"kind"`
-	Mode              string                       `json:"mode"`
-	NodeName          string                       `json:"nodeName"`
-	Kubeconfig        string                       `json:"kubeconfig"`
-	APIServer         string                       `json:"apiServer"`
-	ServiceProxyName  string                       `json:"serviceProxyName"`
-	ClusterCIDR       string                       `json:"clusterCIDR"`
-	MasqueradeAll     bool                         `json:"masqueradeAll"`
-	MasqueradeBit     int                          `json:"masqueradeBit"`
-	NodePortAddresses []string                     `json:"nodePortAddresses"`
-	HealthzBind       string                       `json:"healthzBindAddress"`
-	MetricsBind       string                       `json:"metricsBindAddress"`
-	TakeOver          bool                         `json:"takeOverFromKubeProxy"`
-	IPVS              IPVSConfiguration            `json:"ipvs"`
-	ExternalIPs       ExternalIPsConfiguration     `json:"externalIPs"`
-	LoadBalancerIPs   LoadBalancerIPsConfiguration `json:"loadBalancerIPs"`
-	Logging           LoggingConfiguration         `json:"logging"`
+	APIVersion           string                       `json:"apiVersion"`
+	Kind                 string                       `json:"kind"`
+	Mode                 string                       `json:"mode"`
+	NodeName             string                       `json:"nodeName"`
+	Kubeconfig           string                       `json:"kubeconfig"`
+	APIServer            string                       `json:"apiServer"`
+	ServiceProxyName     string                       `json:"serviceProxyName"`
+	ClusterCIDR          string                       `json:"clusterCIDR"`
+	MasqueradeAll        bool                         `json:"masqueradeAll"`
+	MasqueradeBit        int                          `json:"masqueradeBit"`
+	NodePortAddresses    []string                     `json:"nodePortAddresses"`
+	HealthzBind          string                       `json:"healthzBindAddress"`
+	MetricsBind          string                       `json:"metricsBindAddress"`
+	VirtualServerMetrics bool                         `json:"virtualServerMetrics"`
+	TakeOver             bool                         `json:"takeOverFromKubeProxy"`
+	IPVS                 IPVSConfiguration            `json:"ipvs"`
+	ExternalIPs          ExternalIPsConfiguration     `json:"externalIPs"`
+	LoadBalancerIPs      LoadBalancerIPsConfiguration `json:"loadBalancerIPs"`
+	Logging              LoggingConfiguration         `json:"logging"`
 
 	// kubeProxy is set when the file was kube-proxy's
 	// KubeProxyConfiguration (see kubeproxy.go), nil otherwise.

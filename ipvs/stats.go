@@ -21,15 +21,45 @@ type DestinationStats struct {
 	Stats Stats
 }
 
-// StatsReader reads the traffic counters of real servers. It is apart from
-// Interface because only displays need it (`kube-ipvs show`): nothing is
-// decided on it. The Kernel and the Fake implement it.
+// StatsReader reads the traffic counters of virtual and real servers. It
+// is apart from Interface because only displays need it (`kube-ipvs
+// show`, the opt-in per-virtual-server metrics): nothing is decided on it.
+// The Kernel and the Fake implement it.
 type StatsReader interface {
 	// ListDestinationStats returns the real servers of one virtual server
 	// with their counters, sorted by address, like
 	// `ipvsadm -Ln --stats -t VIP:PORT`; ErrNotFound if the virtual server
 	// does not exist. It is one kernel round trip, as ListDestinations.
 	ListDestinationStats(ServiceKey) ([]DestinationStats, error)
+	// ListServiceStats returns the counters of every virtual server, like
+	// the virtual server lines of `ipvsadm -Ln --stats`: since it was
+	// added, whatever real servers came and went. One kernel round trip,
+	// as ListServices.
+	ListServiceStats() (map[ServiceKey]Stats, error)
+}
+
+// ListServiceStats returns, per virtual server, the sum of the counters
+// SetStats gave its real servers: the Fake keeps no counter of its own
+// per virtual server. It is counted and fails as ListServices.
+func (f *Fake) ListServiceStats() (map[ServiceKey]Stats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(MethodListServices, ServiceKey{}); err != nil {
+		return nil, opError(MethodListServices, ServiceKey{}, netip.AddrPort{}, err)
+	}
+	out := make(map[ServiceKey]Stats, len(f.services))
+	for k, fs := range f.services {
+		var sum Stats
+		for _, s := range fs.stats {
+			sum.Conns += s.Conns
+			sum.PacketsIn += s.PacketsIn
+			sum.PacketsOut += s.PacketsOut
+			sum.BytesIn += s.BytesIn
+			sum.BytesOut += s.BytesOut
+		}
+		out[k] = sum
+	}
+	return out, nil
 }
 
 var (

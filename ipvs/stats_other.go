@@ -6,3 +6,8 @@ package ipvs
 func (k *Kernel) ListDestinationStats(ServiceKey) ([]DestinationStats, error) {
 	return nil, errUnsupported
 }
+
+// ListServiceStats fails off Linux.
+func (k *Kernel) ListServiceStats() (map[ServiceKey]Stats, error) {
+	return nil, errUnsupported
+}

@@ -27,6 +27,9 @@ func TestFakeStats(t *testing.T) {
 	if len(got) != 2 || got[0].Stats != (Stats{}) || got[1].Stats != s || got[1].ActiveConns != 1 || got[1].InactiveConns != 2 {
 		t.Fatalf("ListDestinationStats = %+v", got)
 	}
+	if all, err := f.ListServiceStats(); err != nil || len(all) != 1 || all[web] != s {
+		t.Errorf("ListServiceStats = %+v, %v; want web with its one real server's counters", all, err)
+	}
 	if c := f.Calls()[MethodListDestinations]; c != 1 {
 		t.Errorf("ListDestinations calls = %d, want 1 (SetStats is not counted)", c)
 	}

@@ -1,13 +1,15 @@
 package proxier
 
 import (
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
-
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
 
 // Metrics hears what a Proxier does, for its Prometheus metrics (package
@@ -186,4 +188,53 @@ func (p *Proxier) logDryRun(ops []Op) {
 		planned[s] = struct{}{}
 	}
 	p.dryPlanned = planned
+}
+
+// ServerOwner names the Service and port a virtual server is programmed
+// for, for the per-virtual-server metrics.
+type ServerOwner struct {
+	Key     ipvs.ServiceKey
+	Service types.NamespacedName
+	// Port is the Service port's name: the port whose port (or, on a node
+	// address, nodePort) and protocol are the key's; "" when it has none,
+	// and for a short circuit, which serves one port on several addresses.
+	Port string
+}
+
+// ServerOwners lists the owner of every virtual server kube-ipvs wants.
+// It reads under the view lock and copies no object, so a scrape holds a
+// sync up for one pass over the keys at most.
+func (p *Proxier) ServerOwners() []ServerOwner {
+	p.viewMu.RLock()
+	defer p.viewMu.RUnlock()
+	out := make([]ServerOwner, 0, len(p.want.claims))
+	for k, claims := range p.want.claims {
+		if len(claims) == 0 {
+			continue
+		}
+		out = append(out, ServerOwner{Key: k, Service: claims[0], Port: portName(p.services[claims[0]], k)})
+	}
+	return out
+}
+
+// portName is the name of svc's port that virtual server k serves, as
+// ServerOwner.Port says: by port on one of the Service's own addresses
+// (ClusterIP, external and load-balancer IPs), by nodePort on the others.
+func portName(svc *v1.Service, k ipvs.ServiceKey) string {
+	if svc == nil || k.IsMark() {
+		return ""
+	}
+	addr := k.Addr.String()
+	own := slices.Contains(svc.Spec.ClusterIPs, addr) || svc.Spec.ClusterIP == addr || slices.Contains(svc.Spec.ExternalIPs, addr) ||
+		slices.ContainsFunc(svc.Status.LoadBalancer.Ingress, func(i v1.LoadBalancerIngress) bool { return i.IP == addr })
+	for _, sp := range svc.Spec.Ports {
+		port := sp.NodePort
+		if own {
+			port = sp.Port
+		}
+		if proto, ok := protocol(sp.Protocol); ok && proto == k.Proto && port > 0 && int(port) == int(k.Port) {
+			return sp.Name
+		}
+	}
+	return ""
 }

@@ -174,3 +174,41 @@ func TestWarningsAreRecordedOnTheirService(t *testing.T) {
 		t.Errorf("events %q, want one unparseable externalIP on default/web", evs)
 	}
 }
+
+func TestServerOwnersNameTheServicePort(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	webAndDNS(p)
+	mustSync(t, p, false)
+	got := map[string]string{}
+	for _, o := range p.ServerOwners() {
+		got[o.Key.String()] = o.Service.String() + " " + o.Port
+	}
+	want := map[string]string{"-t 10.96.0.10:80": "default/web http", "-u 10.96.0.53:53": "default/dns dns"}
+	if len(got) != len(want) || got["-t 10.96.0.10:80"] != want["-t 10.96.0.10:80"] || got["-u 10.96.0.53:53"] != want["-u 10.96.0.53:53"] {
+		t.Errorf("ServerOwners = %v, want %v", got, want)
+	}
+
+	// By port on the Service's own addresses, by nodePort on the node's;
+	// none for a short circuit.
+	svc := service(ns, "np", withClusterIP("10.96.0.30"), withPorts(
+		v1.ServicePort{Name: "a", Protocol: v1.ProtocolTCP, Port: 30081, NodePort: 30080},
+		v1.ServicePort{Name: "b", Protocol: v1.ProtocolTCP, Port: 80, NodePort: 30081},
+	), func(s *v1.Service) { s.Spec.ExternalIPs = []string{"192.0.2.7"} })
+	for _, c := range []struct {
+		key  ipvs.ServiceKey
+		want string
+	}{
+		{key("10.96.0.30", ipvs.TCP, 80), "b"},
+		{key("10.96.0.30", ipvs.TCP, 30081), "a"},
+		{key("192.0.2.7", ipvs.TCP, 80), "b"},
+		{key("192.168.1.10", ipvs.TCP, 30081), "b"},
+		{key("192.168.1.10", ipvs.TCP, 30080), "a"},
+		{key("192.168.1.10", ipvs.UDP, 30080), ""},
+		{ipvs.MarkKey(8192, false), ""},
+	} {
+		if got := portName(svc, c.key); got != c.want {
+			t.Errorf("portName(%s) = %q, want %q", c.key, got, c.want)
+		}
+	}
+}

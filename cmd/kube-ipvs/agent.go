@@ -139,6 +139,9 @@ func (a *agent) run(ctx context.Context) error {
 	}, p)
 	r.Observe(proxyHealth)
 	r.Observe(m)
+	if a.cfg.VirtualServerMetrics {
+		m.Registry().MustRegister(metrics.NewTraffic(p.ServerOwners, a.ipvs))
+	}
 	w, err := proxier.NewWatcher(client, a.cfg.NodeName, a.cfg.ServiceProxyName, p, r.Request)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@
 package guest
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"regexp"
@@ -97,7 +98,7 @@ func TestE2EServiceLifecycle(t *testing.T) {
 	slice := slices.Sync(t)
 	t.Logf("Service web got ClusterIP %s; EndpointSlice %s has %d endpoints", vip, slice.Name, len(slice.Endpoints))
 
-	agent := StartAPIAgent(t)
+	agent := StartAPIAgent(t, "--virtual-server-metrics")
 	out := WaitIPVSFor(t, 30*time.Second, &vs, append(servedBy(pods), VSLine("TCP", vs, "rr"))...)
 	t.Logf("ipvsadm -Ln -t %s:\n%s", vs, out)
 	if !VIPBound(t, vip) {
@@ -131,6 +132,7 @@ func TestE2EServiceLifecycle(t *testing.T) {
 	WaitIPVSFor(t, 30*time.Second, &vs, append(servedBy(now), "!"+RSLine(rsOf(pods[2])))...)
 	wantEven(t, CountTCP("client", vs, 90), podsOf(now...), 30)
 	checkProgrammingMetrics(t)
+	checkVirtualServerMetrics(t, vs, 90+60+90)
 
 	t.Log("delete the Service and, as the garbage collector would, its EndpointSlice")
 	api.DeleteService(t, svc)
@@ -258,4 +260,28 @@ func checkProgrammingMetrics(t *testing.T) {
 	if !strings.Contains(m, "kube_ipvs_build_info{") {
 		t.Errorf("no kube_ipvs_build_info in the scrape")
 	}
+}
+
+// checkVirtualServerMetrics scrapes the agent (run with
+// --virtual-server-metrics) until vs's connection counter, labelled with
+// its Service, has counted at least least connections (the kernel folds
+// its per-CPU counters into the totals every 2 s), and checks it is what
+// `ipvsadm -Ln --stats` says.
+func checkVirtualServerMetrics(t *testing.T, vs netip.AddrPort, least int) {
+	t.Helper()
+	series := fmt.Sprintf(`kube_ipvs_virtual_server_connections_total{namespace="default",port="http",service="web",virtual_server="TCP/%s"}`, vs)
+	var v float64
+	var ok bool
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if v, ok = MetricValue(ScrapeMetrics(t, Node, MetricsAddr), series); ok && v >= float64(least) {
+			break
+		}
+	}
+	if !ok || v < float64(least) {
+		t.Fatalf("%s = %v (present %v), want at least %d", series, v, ok, least)
+	}
+	if kernel := vsConns(t, vs); kernel < int64(v) {
+		t.Errorf("%s = %v, more than ipvsadm's %d", series, v, kernel)
+	}
+	t.Logf("%s %v", series, v)
 }
