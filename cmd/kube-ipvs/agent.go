@@ -178,7 +178,7 @@ func (a *agent) run(ctx context.Context) error {
 			failed(err)
 		}
 	}
-	go a.watchAddrs(ctx, func() { p.OnLocalAddrsChanged(); r.Request() })
+	go a.watchAddrs(ctx, rec, func() { p.OnLocalAddrsChanged(); r.Request() })
 	a.log.Info("kube-ipvs running; waiting for Services and EndpointSlices to sync", zap.String("node", a.cfg.NodeName),
 		zap.String("mode", a.cfg.Mode), zap.String("scheduler", a.cfg.IPVS.Scheduler))
 	return proxier.Run(ctx, w, r)
@@ -187,9 +187,10 @@ func (a *agent) run(ctx context.Context) error {
 // watchAddrs tells the proxier when an address of the node changes, so
 // NodePorts follow the node's addresses at once. Without the netlink
 // subscription every full sync still reads them.
-func (a *agent) watchAddrs(ctx context.Context, changed func()) {
+func (a *agent) watchAddrs(ctx context.Context, rec *events.Recorder, changed func()) {
 	if err := a.local.Watch(ctx, changed); err != nil && ctx.Err() == nil {
 		a.log.Warn("not watching the node's addresses; they are read at every full sync", zap.Error(err))
+		rec.Node("not watching addresses", err.Error())
 	}
 }
 
