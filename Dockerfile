@@ -3,8 +3,11 @@
 #   docker build -t ghcr.io/kube-ipvs/kube-ipvs:latest .
 #
 # The binary is static (CGO_ENABLED=0). The runtime image carries the tools
-# the agent runs or an operator needs on the node: iptables and
-# iptables-restore (Debian's default, the nf_tables backend), ipset (for
+# the agent runs or an operator needs on the node: Debian's iptables package,
+# which ships both backends (xtables-legacy-multi and xtables-nft-multi, under
+# the names iptables-legacy, iptables-legacy-save, iptables-legacy-restore,
+# iptables-nft, … and their ip6tables twins; the agent runs the ones of the
+# backend its iptablesBackend picks, "auto" detecting the node's), ipset (for
 # inspection: the agent speaks netlink to ipsets) and kmod's modprobe (the
 # init container loads ip_vs and the scheduler modules with it). deploy/
 # runs this image.
@@ -27,6 +30,8 @@ RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends iptables ipset kmod \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && for b in legacy nft; do for c in iptables ip6tables; do for s in "" -save -restore; do \
+         "$c-$b$s" --version >/dev/null || exit 1; done; done; done
 COPY --from=build /out/kube-ipvs /usr/local/bin/kube-ipvs
 ENTRYPOINT ["/usr/local/bin/kube-ipvs"]

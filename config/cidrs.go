@@ -115,7 +115,8 @@ func (c *Configuration) Warnings(served []v1.IPFamily) []string {
 	warnings = append(warnings, c.nodePortWarnings(served)...)
 	warnings = append(warnings, parseCIDRs(pathExcludeCIDRs, c.IPVS.ExcludeCIDRs).warnings...)
 	warnings = append(warnings, parseCIDRs(pathExternalIPs, c.ExternalIPs.AllowedCIDRs).warnings...)
-	return append(warnings, parseCIDRs(pathLoadBalancerIPs, c.LoadBalancerIPs.AllowedCIDRs).warnings...)
+	warnings = append(warnings, parseCIDRs(pathLoadBalancerIPs, c.LoadBalancerIPs.AllowedCIDRs).warnings...)
+	return append(warnings, c.egressWarnings()...)
 }
 
 func (c *Configuration) clusterCIDRWarnings(served []v1.IPFamily) []string {

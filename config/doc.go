@@ -83,6 +83,11 @@
 // warned about at start-up, and IPv4 Services are then treated as with no
 // clusterCIDR (only what the node sends from a ClusterIP is masqueraded).
 //
+// serviceCIDRs (default [], no flag): the cluster's Service CIDRs (the
+// apiserver's --service-cluster-ip-range), IPv4 and/or IPv6, parsed as
+// clusterCIDR's entries. Today only the default of
+// egress.nonMasqueradeCIDRs reads it.
+//
 // masqueradeAll (default false, flag --masquerade-all): masquerade every
 // packet to a Service, whatever its source.
 //
@@ -113,6 +118,15 @@
 // _packets_total and _bytes_total by direction), labelled with the
 // Service's namespace, name and port name and the virtual server. Off by
 // default: that is five series per virtual server.
+//
+// iptablesBackend (default "auto", flag --iptables-backend): which
+// iptables kube-ipvs writes its rules with, "legacy" (iptables-legacy, the
+// x_tables kernel API) or "nft" (iptables-nft, nf_tables). "auto" uses the
+// one the node already uses, as kube-proxy's image decides with
+// iptables-wrapper: the backend holding kubelet's KUBE-IPTABLES-HINT or
+// KUBE-KUBELET-CANARY chain, else the one holding more rules. Both
+// backends' rules apply to every packet, in an order the kernel does not
+// promise, so kube-ipvs' rules belong beside the CNI's.
 //
 // takeOverFromKubeProxy (default false, flag --take-over-from-kube-proxy):
 // take the node over from kube-proxy's IPVS mode, stopped but with its
@@ -211,6 +225,39 @@
 // (MetalLB, a cloud controller) allocates from, so list those pools.
 // Configuration.AllowedLoadBalancerIPCIDRs gives the parsed list.
 //
+// egress.masquerade (default false, no flag): masquerade (SNAT to the
+// address of the interface it leaves by) what a pod, a source inside
+// clusterCIDR, sends to a destination outside egress.nonMasqueradeCIDRs,
+// like ip-masq-agent. Off by default because most CNIs do it themselves
+// (Flannel's ipMasq, Calico's natOutgoing, Weave Net's own rule): turn
+// one of them off, never run both. Needs clusterCIDR. The destinations
+// live in the ipset KIPVS-EGRESS-KEEP, so the rules stay the same
+// whatever the list holds.
+//
+// egress.nonMasqueradeCIDRs (default: clusterCIDR, serviceCIDRs and
+// link-local, 169.254.0.0/16 and fe80::/10): the destinations whose
+// traffic from pods keeps the pod's address under egress.masquerade.
+// Left out (or null) means that default; [] means none, every destination
+// outside the node is masqueraded. ip-masq-agent's default list is the
+// private ranges (RFC 1918 and others) instead: list them here to keep
+// its behaviour. A /0 is stored as its two halves. The effective list is
+// Configuration.EgressNonMasqueradeCIDRs.
+//
+// egress.denyCIDRs (default [], no flag): destinations pods may not
+// reach, like the cloud metadata address [169.254.169.254/32]. A new
+// connection the node forwards to one of them (routed from a pod, or
+// through IPVS) is rejected with an ICMP "administratively prohibited";
+// what the node's own processes send (host-network pods included) is not
+// affected. The list is the ipset KIPVS-EGRESS-DENY; the rules stay
+// the same whatever it holds. A CIDR that overlaps clusterCIDR or
+// serviceCIDRs is warned about.
+//
+// ingress.denySourceCIDRs (default [], no flag): sources whose packets to
+// this node's NodePorts, load-balancer IPs and external IPs are dropped,
+// before IPVS and before a Service's loadBalancerSourceRanges. Traffic
+// to ClusterIPs is not affected, nor is what the node itself sends. The
+// list is the ipset KIPVS-DENY-SOURCES.
+//
 // logging.level (default "info", flag --log-level): debug, info, warn or
 // error.
 //
@@ -245,8 +292,9 @@
 // the file spells them ("iptables.masqueradeBit: invalid value 13: …").
 // Flags override the result as they override a KubeIPVSConfiguration. The
 // fields kube-proxy has no counterpart of (apiServer, serviceProxyName,
-// ipvs.drainTimeout, externalIPs, loadBalancerIPs, logging) keep kube-ipvs'
-// defaults; use their flags, or a KubeIPVSConfiguration.
+// serviceCIDRs, iptablesBackend, ipvs.drainTimeout, externalIPs,
+// loadBalancerIPs, egress, ingress, logging) keep kube-ipvs' defaults;
+// use their flags, or a KubeIPVSConfiguration.
 //
 // Honoured: each of these fields becomes the kube-ipvs field shown, with
 // kube-proxy v1.37's default (pkg/proxy/apis/config/v1alpha1) where it is

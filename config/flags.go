@@ -46,6 +46,7 @@ type override struct {
 //	--metrics-bind-address metricsBindAddress
 //	--virtual-server-metrics virtualServerMetrics
 //	--take-over-from-kube-proxy takeOverFromKubeProxy
+//	--iptables-backend     iptablesBackend
 //	--scheduler            ipvs.scheduler
 //	--sync-period          ipvs.syncPeriod
 //	--min-sync-period      ipvs.minSyncPeriod
@@ -98,6 +99,8 @@ func BindFlags(fs *flag.FlagSet) *Flags {
 		"set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2, so the node does not answer or announce ARP for Service addresses (MetalLB L2 needs it)")
 	bind(f, listVar(fs), "ipvs-exclude-cidrs", "ipvs.excludeCIDRs", func(c *Configuration) *[]string { return &c.IPVS.ExcludeCIDRs },
 		"comma-separated `CIDRs` of virtual servers kube-ipvs never adopts, changes or deletes")
+	bind(f, fs.StringVar, "iptables-backend", "iptablesBackend", func(c *Configuration) *string { return &c.IPTablesBackend },
+		"iptables backend for kube-ipvs' rules: legacy, nft, or auto (the one the node's rules already use)")
 	bind(f, fs.StringVar, "service-proxy-name", "serviceProxyName", func(c *Configuration) *string { return &c.ServiceProxyName },
 		"serve only Services labelled service.kubernetes.io/service-proxy-name=<this>; empty means only unlabelled ones")
 	bind(f, fs.StringVar, "log-level", "logging.level", func(c *Configuration) *string { return &c.Logging.Level },

@@ -315,7 +315,7 @@ func TestFlagsUsage(t *testing.T) {
 	}
 	var names []string
 	fset.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	want := []string{"api-server", "cleanup", "cluster-cidr", "config", "healthz-bind-address", "hostname-override", "ipvs-exclude-cidrs",
+	want := []string{"api-server", "cleanup", "cluster-cidr", "config", "healthz-bind-address", "hostname-override", "iptables-backend", "ipvs-exclude-cidrs",
 		"ipvs-strict-arp", "kubeconfig", "log-format", "log-level", "masquerade-all", "metrics-bind-address", "min-sync-period", "mode",
 		"node-name", "nodeport-addresses", "scheduler", "service-proxy-name", "sync-period", "take-over-from-kube-proxy", "virtual-server-metrics"}
 	if !reflect.DeepEqual(names, want) {

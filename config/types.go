@@ -41,12 +41,22 @@ const (
 	LogFormatConsole = "console"
 )
 
-// Modes, LogLevels and LogFormats list the accepted values, in the order
-// error messages show them.
+// Values of Configuration.IPTablesBackend.
+const (
+	// IPTablesBackendAuto uses the backend that already holds the node's
+	// rules, as kube-proxy's iptables-wrapper decides.
+	IPTablesBackendAuto   = "auto"
+	IPTablesBackendLegacy = "legacy"
+	IPTablesBackendNFT    = "nft"
+)
+
+// Modes, IPTablesBackends, LogLevels and LogFormats list the accepted
+// values, in the order error messages show them.
 var (
-	Modes      = []string{ModeIPVS, ModeDryRun}
-	LogLevels  = []string{LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError}
-	LogFormats = []string{LogFormatJSON, LogFormatConsole}
+	Modes            = []string{ModeIPVS, ModeDryRun}
+	IPTablesBackends = []string{IPTablesBackendAuto, IPTablesBackendLegacy, IPTablesBackendNFT}
+	LogLevels        = []string{LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError}
+	LogFormats       = []string{LogFormatJSON, LogFormatConsole}
 )
 
 // Configuration is the whole of kube-ipvs' configuration, as read from the
@@ -62,6 +72,7 @@ type Configuration struct {
 	APIServer            string                       `json:"apiServer"`
 	ServiceProxyName     string                       `json:"serviceProxyName"`
 	ClusterCIDR          string                       `json:"clusterCIDR"`
+	ServiceCIDRs         []string                     `json:"serviceCIDRs"`
 	MasqueradeAll        bool                         `json:"masqueradeAll"`
 	MasqueradeBit        int                          `json:"masqueradeBit"`
 	NodePortAddresses    []string                     `json:"nodePortAddresses"`
@@ -69,9 +80,12 @@ type Configuration struct {
 	MetricsBind          string                       `json:"metricsBindAddress"`
 	VirtualServerMetrics bool                         `json:"virtualServerMetrics"`
 	TakeOver             bool                         `json:"takeOverFromKubeProxy"`
+	IPTablesBackend      string                       `json:"iptablesBackend"`
 	IPVS                 IPVSConfiguration            `json:"ipvs"`
 	ExternalIPs          ExternalIPsConfiguration     `json:"externalIPs"`
 	LoadBalancerIPs      LoadBalancerIPsConfiguration `json:"loadBalancerIPs"`
+	Egress               EgressConfiguration          `json:"egress"`
+	Ingress              IngressConfiguration         `json:"ingress"`
 	Logging              LoggingConfiguration         `json:"logging"`
 
 	// kubeProxy is set when the file was kube-proxy's
@@ -110,6 +124,22 @@ type LoadBalancerIPsConfiguration struct {
 	AllowedCIDRs []string `json:"allowedCIDRs"`
 }
 
+// EgressConfiguration is the `egress:` section: what pods send out of the
+// node. See EgressNonMasqueradeCIDRs and EgressDenyCIDRs.
+type EgressConfiguration struct {
+	Masquerade bool `json:"masquerade"`
+	// NonMasqueradeCIDRs nil (left out, or null) means the default list;
+	// [] means none.
+	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs"`
+	DenyCIDRs          []string `json:"denyCIDRs"`
+}
+
+// IngressConfiguration is the `ingress:` section: what reaches the node's
+// NodePorts, load-balancer IPs and external IPs. See IngressDenySourceCIDRs.
+type IngressConfiguration struct {
+	DenySourceCIDRs []string `json:"denySourceCIDRs"`
+}
+
 // LoggingConfiguration is the `logging:` section.
 type LoggingConfiguration struct {
 	Level  string `json:"level"`
@@ -127,6 +157,8 @@ func Default() *Configuration {
 		NodePortAddresses: []string{NodePortAddressesPrimary},
 		HealthzBind:       "0.0.0.0:10256",
 		MetricsBind:       "127.0.0.1:10249",
+		ServiceCIDRs:      []string{},
+		IPTablesBackend:   IPTablesBackendAuto,
 		IPVS: IPVSConfiguration{
 			Scheduler:     "rr",
 			SyncPeriod:    Duration{30 * time.Second},
@@ -136,6 +168,8 @@ func Default() *Configuration {
 		},
 		ExternalIPs:     ExternalIPsConfiguration{AllowedCIDRs: []string{}},
 		LoadBalancerIPs: LoadBalancerIPsConfiguration{AllowedCIDRs: []string{}},
+		Egress:          EgressConfiguration{DenyCIDRs: []string{}},
+		Ingress:         IngressConfiguration{DenySourceCIDRs: []string{}},
 		Logging: LoggingConfiguration{
 			Level:  LogLevelInfo,
 			Format: LogFormatJSON,

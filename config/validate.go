@@ -63,6 +63,8 @@ func (c *Configuration) validate() []error {
 	errs = append(errs, c.IPVS.validate("ipvs")...)
 	errs = append(errs, parseCIDRs(pathExternalIPs, c.ExternalIPs.AllowedCIDRs).errs...)
 	errs = append(errs, parseCIDRs(pathLoadBalancerIPs, c.LoadBalancerIPs.AllowedCIDRs).errs...)
+	add(checkOneOf("iptablesBackend", c.IPTablesBackend, IPTablesBackends))
+	errs = append(errs, c.validateEgress()...)
 	add(checkOneOf("logging.level", c.Logging.Level, LogLevels))
 	add(checkOneOf("logging.format", c.Logging.Format, LogFormats))
 	return errs

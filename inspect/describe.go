@@ -99,6 +99,22 @@ func (d describer) describe(_, chain string, r []string) string {
 		return "the node reaching an external address of a Local port: the mark of its short circuit (" + d.set(proxier.SetShortCircuit) + ")"
 	case proxier.ChainShortCircuitPods:
 		return "a pod reaching an external address of a Local port: the mark of its short circuit (" + d.set(proxier.SetShortCircuit) + ")"
+	case proxier.ChainEgressMasq:
+		switch {
+		case slices.Contains(r, "--mark"):
+			return "marked for masquerade: left to " + proxier.ChainPostrouting
+		case has(proxier.SetNonMasq):
+			return "the destination is in egress.nonMasqueradeCIDRs (" + d.set(proxier.SetNonMasq) + "): the pod's address is kept"
+		case target == "MASQUERADE":
+			return "a pod (clusterCIDR " + r[slices.Index(r, "-s")+1] + ") reaching outside: egress masquerade"
+		}
+	case proxier.ChainEgressFilter:
+		return "a new connection the node forwards to egress.denyCIDRs (" + d.set(proxier.SetEgressDeny) + "): rejected"
+	case proxier.ChainIngressDeny:
+		if target == "RETURN" {
+			return "the source is not in ingress.denySourceCIDRs (" + d.set(proxier.SetDenySources) + ")"
+		}
+		return "a source in ingress.denySourceCIDRs reaching a NodePort, load-balancer or external IP: dropped"
 	}
 	return ""
 }

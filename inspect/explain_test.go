@@ -350,3 +350,28 @@ func TestParseTarget(t *testing.T) {
 		}
 	}
 }
+
+// ingress.denySourceCIDRs drops a client in it before any Service rule;
+// one outside it, and pods reaching the ClusterIP, are served. With
+// egress.masquerade the endpoints on the pod network keep the source.
+func TestExplainIngressDenyAndEgressMasquerade(t *testing.T) {
+	b := newBed(t, func(o *proxier.Options) {
+		o.Rules.IngressDenySourceCIDRs = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+		o.Rules.EgressMasquerade = true
+		o.Rules.NonMasqueradeCIDRs = []netip.Prefix{clusterCIDR}
+	})
+	b.put(svc("web", "10.96.0.10", []string{"http/tcp/80/30080"}, nodePort), slice("web", webA()))
+	denied := b.explain("192.168.60.11:30080", "198.51.100.7").Paths[0]
+	if denied.Verdict != VerdictDropped {
+		t.Fatalf("from a denied source: %+v", denied)
+	}
+	mustContain(t, "denied", denied.Summary+stepsString(denied), "ingress.denySourceCIDRs", "mangle KIPVS-INGRESS-DENY")
+	other := b.explain("192.168.60.11:30080", "203.0.113.7").Paths[0]
+	if other.Verdict != VerdictServed || !other.Endpoints[0].Masquerade {
+		t.Errorf("from another source: %+v", other)
+	}
+	pod := b.explain("10.96.0.10:80", "10.244.1.9").Paths[0]
+	if pod.Verdict != VerdictServed || pod.Endpoints[0].Masquerade {
+		t.Errorf("a pod reaching the ClusterIP: %+v", pod)
+	}
+}

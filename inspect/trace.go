@@ -84,6 +84,9 @@ func newNetfilter(r proxier.Rules, entries []proxier.SetEntry) *netfilter {
 	for _, s := range r.Sets {
 		nf.sets[s.Name] = &ipset{typ: s.Type}
 	}
+	for _, l := range r.Lists {
+		nf.sets[l.Set.Name] = &ipset{typ: l.Set.Type, members: l.Members}
+	}
 	for _, e := range entries {
 		if s := nf.sets[e.Set]; s != nil {
 			s.members = append(s.members, e.Entry)
@@ -332,6 +335,11 @@ func (t *tracer) inSet(name, flags string, p *packet) (bool, string) {
 		return t.bySource(name, s, dstPort, p, func(e iptables.Entry) netip.Prefix { return netip.PrefixFrom(e.Addr2, e.Addr2.BitLen()) })
 	case s.typ == iptables.HashIPPortNet && flags == "dst,dst,src":
 		return t.bySource(name, s, dstPort, p, func(e iptables.Entry) netip.Prefix { return e.Net })
+	case s.typ == iptables.HashNet && flags == "dst":
+		return slices.ContainsFunc(s.members, func(e iptables.Entry) bool { return e.Net.Contains(p.dst.Addr()) }), ""
+	case s.typ == iptables.HashNet && flags == "src":
+		every := func(iptables.Entry) bool { return true }
+		return t.bySource(name, s, every, p, func(e iptables.Entry) netip.Prefix { return e.Net })
 	}
 	t.fail(fmt.Errorf("set %s of type %s matched with %s", name, s.typ, flags))
 	return false, ""

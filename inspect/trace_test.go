@@ -16,6 +16,10 @@ var ruleConfigs = map[string]proxier.RuleConfig{
 	"clusterCIDR":    {Family: v1.IPv4Protocol, ClusterCIDRs: []netip.Prefix{clusterCIDR}, MasqueradeBit: 14},
 	"no clusterCIDR": {Family: v1.IPv4Protocol, MasqueradeBit: 14},
 	"masqueradeAll":  {Family: v1.IPv4Protocol, ClusterCIDRs: []netip.Prefix{clusterCIDR}, MasqueradeAll: true, MasqueradeBit: 14},
+	"egress and ingress lists": {Family: v1.IPv4Protocol, ClusterCIDRs: []netip.Prefix{clusterCIDR}, MasqueradeBit: 14,
+		EgressMasquerade: true, NonMasqueradeCIDRs: []netip.Prefix{clusterCIDR, netip.MustParsePrefix("169.254.0.0/16")},
+		EgressDenyCIDRs:        []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32")},
+		IngressDenySourceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
 	"IPv6": {Family: v1.IPv6Protocol, MasqueradeBit: 14,
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:10:244::/56"), clusterCIDR}},
 }

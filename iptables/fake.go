@@ -81,7 +81,7 @@ var _ Interface = (*Fake)(nil)
 func NewFake() *Fake {
 	f := &Fake{
 		tables: map[string]*fakeTable{},
-		rec: fakecall.New[string]("iptables.Fake", []string{MethodListRules},
+		rec: fakecall.New[string]("iptables.Fake", []string{MethodListRules, MethodSaveTable},
 			[]string{MethodRestoreChains, MethodEnsureRule, MethodDeleteRule, MethodDeleteChain}),
 	}
 	f.tables[TableNAT] = newBuiltinTable("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
@@ -122,6 +122,36 @@ func (f *Fake) ListRules(table, chain string) ([][]string, error) {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return cloneRules(c.rules), nil
+}
+
+// SaveTable returns a copy of a whole table, its chains in Dump's order
+// (built-in chains in hook order, then user chains by name). mangle before
+// its first use holds its empty built-in chains, as iptables-nft-save -t
+// prints them, and is not created by the read. Any other table the Fake
+// does not hold is ErrNotFound.
+func (f *Fake) SaveTable(table string) (Table, error) {
+	what := "saving " + table
+	if err := f.begin(what, MethodSaveTable, nil, table); err != nil {
+		return Table{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := Table{Rules: map[string][][]string{}}
+	t, ok := f.tables[table]
+	if !ok {
+		builtins, lazy := lazyTables[table]
+		if !lazy {
+			return Table{}, fmt.Errorf("%s: table %s does not exist: %w", what, table, ErrNotFound)
+		}
+		t = newBuiltinTable(builtins...)
+	}
+	out.Chains = t.chainOrder()
+	for _, name := range out.Chains {
+		if rules := t.chains[name].rules; len(rules) > 0 {
+			out.Rules[name] = cloneRules(rules)
+		}
+	}
+	return out, nil
 }
 
 // RestoreChains replaces the bodies of the given user chains, creating the
@@ -226,7 +256,7 @@ func (f *Fake) DeleteChain(table, chain string) error {
 	t := f.tables[table]
 	for name, c := range t.chains {
 		for _, r := range c.rules {
-			if name != chain && jumpTarget(r) == chain {
+			if name != chain && JumpTarget(r) == chain {
 				return fmt.Errorf("%s: %w: rule in %s jumps to it", what, ErrInUse, name)
 			}
 		}
@@ -268,7 +298,7 @@ func (f *Fake) chain(table, chain string) (*fakeChain, error) {
 // set, names a set it does not hold; and with a plain error for a SET
 // target mapping outside the mangle table. f.mu must be held.
 func (f *Fake) checkRule(table string, t *fakeTable, extra map[string]bool, spec []string) error {
-	target := jumpTarget(spec)
+	target := JumpTarget(spec)
 	if target != "" && !targetExtensions[target] && !extra[target] {
 		if _, ok := t.chains[target]; !ok {
 			return fmt.Errorf("no chain or target %s: %w", target, ErrNotFound)
@@ -304,9 +334,10 @@ func (f *Fake) begin(what, method string, chains []string, args ...string) error
 // FailOn makes every later call of method (MethodEnsureRule, …) on chain
 // fail with err, wrapped as Kernel wraps its errors, before anything is
 // looked at or changed. RestoreChains fails when any chain it restores is
-// the one given. The chain "" matches every call; tables are not told
-// apart. A nil err removes the failure. Failed calls are counted. It panics
-// on a name that is not an Interface method.
+// the one given. The chain "" matches every call (and is the only one
+// that fails SaveTable, which names no chain); tables are not told apart.
+// A nil err removes the failure. Failed calls are counted. It panics on a
+// name that is not an Interface method.
 func (f *Fake) FailOn(method, chain string, err error) { f.rec.FailOn(method, chain, err) }
 
 // Calls returns how many times each method was called since the last
@@ -317,7 +348,8 @@ func (f *Fake) Calls() map[string]int { return f.rec.Calls() }
 // ResetCalls forgets the counted calls; state and failures stay.
 func (f *Fake) ResetCalls() { f.rec.Reset() }
 
-// Reads returns the number of ListRules calls since the last ResetCalls.
+// Reads returns the number of ListRules and SaveTable calls since the last
+// ResetCalls.
 func (f *Fake) Reads() int { return f.rec.Reads() }
 
 // Writes returns the number of other calls since the last ResetCalls.

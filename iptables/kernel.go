@@ -20,11 +20,19 @@ const lockWaitSeconds = 5
 
 // Kernel is the real iptables of one address family: single commands run
 // through go-iptables (`iptables -w 5 …`), chain bodies through
-// `iptables-restore --noflush`.
+// `iptables-restore --noflush`, whole tables are read with `iptables-save`.
+// The three binaries are one backend's (see NewKernelFor); change them only
+// before the first call.
 type Kernel struct {
+	// Command is the iptables binary go-iptables runs: "iptables" or
+	// "ip6tables" unless changed.
+	Command string
 	// RestoreCommand is the binary RestoreChains runs:
 	// "iptables-restore" or "ip6tables-restore" unless changed.
 	RestoreCommand string
+	// SaveCommand is the binary SaveTable runs: "iptables-save" or
+	// "ip6tables-save" unless changed.
+	SaveCommand string
 
 	ipv6 bool
 	// runner runs a binary with stdin and returns its stdout; tests swap it.
@@ -40,11 +48,23 @@ var _ Interface = (*Kernel)(nil)
 // runs nothing: the iptables binary is looked up and its version probed on
 // the first call that needs it.
 func NewKernel(ipv6 bool) *Kernel {
-	restore := "iptables-restore"
+	return newKernel(commandNames("iptables", ipv6), ipv6)
+}
+
+// commandNames returns the names of the three binaries of base ("iptables",
+// "iptables-legacy", "iptables-nft") for the family: "ip6tables…" for IPv6,
+// and the -save and -restore ones ("iptables-legacy-save").
+func commandNames(base string, ipv6 bool) [3]string {
 	if ipv6 {
-		restore = "ip6tables-restore"
+		base = "ip6" + strings.TrimPrefix(base, "ip")
 	}
-	return &Kernel{RestoreCommand: restore, ipv6: ipv6, runner: runCommand}
+	return [3]string{base, base + "-restore", base + "-save"}
+}
+
+// newKernel returns a Kernel running the binaries names (iptables, restore,
+// save).
+func newKernel(names [3]string, ipv6 bool) *Kernel {
+	return &Kernel{Command: names[0], RestoreCommand: names[1], SaveCommand: names[2], ipv6: ipv6, runner: runCommand}
 }
 
 // handle returns the go-iptables handle, creating it on first use. A failed
@@ -59,7 +79,8 @@ func (k *Kernel) handle() (*goiptables.IPTables, error) {
 	if k.ipv6 {
 		proto = goiptables.ProtocolIPv6
 	}
-	ipt, err := goiptables.New(goiptables.IPFamily(proto), goiptables.Timeout(lockWaitSeconds))
+	// An empty Command is go-iptables' own choice: "iptables" or "ip6tables".
+	ipt, err := goiptables.New(goiptables.IPFamily(proto), goiptables.Timeout(lockWaitSeconds), goiptables.Path(k.Command))
 	if err != nil {
 		return nil, fmt.Errorf("iptables: %w", err)
 	}
@@ -90,6 +111,29 @@ func (k *Kernel) ListRules(table, chain string) ([][]string, error) {
 		return nil, fmt.Errorf("listing %s/%s: %w", table, chain, err)
 	}
 	return rules, nil
+}
+
+// SaveTable reads a whole table with one `iptables-save -t TABLE` (see
+// parseSaveTable): its chains in the order iptables-save prints them and
+// their rules in ListRules' form. iptables-nft-save prints the built-in
+// chains of a table never used without creating it; iptables-legacy-save
+// loads the table's module (iptable_nat…) when it is missing, as every
+// legacy command does. A table neither knows ("Table `x' does not exist",
+// "Table does not exist (do you need to insmod?)") is ErrNotFound.
+func (k *Kernel) SaveTable(table string) (Table, error) {
+	what := "saving " + table
+	if table == "" || strings.HasPrefix(table, "-") || strings.ContainsAny(table, " \t\n\r") {
+		return Table{}, fmt.Errorf("%s: bad table name %q", what, table)
+	}
+	out, err := k.runner(k.SaveCommand, []string{"-t", table}, nil)
+	if err != nil {
+		return Table{}, mapRestoreError(what, err)
+	}
+	t, err := parseSaveTable(table, out)
+	if err != nil {
+		return Table{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return t, nil
 }
 
 // RestoreChains replaces the bodies of the given chains in one
@@ -157,7 +201,10 @@ func (k *Kernel) DeleteRule(table, chain string, spec []string) error {
 // `iptables-restore --noflush` transaction (see renderDeleteChain), like
 // `iptables -F CHAIN; iptables -X CHAIN` but atomic: ErrInUse while a rule
 // still jumps to it, and then the chain keeps its rules. ErrNotFound if it
-// does not exist. Built-in chains are refused.
+// does not exist. Built-in chains are refused. iptables-legacy-restore says
+// only "line 3 failed" for a chain in use, so a failure it does not name
+// is ErrInUse when the table (read with SaveTable) still jumps to the
+// chain.
 func (k *Kernel) DeleteChain(table, chain string) error {
 	what := fmt.Sprintf("deleting chain %s/%s", table, chain)
 	if err := validateChainName(chain); err != nil {
@@ -174,7 +221,26 @@ func (k *Kernel) DeleteChain(table, chain string) error {
 	if !ok {
 		return fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
-	return k.restore(what, renderDeleteChain(table, chain))
+	err = k.restore(what, renderDeleteChain(table, chain))
+	if err == nil || errors.Is(err, ErrInUse) || errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if t, serr := k.SaveTable(table); serr == nil && jumpsTo(t, chain) {
+		return fmt.Errorf("%w: %w: a rule still jumps to it", err, ErrInUse)
+	}
+	return err
+}
+
+// jumpsTo reports whether a rule of t jumps (-j) or goes (-g) to chain.
+func jumpsTo(t Table, chain string) bool {
+	for _, rules := range t.Rules {
+		for _, r := range rules {
+			if JumpTarget(r) == chain {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // mapError wraps an iptables failure, adding ErrNotFound when iptables says

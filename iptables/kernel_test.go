@@ -8,20 +8,20 @@ import (
 
 func TestNewKernelHasNoSideEffects(t *testing.T) {
 	for _, tt := range []struct {
-		name    string
-		ipv6    bool
-		restore string
+		name                   string
+		ipv6                   bool
+		command, restore, save string
 	}{
-		{name: "ipv4", restore: "iptables-restore"},
-		{name: "ipv6", ipv6: true, restore: "ip6tables-restore"},
+		{name: "ipv4", command: "iptables", restore: "iptables-restore", save: "iptables-save"},
+		{name: "ipv6", ipv6: true, command: "ip6tables", restore: "ip6tables-restore", save: "ip6tables-save"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			k := NewKernel(tt.ipv6)
 			if k.ipt != nil {
 				t.Error("NewKernel created the go-iptables handle")
 			}
-			if k.RestoreCommand != tt.restore {
-				t.Errorf("RestoreCommand = %q, want %q", k.RestoreCommand, tt.restore)
+			if k.Command != tt.command || k.RestoreCommand != tt.restore || k.SaveCommand != tt.save {
+				t.Errorf("runs %q, %q, %q; want %q, %q, %q", k.Command, k.RestoreCommand, k.SaveCommand, tt.command, tt.restore, tt.save)
 			}
 		})
 	}

@@ -194,13 +194,16 @@ func splitArgs(line string) ([]string, error) {
 }
 
 // parseRuleLines turns `iptables -S CHAIN` output into rule specs: "-A CHAIN
-// args…" lines give args…; "-N" and "-P" lines are skipped. Counters that
+// args…" lines give args…; "-N" and "-P" lines are skipped, and so are
+// comment lines, such as iptables-nft's "# Warning: iptables-legacy tables
+// present, use iptables-legacy to see them" while legacy tables exist (on
+// stderr in iptables 1.8.9, but a comment never is a rule). Counters that
 // iptables-nft may append as a trailing "-c PKTS BYTES" are dropped.
 func parseRuleLines(chain string, lines []string) ([][]string, error) {
 	var rules [][]string
 	for _, line := range lines {
 		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "-N ") || strings.HasPrefix(line, "-P ") {
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "-N ") || strings.HasPrefix(line, "-P ") {
 			continue
 		}
 		args, err := splitArgs(line)
@@ -239,8 +242,9 @@ func isDigits(s string) bool {
 	return true
 }
 
-// jumpTarget returns the argument of -j/--jump/-g/--goto in spec, or "".
-func jumpTarget(spec []string) string {
+// JumpTarget returns the argument of -j/--jump/-g/--goto in spec, or "":
+// the chain or target a rule sends its packets to.
+func JumpTarget(spec []string) string {
 	for i := 0; i+1 < len(spec); i++ {
 		switch spec[i] {
 		case "-j", "--jump", "-g", "--goto":

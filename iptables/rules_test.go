@@ -103,6 +103,12 @@ func TestParseRuleLines(t *testing.T) {
 			lines: []string{"-N KUBE-X"},
 		},
 		{
+			name:  "comment lines skipped (iptables-nft's warning about legacy tables)",
+			chain: "KUBE-X",
+			lines: []string{"# Warning: iptables-legacy tables present, use iptables-legacy to see them", "-N KUBE-X", "-A KUBE-X -j RETURN"},
+			want:  [][]string{{"-j", "RETURN"}},
+		},
+		{
 			name:  "nft counters dropped",
 			chain: "KUBE-X",
 			lines: []string{"-A KUBE-X -j RETURN -c 10 600"},

@@ -25,6 +25,7 @@ var (
 // and their FailOn and Hook take them.
 const (
 	MethodListRules     = "ListRules"
+	MethodSaveTable     = "SaveTable"
 	MethodRestoreChains = "RestoreChains"
 	MethodEnsureRule    = "EnsureRule"
 	MethodDeleteRule    = "DeleteRule"
@@ -53,11 +54,30 @@ type Chain struct {
 	Rules [][]string
 }
 
+// Table is a whole table as one `iptables-save -t TABLE` prints it.
+type Table struct {
+	// Chains are every chain of the table, built-in and user, in the order
+	// iptables-save prints them: the built-in chains in hook order
+	// (PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING), then the user
+	// chains by name.
+	Chains []string
+	// Rules maps a chain to its rules as specs (see Chain), in order. It is
+	// never nil; a chain without rules has no entry, so Rules[name] is nil
+	// for it, as ListRules gives it.
+	Rules map[string][][]string
+}
+
 // Interface is the iptables of one address family.
 type Interface interface {
 	// ListRules returns the body of a chain as specs (see Chain); ErrNotFound
 	// if the chain does not exist.
 	ListRules(table, chain string) ([][]string, error)
+	// SaveTable reads a whole table in one `iptables-save -t TABLE` run: every
+	// chain (built-in and user) and its rules as specs, like ListRules gives them.
+	// A table never used holds its empty built-in chains, as iptables-nft-save
+	// -t prints them; output with no table at all is an empty Table, not an
+	// error. A table name the kernel does not know is ErrNotFound.
+	SaveTable(table string) (Table, error)
 	// RestoreChains replaces, in one atomic `iptables-restore --noflush`,
 	// the body of each given chain (creating it if missing). Other chains
 	// of the table are left alone.

@@ -92,9 +92,12 @@ func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(key
 }
 
 // EnsureRules makes the kernel hold r: it creates the sets ReadState found
-// missing (before any rule refers to them), rewrites (atomically, per
-// table) only the chains whose body differs, and inserts missing jumps. It
-// reports what it changed, as commands, for logging.
+// missing (before any rule refers to them) and keeps the members of r's
+// lists; it reads each table once (iptables-save), rewrites (atomically,
+// per table) only the chains whose body differs, and inserts missing
+// jumps; then it removes what of kube-ipvs' r does not want (a list turned
+// off, a chain an older version made, a second copy of a jump). It reports
+// what it changed, as commands, for logging.
 func EnsureRules(k Kernel, r Rules, missingSets []iptables.Set) ([]string, error) {
 	var changed []string
 	for _, s := range missingSets {
@@ -103,11 +106,19 @@ func EnsureRules(k Kernel, r Rules, missingSets []iptables.Set) ([]string, error
 		}
 		changed = append(changed, fmt.Sprintf("ipset create %s %s", s.Name, s.Type))
 	}
-	for _, table := range r.Tables() {
-		stale, err := staleChains(k.IPTables, table, r.Chains[table])
+	for _, l := range r.Lists {
+		done, err := ensureList(k.Sets, l)
+		changed = append(changed, done...)
 		if err != nil {
 			return changed, err
 		}
+	}
+	saved, err := saveTables(k.IPTables, r)
+	if err != nil {
+		return changed, err
+	}
+	for _, table := range r.Tables() {
+		stale := staleChains(saved[table], r.Chains[table])
 		if len(stale) == 0 {
 			continue
 		}
@@ -119,11 +130,7 @@ func EnsureRules(k Kernel, r Rules, missingSets []iptables.Set) ([]string, error
 		}
 	}
 	for _, j := range r.Jumps {
-		have, err := k.IPTables.ListRules(j.Table, j.Chain)
-		if err != nil {
-			return changed, err
-		}
-		if slices.ContainsFunc(have, func(r []string) bool { return slices.Equal(r, j.Spec) }) {
+		if slices.ContainsFunc(saved[j.Table].Rules[j.Chain], func(r []string) bool { return slices.Equal(r, j.Spec) }) {
 			continue
 		}
 		if _, err := k.IPTables.EnsureRule(j.Table, j.Chain, j.Spec); err != nil {
@@ -131,22 +138,85 @@ func EnsureRules(k Kernel, r Rules, missingSets []iptables.Set) ([]string, error
 		}
 		changed = append(changed, fmt.Sprintf("iptables -t %s -I %s %s", j.Table, j.Chain, strings.Join(j.Spec, " ")))
 	}
-	return changed, nil
+	setNames, err := k.Sets.ListSets()
+	if err != nil {
+		return changed, err
+	}
+	left := findLeftovers(saved, r, setNames)
+	if left.empty() {
+		return changed, nil
+	}
+	done, err := left.remove(k.IPTables, k.Sets, nil)
+	return append(changed, done...), err
 }
 
-// staleChains returns the chains whose kernel body differs from the wanted one.
-func staleChains(ipt iptables.Interface, table string, want []iptables.Chain) ([]iptables.Chain, error) {
+// staleChains returns the chains whose body in the saved table differs
+// from the wanted one, or that it does not hold.
+func staleChains(saved iptables.Table, want []iptables.Chain) []iptables.Chain {
 	var stale []iptables.Chain
 	for _, c := range want {
-		have, err := ipt.ListRules(table, c.Name)
-		if err != nil && !errors.Is(err, iptables.ErrNotFound) {
-			return nil, err
-		}
-		if err != nil || !slices.EqualFunc(have, c.Rules, slices.Equal) {
+		if !slices.Contains(saved.Chains, c.Name) || !slices.EqualFunc(saved.Rules[c.Name], c.Rules, slices.Equal) {
 			stale = append(stale, c)
 		}
 	}
-	return stale, nil
+	return stale
+}
+
+// ensureList makes the kernel's set of l hold exactly l's members,
+// creating it if missing: it adds the missing members and deletes the
+// others. It reports what it changed: each member is a line, but a list of
+// thousands is summed up.
+func ensureList(sets iptables.Sets, l List) ([]string, error) {
+	var changed []string
+	have, err := sets.ListEntries(l.Set.Name)
+	if errors.Is(err, iptables.ErrNotFound) {
+		if err := sets.CreateSet(l.Set); err != nil && !errors.Is(err, iptables.ErrExists) {
+			return nil, err
+		}
+		changed = append(changed, fmt.Sprintf("ipset create %s %s", l.Set.Name, l.Set.Type))
+	} else if err != nil {
+		return nil, err
+	}
+	want := make(map[iptables.Entry]bool, len(l.Members))
+	for _, e := range l.Members {
+		want[e] = true
+	}
+	var added, deleted []string
+	for _, e := range have {
+		if want[e] {
+			delete(want, e)
+			continue
+		}
+		if err := sets.DelEntry(l.Set.Name, e); err != nil && !errors.Is(err, iptables.ErrNotFound) {
+			return changed, err
+		}
+		deleted = append(deleted, e.String())
+	}
+	for _, e := range l.Members {
+		if !want[e] {
+			continue
+		}
+		if err := sets.AddEntry(l.Set.Name, e); err != nil && !errors.Is(err, iptables.ErrExists) {
+			return changed, err
+		}
+		added = append(added, e.String())
+	}
+	changed = append(changed, summarize("ipset add "+l.Set.Name, added)...)
+	return append(changed, summarize("ipset del "+l.Set.Name, deleted)...), nil
+}
+
+// summarize renders one line per member, or, past 10, one line with the
+// count and the first of them.
+func summarize(op string, members []string) []string {
+	const most = 10
+	if len(members) <= most {
+		lines := make([]string, len(members))
+		for i, m := range members {
+			lines[i] = op + " " + m
+		}
+		return lines
+	}
+	return []string{fmt.Sprintf("%s: %d members (%s, …)", op, len(members), strings.Join(members[:3], ", "))}
 }
 
 // ApplyResult is what Apply did.

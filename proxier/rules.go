@@ -31,6 +31,14 @@ const (
 	// OUTPUT), ChainShortCircuitPods those pods send (mangle INPUT).
 	ChainShortCircuit     = Prefix + "SHORT-CIRCUIT"
 	ChainShortCircuitPods = Prefix + "SHORT-CIRCUIT-PODS"
+	// ChainEgressMasq masquerades what pods send outside SetNonMasq
+	// (egress.masquerade), ChainEgressFilter rejects what the node forwards
+	// to SetEgressDeny (egress.denyCIDRs), and ChainIngressDeny drops what
+	// SetDenySources sends to an external address (ingress.denySourceCIDRs).
+	// Each exists only while its list is in use.
+	ChainEgressMasq   = Prefix + "EGRESS-MASQ"
+	ChainEgressFilter = Prefix + "EGRESS-FILTER"
+	ChainIngressDeny  = Prefix + "INGRESS-DENY"
 
 	// SetClusterIP holds VIP,proto:port of every ClusterIP virtual server.
 	SetClusterIP = Prefix + "CLUSTER-IP"
@@ -68,6 +76,12 @@ const (
 	// SetLoopBack holds endpoint,proto:port,endpoint of local endpoints,
 	// to masquerade a pod reaching itself through its Service (hairpin).
 	SetLoopBack = Prefix + "LOOP-BACK"
+	// SetNonMasq, SetEgressDeny and SetDenySources are the node-wide lists
+	// of the configuration (hash:net): egress.nonMasqueradeCIDRs,
+	// egress.denyCIDRs and ingress.denySourceCIDRs.
+	SetNonMasq     = Prefix + "NON-MASQ"
+	SetEgressDeny  = Prefix + "EGRESS-DENY"
+	SetDenySources = Prefix + "DENY-SOURCES"
 	// SetOwned is kube-ipvs' record of the IPVS virtual servers it owns,
 	// address,proto:port: a key is added before its virtual server is
 	// created and removed after it is deleted. A virtual server whose key
@@ -89,6 +103,16 @@ type RuleConfig struct {
 	ClusterCIDRs  []netip.Prefix // only those of Family are used
 	MasqueradeAll bool
 	MasqueradeBit int // the fwmark bit that asks for masquerade; 14 gives 0x4000
+	// EgressMasquerade masquerades what a source in ClusterCIDRs sends to
+	// a destination outside NonMasqueradeCIDRs (egress.masquerade).
+	EgressMasquerade   bool
+	NonMasqueradeCIDRs []netip.Prefix
+	// EgressDenyCIDRs are the destinations the node does not forward a new
+	// connection to (egress.denyCIDRs), IngressDenySourceCIDRs the sources
+	// whose packets to a NodePort, load-balancer or external IP are
+	// dropped (ingress.denySourceCIDRs). Only those of Family are used.
+	EgressDenyCIDRs        []netip.Prefix
+	IngressDenySourceCIDRs []netip.Prefix
 }
 
 // The firewall marks of short-circuit virtual servers are MarkFirst to
@@ -116,9 +140,29 @@ type Jump struct {
 // specs are written the way `iptables -S` prints them back, so that
 // comparing them with the kernel finds no difference when there is none.
 type Rules struct {
+	Family v1.IPFamily
 	Sets   []iptables.Set
+	// Lists are the sets whose members come from the configuration, not
+	// from Services: EnsureRules keeps their members, the planner never
+	// sees them.
+	Lists  []List
 	Chains map[string][]iptables.Chain // by table
 	Jumps  []Jump
+}
+
+// List is a node-wide set and its members.
+type List struct {
+	Set     iptables.Set
+	Members []iptables.Entry
+}
+
+// AllSets are r's sets, those of its lists included.
+func (r Rules) AllSets() []iptables.Set {
+	sets := slices.Clone(r.Sets)
+	for _, l := range r.Lists {
+		sets = append(sets, l.Set)
+	}
+	return sets
 }
 
 // BuildRules computes the rules for a configuration. Like Build, it is pure.
@@ -164,8 +208,18 @@ type Rules struct {
 // may be a VIP on kipvs0, which no endpoint could answer. What pods send
 // keeps their address.
 //
+// Node-wide lists (see BuildLists): each of egress.masquerade,
+// egress.denyCIDRs and ingress.denySourceCIDRs adds a set, a chain and its
+// jumps while it is in use, and nothing otherwise.
+//
 // Every rule names a set; none depends on a Service.
 func BuildRules(c RuleConfig) Rules {
+	r := buildServiceRules(c)
+	addLists(&r, c)
+	return r
+}
+
+func buildServiceRules(c RuleConfig) Rules {
 	v6 := c.Family == v1.IPv6Protocol
 	name := func(base string) string { return setName(base, c.Family) }
 	mark := fmt.Sprintf("%#x", uint32(1)<<c.MasqueradeBit)
@@ -183,6 +237,7 @@ func BuildRules(c RuleConfig) Rules {
 	}
 	rule := func(parts ...[]string) []string { return slices.Concat(parts...) }
 	return Rules{
+		Family: c.Family,
 		Sets: []iptables.Set{
 			set(SetOwned, iptables.HashIPPort),
 			set(SetClusterIP, iptables.HashIPPort),
@@ -307,4 +362,81 @@ func clusterChain(c RuleConfig, vip string) [][]string {
 		rules = append(rules, []string{"-m", "set", "--match-set", vip, "src", "-j", ChainMarkMasq})
 	}
 	return append(rules, []string{"-j", "ACCEPT"})
+}
+
+// addLists adds the node-wide lists of c to r: for each one in use, its
+// set (hash:net, of c's family), its chain and the jumps to it.
+//
+// egress.masquerade: nat POSTROUTING, after IPVS and the node's routing:
+// what a pod (a source in the cluster CIDRs) sends to a destination
+// outside SetNonMasq leaves with the node's address. A packet marked for
+// masquerade is left to ChainPostrouting, which also clears the mark.
+//
+// egress.denyCIDRs: filter FORWARD and OUTPUT reject a new connection to a
+// destination in SetEgressDeny whose source is not the node's: in FORWARD,
+// what the node routes for a pod; in OUTPUT, what IPVS sends on for a pod
+// or an outside client (IPVS hands its packets to OUTPUT, with the
+// client's source). The node's own processes send from a local address
+// and are not affected. Replies (not NEW) pass, so a client in a denied
+// range still gets answers from a pod it reached.
+//
+// ingress.denySourceCIDRs: mangle PREROUTING, before IPVS and before the
+// load-balancer source ranges, drops what a source in SetDenySources sends
+// to a NodePort, load-balancer or external IP virtual server. ClusterIPs
+// and what the node itself sends (mangle OUTPUT) are not affected.
+func addLists(r *Rules, c RuleConfig) {
+	v6 := c.Family == v1.IPv6Protocol
+	name := func(base string) string { return setName(base, c.Family) }
+	comment := func(text string) []string { return []string{"-m", "comment", "--comment", text} }
+	list := func(base string, cidrs []netip.Prefix) {
+		l := List{Set: iptables.Set{Name: name(base), Type: iptables.HashNet, IPv6: v6}}
+		for _, p := range cidrs {
+			if familyOf(p.Addr()) == c.Family {
+				l.Members = append(l.Members, iptables.Entry{Net: p.Masked()})
+			}
+		}
+		r.Lists = append(r.Lists, l)
+	}
+	jump := func(table, chain, text, target string) {
+		r.Jumps = append(r.Jumps, Jump{Table: table, Chain: chain, Spec: append(comment(text), "-j", target)})
+	}
+	mark := fmt.Sprintf("%#x", uint32(1)<<c.MasqueradeBit)
+	if pods := fromPods(c, []string{"-j", "MASQUERADE", "--random-fully"}); c.EgressMasquerade && len(pods) > 0 {
+		list(SetNonMasq, c.NonMasqueradeCIDRs)
+		rules := [][]string{
+			{"-m", "mark", "--mark", mark + "/" + mark, "-j", "RETURN"},
+			{"-m", "set", "--match-set", name(SetNonMasq), "dst", "-j", "RETURN"},
+		}
+		r.Chains[iptables.TableNAT] = append(r.Chains[iptables.TableNAT], iptables.Chain{Name: ChainEgressMasq, Rules: append(rules, pods...)})
+		jump(iptables.TableNAT, "POSTROUTING", "kube-ipvs egress masquerade", ChainEgressMasq)
+	}
+	if ofFamily(c.EgressDenyCIDRs, c.Family) {
+		list(SetEgressDeny, c.EgressDenyCIDRs)
+		reject := "icmp-admin-prohibited"
+		if v6 {
+			reject = "icmp6-adm-prohibited"
+		}
+		r.Chains[iptables.TableFilter] = append(r.Chains[iptables.TableFilter], iptables.Chain{Name: ChainEgressFilter, Rules: [][]string{
+			{"-m", "conntrack", "--ctstate", "NEW", "-m", "set", "--match-set", name(SetEgressDeny), "dst",
+				"-m", "addrtype", "!", "--src-type", "LOCAL", "-j", "REJECT", "--reject-with", reject},
+		}})
+		jump(iptables.TableFilter, "FORWARD", "kube-ipvs egress deny list", ChainEgressFilter)
+		jump(iptables.TableFilter, "OUTPUT", "kube-ipvs egress deny list", ChainEgressFilter)
+	}
+	if ofFamily(c.IngressDenySourceCIDRs, c.Family) {
+		list(SetDenySources, c.IngressDenySourceCIDRs)
+		dst := func(set string) []string {
+			return []string{"-m", "set", "--match-set", name(set), "dst,dst", "-j", "DROP"}
+		}
+		r.Chains[iptables.TableMangle] = append(r.Chains[iptables.TableMangle], iptables.Chain{Name: ChainIngressDeny, Rules: [][]string{
+			{"-m", "set", "!", "--match-set", name(SetDenySources), "src", "-j", "RETURN"},
+			dst(SetNodePort), dst(SetLoadBalancer), dst(SetExternalIP),
+		}})
+		jump(iptables.TableMangle, "PREROUTING", "kube-ipvs ingress deny list", ChainIngressDeny)
+	}
+}
+
+// ofFamily reports whether ps holds a prefix of family f.
+func ofFamily(ps []netip.Prefix, f v1.IPFamily) bool {
+	return slices.ContainsFunc(ps, func(p netip.Prefix) bool { return familyOf(p.Addr()) == f })
 }

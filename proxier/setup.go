@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 
-	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 	"github.com/kube-ipvs/kube-ipvs/netif"
 )
@@ -144,12 +143,14 @@ func kernelVersion(release string) (major, minor int, ok bool) {
 
 // Cleanup removes everything kube-ipvs made and nothing else: the virtual
 // servers its SetOwned and SetOwnedMark records name, the dummy interface
-// with the VIPs, its jump rules, chains and ipsets. A virtual server made by anyone else,
-// on any address, stays. Missing pieces are fine; every other error is
-// returned, all of them at once, after trying the rest. When a virtual
-// server cannot be deleted the record is kept, so a later cleanup still
-// knows it. A nil k.IPVS (a kernel without IPVS loaded) holds no virtual
-// server.
+// with the VIPs, and every chain and ipset (of family) whose name starts
+// with Prefix, with the jumps to those chains, whatever configuration or
+// version made them (r only says which sets hold the records). A virtual
+// server made by anyone else, on any address, stays. Missing pieces are
+// fine; every other error is returned, all of them at once, after trying
+// the rest. When a virtual server cannot be deleted the record is kept,
+// so a later cleanup still knows it. A nil k.IPVS (a kernel without IPVS
+// loaded) holds no virtual server.
 func Cleanup(k Kernel, r Rules, family v1.IPFamily) error {
 	var errs []error
 	keep := func(err error, notFound error) bool {
@@ -171,19 +172,15 @@ func Cleanup(k Kernel, r Rules, family v1.IPFamily) error {
 		}
 	}
 	keep(k.Addrs.DeleteLink(), netif.ErrNotFound)
-	for _, j := range r.Jumps {
-		keep(k.IPTables.DeleteRule(j.Table, j.Chain, j.Spec), iptables.ErrNotFound)
+	left, err := everything(k, family)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
 	}
-	for _, table := range r.Tables() {
-		for _, c := range r.Chains[table] {
-			keep(k.IPTables.DeleteChain(table, c.Name), iptables.ErrNotFound)
-		}
+	records := func(s string) bool {
+		return !recordDone && (s == setName(SetOwned, family) || s == setName(SetOwnedMark, family))
 	}
-	for _, s := range r.Sets {
-		if (s.Name == setName(SetOwned, family) || s.Name == setName(SetOwnedMark, family)) && !recordDone {
-			continue
-		}
-		keep(k.Sets.DestroySet(s.Name), iptables.ErrNotFound)
+	if _, err := left.remove(k.IPTables, k.Sets, records); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -213,35 +210,25 @@ func CleanupPlan(k Kernel, r Rules, family v1.IPFamily) ([]string, error) {
 	} else {
 		plan = append(plan, fmt.Sprintf("ip link del %s (if it exists; it holds no address)", netif.DefaultLink))
 	}
-	for _, j := range r.Jumps {
-		have, err := k.IPTables.ListRules(j.Table, j.Chain)
-		if err != nil && !errors.Is(err, iptables.ErrNotFound) {
-			return nil, err
-		}
-		if slices.ContainsFunc(have, func(r []string) bool { return slices.Equal(r, j.Spec) }) {
-			plan = append(plan, fmt.Sprintf("iptables -t %s -D %s %s", j.Table, j.Chain, strings.Join(j.Spec, " ")))
-		}
-	}
-	for _, table := range r.Tables() {
-		for _, c := range r.Chains[table] {
-			_, err := k.IPTables.ListRules(table, c.Name)
-			if errors.Is(err, iptables.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			plan = append(plan, fmt.Sprintf("iptables -t %s -F %s; iptables -t %s -X %s", table, c.Name, table, c.Name))
-		}
-	}
-	sets, err := k.Sets.ListSets()
+	left, err := everything(k, family)
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range r.Sets {
-		if slices.Contains(sets, s.Name) {
-			plan = append(plan, "ipset destroy "+s.Name)
-		}
-	}
+	plan = append(plan, left.plan()...)
 	return plan, nil
+}
+
+// everything is all of kube-ipvs' netfilter state of family that the
+// kernel holds: what Cleanup removes.
+func everything(k Kernel, family v1.IPFamily) (leftovers, error) {
+	none := Rules{Family: family}
+	saved, err := saveTables(k.IPTables, none)
+	if err != nil {
+		return leftovers{}, err
+	}
+	names, err := k.Sets.ListSets()
+	if err != nil {
+		return leftovers{}, err
+	}
+	return findLeftovers(saved, none, names), nil
 }

@@ -38,6 +38,7 @@ type agent struct {
 func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string, build buildInfo) *agent {
 	k := ipvs.NewKernel()
 	local := netif.NewAddrSource(netif.DefaultLink)
+	ipt4, ipt6 := iptablesKernels(log, cfg.IPTablesBackend, runSave)
 	return &agent{
 		log:        log,
 		cfg:        cfg,
@@ -48,7 +49,7 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string, bui
 		kernel: proxier.Kernel{
 			IPVS:      k,
 			Addrs:     netif.NewDummy(netif.DefaultLink),
-			IPTables:  iptables.NewKernel(false),
+			IPTables:  ipt4,
 			Sets:      iptables.NewKernelSets(),
 			Conntrack: conntrack.NewKernel(),
 			Local:     local,
@@ -65,11 +66,16 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string, bui
 				ClusterCIDRs:  cfg.ClusterCIDRs(),
 				MasqueradeAll: cfg.MasqueradeAll,
 				MasqueradeBit: cfg.MasqueradeBit,
+
+				EgressMasquerade:       cfg.Egress.Masquerade,
+				NonMasqueradeCIDRs:     cfg.EgressNonMasqueradeCIDRs(),
+				EgressDenyCIDRs:        cfg.EgressDenyCIDRs(),
+				IngressDenySourceCIDRs: cfg.IngressDenySourceCIDRs(),
 			},
 			DryRun:       cfg.Mode == config.ModeDryRun,
 			DrainTimeout: cfg.IPVS.DrainTimeout.Duration,
 			ExcludeCIDRs: cfg.ExcludedCIDRs(),
-			TakeOver:     takeOver(cfg.TakeOver),
+			TakeOver:     takeOver(cfg.TakeOver, ipt6),
 			RetryMax:     cfg.IPVS.SyncPeriod.Duration,
 		},
 	}
@@ -218,10 +224,11 @@ func (a *agent) prepare() error {
 }
 
 // takeOver is the take-over from kube-proxy when on is set (the
-// configuration's takeOverFromKubeProxy), nil otherwise.
-func takeOver(on bool) *proxier.TakeOver {
+// configuration's takeOverFromKubeProxy), nil otherwise; ip6tables is the
+// node's IPv6 iptables, where kube-proxy's IPv6 chains are.
+func takeOver(on bool, ip6tables iptables.Interface) *proxier.TakeOver {
 	if !on {
 		return nil
 	}
-	return &proxier.TakeOver{Link: netif.NewDummy(proxier.KubeProxyLink), IP6Tables: iptables.NewKernel(true)}
+	return &proxier.TakeOver{Link: netif.NewDummy(proxier.KubeProxyLink), IP6Tables: ip6tables}
 }

@@ -27,6 +27,8 @@ func RunChains(t *testing.T, newKernel func(t *testing.T) Kernel) {
 		{"DeleteChain is ErrInUse while jumped to and keeps the chain", testDeleteChainInUse},
 		{"DeleteChain errors", testDeleteChainErrors},
 		{"SET --map-set is refused outside mangle and holds its set", testMapSetOnlyInMangle},
+		{"SaveTable holds every chain in iptables-save's order, each as ListRules lists it", testSaveTable},
+		{"SaveTable of mangle holds its built-in chains; of an unknown table ErrNotFound", testSaveTableBuiltins},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newEnv(t, newKernel(t))) })
@@ -303,3 +305,104 @@ func testMapSetOnlyInMangle(t *testing.T, e *env) {
 	contract.WantEqual(t, "ListRules(mangle, "+chainA+")", e.rules(iptables.TableMangle, chainA), mapping.Rules)
 	contract.WantErr(t, "DestroySet of the set mapped from", e.k.Sets.DestroySet(setSkb), iptables.ErrInUse)
 }
+
+// testSaveTable: one SaveTable reads what ListRules reads chain by chain,
+// quoting and all, with the chains in iptables-save's order (built-in
+// chains in hook order, then user chains by name) and only the table's own.
+func testSaveTable(t *testing.T, e *env) {
+	e.createSet(setIP, iptables.HashIP)
+	f := e.family()
+	b := iptables.Chain{Name: chainB, Rules: [][]string{
+		{"-m", "comment", "--comment", `kube-ipvs "quoted" \ it's`, "-j", "RETURN"},
+		args("-m set --match-set " + setIP + " dst -j " + chainA),
+	}}
+	a := iptables.Chain{Name: chainA, Rules: rules("-p "+f.icmp+" -j RETURN", "-j DROP")}
+	e.restore(iptables.TableFilter, b, a) // made in the reverse of the order saved
+	jump := args(`-m comment --comment "kube-ipvs forwarding" -j ` + chainB)
+	e.ensure(iptables.TableFilter, "FORWARD", jump)
+	nat := iptables.Chain{Name: chainNat, Rules: rules("-j MASQUERADE --random-fully")}
+	e.restore(iptables.TableNAT, nat)
+
+	filter := e.saveTable(iptables.TableFilter)
+	contract.WantEqual(t, "SaveTable(filter): "+chainA, filter.Rules[chainA], a.Rules)
+	contract.WantEqual(t, "SaveTable(filter): "+chainB, filter.Rules[chainB], b.Rules)
+	if fw := filter.Rules["FORWARD"]; len(fw) == 0 || !slices.Equal(fw[0], jump) {
+		t.Errorf("SaveTable(filter): FORWARD = %q, want %q first", fw, jump)
+	}
+	if slices.Contains(filter.Chains, chainNat) {
+		t.Errorf("SaveTable(filter) has nat's chain %s: %q", chainNat, filter.Chains)
+	}
+	natTable := e.saveTable(iptables.TableNAT)
+	contract.WantEqual(t, "SaveTable(nat): "+chainNat, natTable.Rules[chainNat], nat.Rules)
+
+	// Later writes show in the next read.
+	if err := e.k.IPTables.DeleteRule(iptables.TableFilter, "FORWARD", jump); err != nil {
+		t.Fatal(err)
+	}
+	e.restore(iptables.TableFilter, iptables.Chain{Name: chainA})
+	filter = e.saveTable(iptables.TableFilter)
+	contract.WantEqual(t, "SaveTable(filter) after DeleteRule: FORWARD", filter.Rules["FORWARD"], e.before[[2]string{iptables.TableFilter, "FORWARD"}])
+	contract.WantEqual(t, "SaveTable(filter) after emptying "+chainA, filter.Rules[chainA], [][]string(nil))
+	if !slices.Contains(filter.Chains, chainA) {
+		t.Errorf("SaveTable(filter) lost the emptied chain %s: %q", chainA, filter.Chains)
+	}
+}
+
+// testSaveTableBuiltins: mangle, whether used yet or not, holds its five
+// built-in chains (iptables-nft-save -t prints them for a table it never
+// made; the legacy kernel loads the table); a table no backend knows is
+// ErrNotFound.
+func testSaveTableBuiltins(t *testing.T, e *env) {
+	mangle := e.saveTable(iptables.TableMangle)
+	want := []string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+	if got := mangle.Chains[:min(len(mangle.Chains), len(want))]; !slices.Equal(got, want) {
+		t.Errorf("SaveTable(mangle).Chains = %q, want %q first", mangle.Chains, want)
+	}
+	_, err := e.k.IPTables.SaveTable("kipvsnosuch")
+	contract.WantErr(t, "SaveTable of an unknown table", err, iptables.ErrNotFound)
+}
+
+// saveTable is SaveTable, failing the case on error, checked against
+// ListRules and iptables-save's order: every chain once, the built-in
+// ones first in hook order, then the user chains by name, each with the
+// rules ListRules gives, and no rules of an unlisted chain.
+func (e *env) saveTable(table string) iptables.Table {
+	e.t.Helper()
+	st, err := e.k.IPTables.SaveTable(table)
+	if err != nil {
+		e.t.Fatalf("SaveTable(%s): %v", table, err)
+	}
+	if st.Rules == nil {
+		e.t.Errorf("SaveTable(%s).Rules is nil", table)
+	}
+	var builtin, user []string
+	for _, c := range st.Chains {
+		if _, ok := hookOrder[c]; ok {
+			if len(user) > 0 {
+				e.t.Errorf("SaveTable(%s): built-in chain %s after user chains: %q", table, c, st.Chains)
+			}
+			builtin = append(builtin, c)
+		} else {
+			user = append(user, c)
+		}
+		contract.WantEqual(e.t, "SaveTable("+table+") against ListRules: "+c, st.Rules[c], e.rules(table, c))
+	}
+	for c := range st.Rules {
+		if !slices.Contains(st.Chains, c) {
+			e.t.Errorf("SaveTable(%s) has rules of %s, which is not among its chains %q", table, c, st.Chains)
+		}
+	}
+	byHook := func(a, b string) int { return hookOrder[a] - hookOrder[b] }
+	if !slices.IsSortedFunc(builtin, byHook) || !slices.IsSorted(user) || len(slices.Compact(slices.Clone(user))) != len(user) {
+		e.t.Errorf("SaveTable(%s).Chains = %q, want the built-in chains in hook order, then the user chains by name, each once", table, st.Chains)
+	}
+	for _, c := range builtins[table] {
+		if !slices.Contains(builtin, c) {
+			e.t.Errorf("SaveTable(%s) lacks the built-in chain %s: %q", table, c, st.Chains)
+		}
+	}
+	return st
+}
+
+// hookOrder ranks the built-in chains as iptables-save prints them.
+var hookOrder = map[string]int{"PREROUTING": 0, "INPUT": 1, "FORWARD": 2, "OUTPUT": 3, "POSTROUTING": 4}

@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # Builds the real kube-apiserver and etcd used by the tier-3 tests
-# (test/controlplane) and the real kube-proxy that the e2e VM runs in IPVS
-# mode (test/vm/e2e, guest.StartKubeProxy) into a cache outside the
+# (test/controlplane), the real kube-proxy that the e2e VM runs in IPVS
+# mode (test/vm/e2e, guest.StartKubeProxy) and the real flanneld that it
+# runs beside kube-ipvs (guest.StartFlannel) into a cache outside the
 # repository:
 #
-#   ${KIPVS_CACHE:-/var/cache/kube-ipvs}/bin/{kube-apiserver,etcd,kube-proxy}
+#   ${KIPVS_CACHE:-/var/cache/kube-ipvs}/bin/{kube-apiserver,etcd,kube-proxy,flanneld}
 #
 # kube-apiserver and etcd run on the host and are built as Go builds them by
 # default; kube-proxy runs in the VM, whose initramfs has no libc for a Go
 # program, so it is linked statically (CGO_ENABLED=0), which compiles its
-# dependency graph a second time.
+# dependency graph a second time. flanneld comes from its own module,
+# flannel/ (github.com/flannel-io/flannel at the version its go.mod pins;
+# flannel/doc.go says why it is separate), and is linked statically with
+# cgo (its amd64 udp backend is C), which needs gcc and a static libc.
 #
-# The build is keyed by a hash of this module's go.mod, go.sum, Go sources,
-# this script and the Go version, and is skipped when nothing changed and
-# all three binaries are there. The first build compiles ~2000 packages for
-# the host programs (about 10 minutes on 2 cores) and ~850 more for the
-# static kube-proxy (about 9 minutes); it prints a progress line every 100
-# packages and a heartbeat every 30 s.
+# The build is keyed by a hash of both modules' go.mod, go.sum and Go
+# sources, this script and the Go version, and is skipped when nothing
+# changed and all four binaries are there. The first build compiles ~2000
+# packages for the host programs (about 10 minutes on 2 cores), ~850 more
+# for the static kube-proxy (about 9 minutes) and ~750 for flanneld
+# (about 1 minute with the others cached); it prints a progress line every
+# 100 packages and a heartbeat every 30 s.
 #
 # Usage: test/tools/build.sh [-f]     (-f: rebuild even if up to date)
 # Env:   KIPVS_CACHE   cache root (default /var/cache/kube-ipvs)
@@ -49,16 +54,16 @@ fi
 key="$(
 	{
 		go version
-		sha256sum build.sh go.mod go.sum
+		sha256sum build.sh go.mod go.sum flannel/go.mod flannel/go.sum
 		find . -name '*.go' -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
 	} | sha256sum | cut -d' ' -f1
 )"
 stamp="$bin/.tools-hash"
 
-# The stamp is written after all three binaries are in place, so a cache
-# that lacks one of them (say, from before kube-proxy was added) rebuilds.
+# The stamp is written after all four binaries are in place, so a cache
+# that lacks one of them (say, from before flanneld was added) rebuilds.
 if [[ $force -eq 0 && -x "$bin/kube-apiserver" && -x "$bin/etcd" && -x "$bin/kube-proxy" &&
-	-f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
+	-x "$bin/flanneld" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
 	log "up to date in $bin (key ${key:0:12})"
 	exit 0
 fi
@@ -76,6 +81,7 @@ ldflags+=" -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=$(date -u +%Y-%m-%dT%H
 
 log "downloading modules (first run only fetches anything)"
 go mod download
+(cd flannel && go mod download)
 
 # The host's programs are built as go builds by default; kube-proxy, for the
 # VM, statically. Each `go list` runs with the CGO_ENABLED its build uses.
@@ -83,8 +89,15 @@ host_pkgs=(./kube-apiserver ./etcd)
 vm_pkgs=(./kube-proxy)
 host_total="$(go list -deps "${host_pkgs[@]}" | wc -l)"
 vm_total="$(CGO_ENABLED=0 go list -deps "${vm_pkgs[@]}" | wc -l)"
-total=$((host_total + vm_total))
-log "building kube-apiserver $kver and etcd ($host_total packages), and kube-proxy $kver static ($vm_total packages) into $bin (cached packages are not listed)"
+# flanneld: static, with cgo (see flannel/doc.go), version-stamped as
+# upstream's Makefile does.
+flannel_pkg=github.com/flannel-io/flannel
+fver="$(cd flannel && go list -m -f '{{.Version}}' "$flannel_pkg")"
+flannel_tags=netgo,osusergo
+flannel_ldflags="-s -w -linkmode external -extldflags -static -X $flannel_pkg/pkg/version.Version=$fver"
+flannel_total="$(cd flannel && CGO_ENABLED=1 go list -tags "$flannel_tags" -deps "$flannel_pkg" | wc -l)"
+total=$((host_total + vm_total + flannel_total))
+log "building kube-apiserver $kver and etcd ($host_total packages), kube-proxy $kver static ($vm_total packages) and flanneld $fver static ($flannel_total packages) into $bin (cached packages are not listed)"
 
 tmp="$(mktemp -d "$cache/build.XXXXXX")"
 hb_pid=""
@@ -134,6 +147,15 @@ set +e
 compile "" "${host_pkgs[@]}"
 rc=$?
 [[ $rc -eq 0 ]] && { compile 0 "${vm_pkgs[@]}"; rc=$?; }
+if [[ $rc -eq 0 ]]; then
+	(
+		cd flannel
+		export GOFLAGS="$GOFLAGS -tags=$flannel_tags"
+		ldflags=$flannel_ldflags
+		compile 1 "$flannel_pkg"
+	)
+	rc=$?
+fi
 set -e
 if [[ $rc -ne 0 ]]; then
 	log "go build failed (exit $rc)"
@@ -145,9 +167,16 @@ if ! go version -m "$tmp/kube-proxy" | grep -q 'CGO_ENABLED=0'; then
 	go version -m "$tmp/kube-proxy" >&2
 	exit 1
 fi
+# flanneld is built with cgo: make sure the link was static all the same
+# (no program interpreter).
+if [[ ! -x "$tmp/flannel" ]] || readelf -lW "$tmp/flannel" | grep -q 'INTERP'; then
+	log "flanneld was not linked statically (or not at all): $tmp/flannel"
+	exit 1
+fi
 
 mv -f "$tmp/kube-apiserver" "$bin/kube-apiserver"
 mv -f "$tmp/etcd" "$bin/etcd"
 mv -f "$tmp/kube-proxy" "$bin/kube-proxy"
+mv -f "$tmp/flannel" "$bin/flanneld"
 printf '%s\n' "$key" >"$stamp"
-log "built in $(($(date +%s) - start))s: $bin/kube-apiserver $bin/etcd $bin/kube-proxy"
+log "built in $(($(date +%s) - start))s: $bin/kube-apiserver $bin/etcd $bin/kube-proxy $bin/flanneld"

@@ -6,7 +6,7 @@
 #     current -> <key>         the tree test/vm/vm_test.go and shell.sh boot
 #     <key>/vmlinuz            bookworm cloud kernel
 #     <key>/rootfs/            busybox, the kernel modules below (+ depmod),
-#                              ip, ipvsadm, ipset, iptables (nft), conntrack, libs
+#                              ip, ipvsadm, ipset, iptables (nft; legacy), conntrack, libs
 #     <key>/kernel-version     e.g. 6.1.0-56-cloud-amd64
 #     <key>/packages.txt       the .debs it was built from, with versions
 #     <key>/READY              written last: the tree is complete
@@ -33,10 +33,14 @@ GUEST_PACKAGES=(
 	libnl-3-200 libnl-genl-3-200 libpopt0 libipset13
 	libip4tc2 libip6tc2 libxtables12 libnftnl11 libnfnetlink0 libnetfilter-conntrack3
 )
-GUEST_PROGRAMS=(bin/ip sbin/ipvsadm usr/sbin/ipset usr/sbin/xtables-nft-multi usr/sbin/conntrack)
+GUEST_PROGRAMS=(bin/ip sbin/ipvsadm usr/sbin/ipset usr/sbin/xtables-nft-multi usr/sbin/conntrack
+	usr/sbin/xtables-legacy-multi)
 # iptables is the nft backend (Debian 12's default); these names point at xtables-nft-multi.
 XTABLES_NAMES=(iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore
 	iptables-nft iptables-nft-save iptables-nft-restore ip6tables-nft ip6tables-nft-save ip6tables-nft-restore)
+# The legacy backend too, under its own names only (guest/backend_test.go runs the agent on both).
+LEGACY_NAMES=(iptables-legacy iptables-legacy-save iptables-legacy-restore
+	ip6tables-legacy ip6tables-legacy-save ip6tables-legacy-restore)
 
 # Modules /init loads in this order (modprobe pulls dependencies from modules.dep).
 # bridge is the two-node bed's underlay (guest/bed.go; br_netfilter stays out,
@@ -57,6 +61,24 @@ MODULES=(
 )
 # Loaded when the kernel has them (ip_vs_twos arrived in Linux 6.7).
 OPTIONAL_MODULES=(ip_vs_twos)
+# In the tree but not loaded by /init: the legacy iptables tables, which a
+# test loads (modprobe) and unloads itself, so that the other tests see only nft.
+ON_DEMAND_MODULES=(ip_tables iptable_filter iptable_nat iptable_mangle
+	ip6_tables ip6table_filter ip6table_nat ip6table_mangle)
+
+# Flannel's vxlan backend (guest/flannel.go, flanneld from test/tools/build.sh):
+# vxlan (udp_tunnel, ip6_udp_tunnel) is loaded by /init; br_netfilter only
+# goes into the tree, because flanneld (iptables mode) will not start without
+# /proc/sys/net/bridge/bridge-nf-call-iptables, and the Flannel tests load
+# and unload it themselves: the other tests keep bridged frames out of iptables.
+MODULES+=(vxlan)
+ON_DEMAND_MODULES+=(br_netfilter)
+
+# What Calico's and Weave Net's rules use and kube-ipvs does not (the CNI
+# fixture, test/fixtures/cni, in guest/cni_test.go): Calico's rpfilter match,
+# Weave's physdev and state matches and its NFLOG target, which iptables-nft
+# writes as nftables' log expression (nft_log, logging through nfnetlink_log).
+MODULES+=(ipt_rpfilter xt_physdev xt_state nft_log nfnetlink_log)
 
 die() {
 	echo "prepare.sh: FAILED: $*" >&2
@@ -124,7 +146,7 @@ install_modules() {
 	depmod -b "$sys" "$kver" || die "depmod on the full module tree"
 	mkdir -p "$root/lib/modules/$kver" "$root/etc/kipvs"
 	: >"$root/etc/kipvs/modules"
-	for m in "${MODULES[@]}" "${OPTIONAL_MODULES[@]}"; do
+	for m in "${MODULES[@]}" "${OPTIONAL_MODULES[@]}" "${ON_DEMAND_MODULES[@]}"; do
 		if ! deps="$(modprobe -d "$sys" -S "$kver" --show-depends "$m" 2>&1)"; then
 			if [[ " ${OPTIONAL_MODULES[*]} " == *" $m "* ]]; then
 				log "optional module $m not in $kver, skipped"
@@ -132,7 +154,7 @@ install_modules() {
 			fi
 			die "module $m: $deps"
 		fi
-		echo "$m" >>"$root/etc/kipvs/modules"
+		[[ " ${ON_DEMAND_MODULES[*]} " == *" $m "* ]] || echo "$m" >>"$root/etc/kipvs/modules"
 		# shellcheck disable=SC2013 # module paths hold no spaces
 		for ko in $(awk '$1 == "insmod" {print $2}' <<<"$deps"); do
 			rel="${ko#"$sys"/}"
@@ -164,6 +186,9 @@ install_userland() {
 	done
 	for n in "${XTABLES_NAMES[@]}"; do
 		ln -sfn xtables-nft-multi "$root/usr/sbin/$n"
+	done
+	for n in "${LEGACY_NAMES[@]}"; do
+		ln -sfn xtables-legacy-multi "$root/usr/sbin/$n"
 	done
 	mkdir -p "$root/usr/lib/x86_64-linux-gnu"
 	cp -a "$sys/usr/lib/x86_64-linux-gnu/xtables" "$root/usr/lib/x86_64-linux-gnu/"
@@ -204,9 +229,9 @@ install_libs() {
 		if grep -q 'not found' <<<"$out"; then die "in the guest tree, ${f#"$root"}: $out"; fi
 	done
 	chroot "$root" /bin/busybox true || die "busybox does not run"
-	out="$(chroot "$root" /bin/sh -c 'PATH=/usr/sbin:/usr/bin:/sbin:/bin; ip -V; iptables -V' 2>&1)" ||
+	out="$(chroot "$root" /bin/sh -c 'PATH=/usr/sbin:/usr/bin:/sbin:/bin; ip -V; iptables -V; iptables-legacy -V' 2>&1)" ||
 		die "ip/iptables do not run in the guest tree: $out"
-	[[ $out == *iproute2* && $out == *nf_tables* ]] || die "ip or iptables is not the expected one: $out"
+	[[ $out == *iproute2* && $out == *nf_tables* && $out == *legacy* ]] || die "ip or iptables is not the expected one: $out"
 }
 
 build_tree() {

@@ -68,7 +68,7 @@ type Bed struct {
 
 // BedNode is one node of the bed: a network namespace with lo, an eth0 on the
 // underlay holding IP, net.ipv4.ip_forward=1, a route to the other node's pod
-// CIDR via the other node's IP, and pods in PodCIDR.
+// CIDR via the other node's IP (unless WithoutPodRoutes), and pods in PodCIDR.
 type BedNode struct {
 	Name    string       // the Node's name, "node-a"; also --node-name
 	NS      string       // its network namespace (the same as Name)
@@ -85,10 +85,24 @@ type BedPod struct {
 	Node *BedNode
 }
 
+// BedOption changes how NewBed wires the bed.
+type BedOption func(*bedOptions)
+
+type bedOptions struct{ noPodRoutes bool }
+
+// WithoutPodRoutes leaves out the nodes' routes to each other's pod CIDR
+// (10.244.2.0/24 via 192.168.60.12 on node-a, and back), for a CNI that
+// routes pods across nodes itself: Flannel through flannel.1 (StartFlannel).
+func WithoutPodRoutes() BedOption { return func(o *bedOptions) { o.noPodRoutes = true } }
+
 // NewBed builds the bed (see above) and removes all of it at cleanup: the
 // namespaces go, and with them every link, address, route and rule in them.
-func NewBed(t testing.TB) *Bed {
+func NewBed(t testing.TB, opts ...BedOption) *Bed {
 	t.Helper()
+	var o bedOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	b := &Bed{
 		A:          newBedNode("node-a", "192.168.60.11", "10.244.1.0/24"),
 		B:          newBedNode("node-b", "192.168.60.12", "10.244.2.0/24"),
@@ -107,8 +121,10 @@ func NewBed(t testing.TB) *Bed {
 	// A new namespace inherits the initial one's IPv4 settings, where AddPod
 	// turns forwarding on: the outside client forwards nothing.
 	Run(t, b.External, "sysctl", "-qw", "net.ipv4.ip_forward=0")
-	RouteVia(t, b.A.NS, b.B.PodCIDR, b.B.IP)
-	RouteVia(t, b.B.NS, b.A.PodCIDR, b.A.IP)
+	if !o.noPodRoutes {
+		RouteVia(t, b.A.NS, b.B.PodCIDR, b.B.IP)
+		RouteVia(t, b.B.NS, b.A.PodCIDR, b.A.IP)
+	}
 	return b
 }
 

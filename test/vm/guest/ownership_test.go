@@ -126,14 +126,7 @@ func TestAgentLeavesKubeProxyAlone(t *testing.T) {
 	agent := StartAgent(t, b.objs, "--sync-period", "100ms", "--min-sync-period", "0s")
 	own := netip.AddrPortFrom(ownVIP, 80)
 	WaitIPVSFor(t, 15*time.Second, &own, RSLine(rs(b.pods[0])), RSLine(rs(b.pods[1])), RSLine(rs(b.pods[2])))
-	began := time.Now()
-	for syncs(agent) < 100 {
-		if time.Since(began) > 5*time.Minute {
-			t.Fatalf("only %d full syncs in %v", syncs(agent), time.Since(began))
-		}
-		time.Sleep(time.Second)
-	}
-	t.Logf("%d full syncs in %v", syncs(agent), time.Since(began).Round(time.Second))
+	waitFullSyncs(t, agent, 100)
 	wantEven(t, CountTCP("client", own, 9), b.pods, 3)
 	if got := kubeProxyState(t); got != before {
 		t.Errorf("kube-proxy's state changed while kube-ipvs ran:\nbefore:\n%s\nafter:\n%s", before, got)
@@ -148,6 +141,20 @@ func TestAgentLeavesKubeProxyAlone(t *testing.T) {
 // syncs counts the agent's full syncs (its debug log).
 func syncs(agent *Proc) int {
 	return strings.Count(agent.Output(), `synced	{"full": true`)
+}
+
+// waitFullSyncs waits, five minutes at most, until the agent has logged n
+// full syncs, and says how long they took.
+func waitFullSyncs(t *testing.T, agent *Proc, n int) {
+	t.Helper()
+	began := time.Now()
+	for syncs(agent) < n {
+		if time.Since(began) > 5*time.Minute {
+			t.Fatalf("only %d full syncs in %v", syncs(agent), time.Since(began))
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("%d full syncs in %v", syncs(agent), time.Since(began).Round(time.Second))
 }
 
 // loadKubeProxy loads the kube-proxy fixture into the node and removes it

@@ -90,7 +90,7 @@ echo "modules loaded, uptime=$(up)"
 
 if [ "$KIPVS_MODE" = shell ]; then
 	echo
-	echo "kube-ipvs test VM (kernel $(uname -r)): ipvsadm, iptables (nft), ipset, ip, conntrack."
+	echo "kube-ipvs test VM (kernel $(uname -r)): ipvsadm, iptables (nft; -legacy on demand), ipset, ip, conntrack."
 	echo "Guest tests: /bin/guest.test -test.v [-test.run REGEX]. Leave: poweroff -f (or Ctrl-A X)."
 	setsid cttyhack sh
 	halt

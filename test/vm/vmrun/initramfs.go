@@ -37,6 +37,7 @@ func WriteInitramfs(out, root string, extra []File) (err error) {
 	}()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	cw := &cpioWriter{w: bw, dirs: map[string]bool{".": true}}
+	extra = withFlanneld(extra)
 	replaced := map[string]bool{}
 	for _, e := range extra {
 		replaced[e.Name] = true
@@ -55,6 +56,33 @@ func WriteInitramfs(out, root string, extra []File) (err error) {
 		return err
 	}
 	return bw.Flush()
+}
+
+// GuestFlanneld is where the guest finds flanneld, the real Flannel agent
+// (guest.FlanneldBin), in an image that gives it an apiserver.
+const GuestFlanneld = "/bin/flanneld"
+
+// FlanneldBinary is where test/tools/build.sh leaves flanneld, linked
+// statically: $KIPVS_CACHE/bin/flanneld.
+func FlanneldBinary() string { return filepath.Join(CacheRoot(), "bin", "flanneld") }
+
+// withFlanneld is extra plus FlanneldBinary at GuestFlanneld when extra
+// gives the guest an apiserver (GuestAdminKubeconfig: the e2e suite and
+// the demo), which flanneld's kube subnet manager needs, and the tools
+// cache has it; otherwise extra unchanged. A guest without it fails the
+// Flannel tests, naming the build script.
+func withFlanneld(extra []File) []File {
+	name, api := GuestFlanneld[1:], false
+	for _, e := range extra {
+		if e.Name == name {
+			return extra
+		}
+		api = api || e.Name == GuestAdminKubeconfig[1:]
+	}
+	if _, err := os.Stat(FlanneldBinary()); !api || err != nil {
+		return extra
+	}
+	return append(extra[:len(extra):len(extra)], File{Name: name, Mode: 0o755, Src: FlanneldBinary()})
 }
 
 // cpioWriter writes "newc" entries; the first error sticks and is returned by close.
