@@ -37,7 +37,7 @@ test-apiserver: tools
 
 # kube-ipvs in the VM against a real kube-apiserver on the host (test/vm/e2e).
 test-e2e: prepare-vm tools
-	$(GO) test -tags vmtest -count=1 -v -timeout 20m ./test/vm/e2e
+	$(GO) test -tags vmtest -count=1 -v -timeout 30m ./test/vm/e2e
 
 bench:
 	$(GO) test ./proxier ./metrics -run '^$$' -bench . -benchmem

@@ -240,7 +240,9 @@
 // Left out (or null) means that default; [] means none, every destination
 // outside the node is masqueraded. ip-masq-agent's default list is the
 // private ranges (RFC 1918 and others) instead: list them here to keep
-// its behaviour. A /0 is stored as its two halves. The effective list is
+// its behaviour; under egress.masquerade a list that leaves out a cluster
+// CIDR is warned about (pods reaching pods on other nodes would be
+// masqueraded). A /0 is stored as its two halves. The effective list is
 // Configuration.EgressNonMasqueradeCIDRs.
 //
 // egress.denyCIDRs (default [], no flag): destinations pods may not

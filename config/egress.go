@@ -71,14 +71,25 @@ func (c *Configuration) validateEgress() []error {
 	return errs
 }
 
-// egressWarnings notes CIDRs with host bits or listed twice, and deny lists
-// that take in the cluster's own addresses: a denied destination inside a
-// cluster or Service CIDR cuts pods off from pods or Services, and a denied
-// source inside a cluster CIDR cuts pods off from the NodePorts.
+// egressWarnings notes CIDRs with host bits or listed twice, a
+// non-masquerade list that leaves out a cluster CIDR (under
+// egress.masquerade pod-to-pod traffic between nodes is then
+// masqueraded), and deny lists that take in the cluster's own addresses: a
+// denied destination inside a cluster or Service CIDR cuts pods off from
+// pods or Services, and a denied source inside a cluster CIDR cuts pods
+// off from the NodePorts.
 func (c *Configuration) egressWarnings() []string {
 	var warnings []string
 	for _, path := range []string{pathServiceCIDRs, pathNonMasqueradeCIDRs, pathEgressDenyCIDRs, pathIngressDenyCIDRs} {
 		warnings = append(warnings, parseCIDRs(path, c.listAt(path)).warnings...)
+	}
+	if c.Egress.Masquerade {
+		keep := c.EgressNonMasqueradeCIDRs()
+		for _, p := range c.ClusterCIDRs() {
+			if !slices.ContainsFunc(keep, func(k netip.Prefix) bool { return k.Bits() <= p.Bits() && k.Contains(p.Addr()) }) {
+				warnings = append(warnings, fmt.Sprintf("%s does not hold the cluster CIDR %s: with egress.masquerade, pods reaching pods on other nodes are masqueraded", pathNonMasqueradeCIDRs, p))
+			}
+		}
 	}
 	inside := slices.Concat(c.ClusterCIDRs(), c.ServiceCIDRPrefixes())
 	for _, d := range c.EgressDenyCIDRs() {

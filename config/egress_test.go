@@ -116,3 +116,22 @@ func TestEgressWarnings(t *testing.T) {
 		t.Errorf("the metadata address is not in the cluster; got:\n%s", got)
 	}
 }
+
+func TestEgressWarnsWhenPodsWouldBeMasqueradedToPods(t *testing.T) {
+	c := Default()
+	c.ClusterCIDR = "10.244.0.0/16,10.245.0.0/16"
+	c.Egress.Masquerade = true
+	c.Egress.NonMasqueradeCIDRs = []string{"10.244.0.0/15", "fd00::/8"}
+	if got := strings.Join(c.Warnings(nil), "\n"); strings.Contains(got, "does not hold") {
+		t.Errorf("10.244.0.0/15 holds both cluster CIDRs; got:\n%s", got)
+	}
+	c.Egress.NonMasqueradeCIDRs = []string{"10.244.0.0/16"}
+	want := "egress.nonMasqueradeCIDRs does not hold the cluster CIDR 10.245.0.0/16: with egress.masquerade, pods reaching pods on other nodes are masqueraded"
+	if got := strings.Join(c.Warnings(nil), "\n"); !strings.Contains(got, want) || strings.Contains(got, "10.244.0.0/16: with") {
+		t.Errorf("warnings:\n%s\nwant %q only", got, want)
+	}
+	c.Egress.Masquerade = false
+	if got := strings.Join(c.Warnings(nil), "\n"); strings.Contains(got, "does not hold") {
+		t.Errorf("without egress.masquerade the list is not used; got:\n%s", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -66,6 +67,11 @@ func NewWatcher(client kubernetes.Interface, nodeName, proxyName string, p *Prox
 		slices:   objs.Discovery().V1().EndpointSlices().Informer(),
 		node:     nodes.Core().V1().Nodes().Informer(),
 		start:    func(stop <-chan struct{}) { objs.Start(stop); nodes.Start(stop) },
+	}
+	for _, inf := range []cache.SharedIndexInformer{w.services, w.slices, w.node} {
+		if err := inf.SetTransform(SlimForCache); err != nil {
+			return nil, fmt.Errorf("setting the cache transform: %w", err)
+		}
 	}
 	handlers := []struct {
 		inf            cache.SharedIndexInformer
@@ -145,4 +151,36 @@ func Run(ctx context.Context, w *Watcher, r *Runner) error {
 	}
 	r.Run(ctx)
 	return ctx.Err()
+}
+
+// SlimForCache is the informers' transform: before an object is stored it
+// drops what kube-ipvs never reads, so the caches hold only what it does.
+// Every object loses its managedFields (often the largest part of it). A
+// Service keeps no annotation and no status condition (only
+// status.loadBalancer is read); an EndpointSlice keeps only the
+// last-change-trigger-time annotation (the programming latency metric) and
+// no owner reference; a Node keeps no annotation (CNIs write large ones)
+// and no image list (status.images, the largest part of a Node). It
+// changes the object in place, as client-go allows since v1.27, and is
+// idempotent.
+func SlimForCache(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *v1.Service:
+		o.ManagedFields = nil
+		o.Annotations = nil
+		o.Status.Conditions = nil
+	case *discovery.EndpointSlice:
+		o.ManagedFields = nil
+		o.OwnerReferences = nil
+		if t, ok := o.Annotations[v1.EndpointsLastChangeTriggerTime]; ok {
+			o.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: t}
+		} else {
+			o.Annotations = nil
+		}
+	case *v1.Node:
+		o.ManagedFields = nil
+		o.Annotations = nil
+		o.Status.Images = nil
+	}
+	return obj, nil
 }

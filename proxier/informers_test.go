@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
@@ -172,4 +173,51 @@ func listsAndWatches(client *fake.Clientset) map[string]string {
 		seen[a.GetVerb()+" "+res] = labelSel
 	}
 	return seen
+}
+
+func TestSlimForCacheKeepsWhatKubeIPVSReads(t *testing.T) {
+	managed := []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate}}
+	svc := service(ns, "web", func(s *v1.Service) {
+		s.ManagedFields = managed
+		s.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"a": "large document"}`}
+		s.Labels = map[string]string{"app": "web"}
+		s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "203.0.113.10"}}
+		s.Status.Conditions = []metav1.Condition{{Type: "LoadBalancerReady"}}
+	})
+	want := svc.DeepCopy()
+	want.ManagedFields, want.Annotations, want.Status.Conditions = nil, nil, nil
+	for range 2 { // idempotent
+		if _, err := SlimForCache(svc); err != nil {
+			t.Fatal(err)
+		}
+		if !equality.Semantic.DeepEqual(svc, want) {
+			t.Errorf("Service:\n%+v\nwant:\n%+v", svc, want)
+		}
+	}
+
+	es := slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1")))
+	es.ManagedFields = managed
+	es.OwnerReferences = []metav1.OwnerReference{{Kind: "Service", Name: "web"}}
+	es.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: "2026-12-02T05:00:00Z", "other": "x"}
+	keep := es.DeepCopy()
+	keep.ManagedFields, keep.OwnerReferences = nil, nil
+	keep.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: "2026-12-02T05:00:00Z"}
+	if _, err := SlimForCache(es); err != nil || !equality.Semantic.DeepEqual(es, keep) {
+		t.Errorf("EndpointSlice (%v):\n%+v\nwant:\n%+v", err, es, keep)
+	}
+
+	node := &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: testNode, ManagedFields: managed, Labels: map[string]string{"zone": "a"},
+			Annotations: map[string]string{"flannel.alpha.coreos.com/backend-data": "{}"}},
+		Spec: v1.NodeSpec{PodCIDR: "10.244.1.0/24", Taints: []v1.Taint{{Key: "ToBeDeletedByClusterAutoscaler"}}},
+		Status: v1.NodeStatus{
+			Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "192.168.60.11"}},
+			Images:    []v1.ContainerImage{{Names: []string{"registry.k8s.io/pause:3.10"}, SizeBytes: 1 << 20}},
+		},
+	}
+	slim := node.DeepCopy()
+	slim.ManagedFields, slim.Annotations, slim.Status.Images = nil, nil, nil
+	if _, err := SlimForCache(node); err != nil || !equality.Semantic.DeepEqual(node, slim) {
+		t.Errorf("Node (%v):\n%+v\nwant:\n%+v", err, node, slim)
+	}
 }

@@ -13,12 +13,13 @@ import (
 )
 
 // iptablesKernels returns the iptables of IPv4 and of IPv6 of the
-// configured backend (iptablesBackend): "legacy" and "nft" as named, "auto"
-// the one holding the node's rules, as kube-proxy's iptables-wrapper finds
-// it (iptables.Detect, which runs the four save commands through run:
-// runSave), logged with the reason. Both families use one backend, as the wrapper picks one for
-// both. When no save command of either backend runs, it says so and uses
-// the plain `iptables` names, wherever the node's alternatives point.
+// configured backend (iptablesBackend): "legacy" and "nft" as named,
+// "auto" the one holding the node's rules, as kube-proxy's iptables-wrapper
+// finds it (iptables.Detect, which runs the four save commands through
+// run: runSave), logged with the reason. Both families use one backend, as
+// the wrapper picks one for both. When no save command of either backend
+// runs, it says so and uses the plain `iptables` names, wherever the
+// node's alternatives point.
 func iptablesKernels(log *zap.Logger, backend string, run func(string, ...string) ([]byte, error)) (v4, v6 *iptables.Kernel) {
 	var b iptables.Backend
 	switch backend {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,25 +35,28 @@ func egressConfig(t *testing.T, name, body string) string {
 
 // listLines is what kube-ipvs' lists put in namespace ns: the iptables-save
 // lines naming them, their sets (`ipset list -n`) and the sets' members
-// (the add lines of `ipset save`; its create lines carry a random initval).
+// (the add lines of `ipset save`, sorted: a hash set lists its members in
+// no fixed order; its create lines carry a random initval).
 func listLines(t *testing.T, ns string) string {
 	t.Helper()
-	var b strings.Builder
 	words := []string{"KIPVS-EGRESS-MASQ", "KIPVS-EGRESS-FILTER", "KIPVS-INGRESS-DENY", "KIPVS-NON-MASQ", "KIPVS-EGRESS-DENY", "KIPVS-DENY-SOURCES"}
-	keep := func(out string, ok func(line string) bool) {
+	keep := func(out string, ok func(line string) bool) []string {
+		var lines []string
 		for line := range strings.Lines(out) {
 			for _, w := range words {
 				if strings.Contains(line, w) && ok(line) {
-					b.WriteString(line)
+					lines = append(lines, line)
 					break
 				}
 			}
 		}
+		return lines
 	}
-	keep(Run(t, ns, "iptables-save"), func(line string) bool { return !strings.HasPrefix(line, ":") })
-	keep(Run(t, ns, "ipset", "list", "-n"), func(string) bool { return true })
-	keep(Run(t, ns, "ipset", "save"), func(line string) bool { return strings.HasPrefix(line, "add ") })
-	return b.String()
+	rules := keep(Run(t, ns, "iptables-save"), func(line string) bool { return !strings.HasPrefix(line, ":") })
+	sets := keep(Run(t, ns, "ipset", "list", "-n"), func(string) bool { return true })
+	members := keep(Run(t, ns, "ipset", "save"), func(line string) bool { return strings.HasPrefix(line, "add ") })
+	slices.Sort(members)
+	return strings.Join(slices.Concat(rules, sets, members), "")
 }
 
 // sourceSeen asks addr from ns and returns the source its backend saw.
