@@ -3,7 +3,7 @@
 GO ?= go
 FUZZTIME ?= 30s
 
-.PHONY: build test test-unit fuzz test-vm test-apiserver test-e2e prepare-vm tools bench demo
+.PHONY: build test test-unit fuzz test-vm test-apiserver test-e2e prepare-vm tools bench bench-vm demo
 
 # What `kube-ipvs version` prints.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
@@ -41,6 +41,15 @@ test-e2e: prepare-vm tools
 
 bench:
 	$(GO) test ./proxier ./metrics -run '^$$' -bench . -benchmem
+
+# kube-ipvs beside upstream kube-proxy (IPVS mode) and a netlink floor, on
+# the VM's kernel against a real kube-apiserver (test/vm/bench/README.md).
+# Long: one VM boot per proxy, situation and size. Not part of `make test`.
+BENCH_SERVICES ?= 1000,5000
+BENCH_ENDPOINTS ?= 5
+BENCH_FLAGS ?=
+bench-vm: prepare-vm tools
+	$(GO) run -tags vmtest ./test/vm/bench -services $(BENCH_SERVICES) -endpoints $(BENCH_ENDPOINTS) $(BENCH_FLAGS)
 
 # A real apiserver, a VM with a real IPVS kernel, kube-ipvs, three pods and a
 # Service; about 30 seconds once the one-time builds are cached.

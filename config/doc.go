@@ -85,8 +85,14 @@
 //
 // serviceCIDRs (default [], no flag): the cluster's Service CIDRs (the
 // apiserver's --service-cluster-ip-range), IPv4 and/or IPv6, parsed as
-// clusterCIDR's entries. Today only the default of
-// egress.nonMasqueradeCIDRs reads it.
+// clusterCIDR's entries. The node accepts each IPv4 one whole by one local
+// route on kipvs0 (`local 10.96.0.0/12 dev kipvs0 table local`), so a
+// ClusterIP inside it is not bound as an address of its own, and a new
+// connection to any address of it that is not a ClusterIP virtual server
+// is rejected (kubernetes#72236). kipvs0 then also holds each such CIDR's
+// network address (10.96.0.0/32), because the kernel deletes a link's IPv4
+// routes with its last IPv4 address. Empty: every ClusterIP is bound on
+// kipvs0. Also part of the default egress.nonMasqueradeCIDRs.
 //
 // masqueradeAll (default false, flag --masquerade-all): masquerade every
 // packet to a Service, whatever its source.
@@ -169,9 +175,11 @@
 // full resync, which reads the kernel back and repairs drift. Must be
 // greater than 0.
 //
-// ipvs.minSyncPeriod (default "1s", flag --min-sync-period): the minimum
-// interval between two syncs; changes that arrive in a burst are coalesced
-// into one sync. From 0 to ipvs.syncPeriod.
+// ipvs.minSyncPeriod (default "0s", flag --min-sync-period): the minimum
+// interval between two syncs; changes that arrive meanwhile are coalesced
+// into one sync. From 0 to ipvs.syncPeriod. An incremental sync costs what
+// changed, and the changes that come while one runs make the next, so 0
+// (as kube-proxy v1.37's IPVS mode) programs each change at once.
 //
 // ipvs.tcpTimeout, ipvs.tcpFinTimeout, ipvs.udpTimeout (default "0s"): IPVS
 // connection timeouts, like `ipvsadm --set TCP TCPFIN UDP`. 0 leaves the

@@ -301,7 +301,7 @@ func TestFlagsUsage(t *testing.T) {
 		"-config string", "-cleanup\n",
 		"(overrides kubeconfig)", "(overrides apiServer)", "(overrides mode) (default \"ipvs\")", "(overrides nodeName)",
 		"(overrides clusterCIDR)", "(overrides masqueradeAll)", "(overrides ipvs.scheduler) (default \"rr\")",
-		"(overrides ipvs.syncPeriod) (default 30s)", "(overrides ipvs.minSyncPeriod) (default 1s)",
+		"(overrides ipvs.syncPeriod) (default 30s)", "(overrides ipvs.minSyncPeriod)",
 		"(overrides serviceProxyName)", "(overrides logging.level) (default \"info\")",
 		"(overrides logging.format) (default \"json\")",
 		"-nodeport-addresses CIDRs\n", "(overrides nodePortAddresses) (default primary)", "(overrides ipvs.strictARP)\n",

@@ -162,7 +162,7 @@ func Default() *Configuration {
 		IPVS: IPVSConfiguration{
 			Scheduler:     "rr",
 			SyncPeriod:    Duration{30 * time.Second},
-			MinSyncPeriod: Duration{time.Second},
+			MinSyncPeriod: Duration{0},
 			DrainTimeout:  Duration{15 * time.Minute},
 			ExcludeCIDRs:  []string{},
 		},

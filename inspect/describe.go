@@ -44,6 +44,8 @@ func (d describer) describe(_, chain string, r []string) string {
 		switch {
 		case slices.Contains(r, "-s") && target == "ACCEPT":
 			return "the source is in clusterCIDR " + r[slices.Index(r, "-s")+1] + " (a pod): its address is kept"
+		case slices.Contains(r, "-s"):
+			return "the node sends from a ClusterIP of serviceCIDR " + r[slices.Index(r, "-s")+1] + " (no clusterCIDR is configured): masquerade"
 		case has(proxier.SetVIP):
 			return "the node sends from a VIP (" + d.set(proxier.SetVIP) + "; no clusterCIDR is configured): masquerade"
 		case target == proxier.ChainMarkMasq && d.masqueradeAll:
@@ -83,6 +85,9 @@ func (d describer) describe(_, chain string, r []string) string {
 			return "ICMP to a VIP is let through"
 		case target == "RETURN":
 			return "a virtual server's port: IPVS takes it after the filter"
+		case target == "REJECT" && slices.Contains(r, "-d"):
+			return "the address is in serviceCIDR " + r[slices.Index(r, "-d")+1] +
+				" (accepted whole by its local route on kipvs0) and is no ClusterIP virtual server on this port: new connections are rejected (kubernetes#72236)"
 		case target == "REJECT":
 			return "the address is bound on kipvs0 (" + d.set(proxier.SetVIP) +
 				") and the port is none of its virtual servers: new connections are rejected (kubernetes#72236)"

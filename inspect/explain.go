@@ -91,10 +91,23 @@ func (x *index) nodeSource(dst netip.Addr) netip.Addr {
 }
 
 // isLocal reports whether the node accepts a as its own: bound on kipvs0,
-// one of its interfaces' addresses, or loopback.
+// in a Service CIDR (its local route), one of its interfaces' addresses,
+// or loopback.
 func (x *index) isLocal(a netip.Addr) bool {
 	_, bound := slices.BinarySearchFunc(x.v.Addrs, a, netip.Addr.Compare)
-	return bound || x.v.Build.LocalAddrs[a] || a.IsLoopback()
+	_, inCIDR := x.serviceCIDR(a)
+	return bound || inCIDR || x.v.Build.LocalAddrs[a] || a.IsLoopback()
+}
+
+// serviceCIDR returns the Service CIDR a is in, if any: the node accepts
+// it by that CIDR's local route on kipvs0.
+func (x *index) serviceCIDR(a netip.Addr) (netip.Prefix, bool) {
+	for _, p := range x.v.Build.ServiceCIDRs {
+		if p.Contains(a) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
 }
 
 // trace follows one client's connection (see Path).

@@ -188,6 +188,31 @@ func TestExplainNotAServicePortOnAVIP(t *testing.T) {
 	}
 }
 
+// With serviceCIDRs the node accepts every address of the CIDR by its
+// local route: a ClusterIP is served as before, and an unallocated
+// address or another port is rejected (kubernetes#72236), not handed to
+// the node's sockets.
+func TestExplainServiceCIDR(t *testing.T) {
+	cidr := netip.MustParsePrefix("10.96.0.0/16")
+	b := newBed(t, func(o *proxier.Options) {
+		o.Build.ServiceCIDRs = []netip.Prefix{cidr}
+		o.Rules.ServiceCIDRs = []netip.Prefix{cidr}
+	})
+	b.put(svc("web", "10.96.0.10", []string{"http/tcp/80"}), slice("web", webA()))
+	if p := path(t, b.explain("10.96.0.10:80"), FromPod); p.Verdict != VerdictServed {
+		t.Errorf("the ClusterIP from a pod: %+v", p)
+	}
+	for _, target := range []string{"10.96.0.10:22", "10.96.7.7:22"} {
+		ex := b.explain(target)
+		for _, from := range []string{FromOutside, FromPod, FromNode} {
+			if p := path(t, ex, from); p.Verdict != VerdictRejected {
+				t.Errorf("%s from %s: %+v", target, from, p)
+			}
+		}
+		mustContain(t, target+" notes", strings.Join(ex.Notes, "\n"), "serviceCIDR 10.96.0.0/16", "local route on kipvs0", "rejected")
+	}
+}
+
 func TestExplainLoadBalancerSourceRanges(t *testing.T) {
 	b := newBed(t)
 	b.put(svc("lb", "10.96.0.40", []string{"http/tcp/80/30082"}, loadBalancer("203.0.113.10", "10.99.0.0/16")), slice("lb", webA()))

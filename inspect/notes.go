@@ -52,7 +52,9 @@ func (x *index) notes(key ipvs.ServiceKey) []string {
 	notes = append(notes, x.clusterIPs(key, len(notes) > n)...)
 	if len(notes) == n && !foreign {
 		where := "it is not an address of this node"
-		if x.isLocal(key.Addr) {
+		if cidr, ok := x.serviceCIDR(key.Addr); ok {
+			where = "it is in serviceCIDR " + cidr.String() + ", which the node accepts whole (its local route on kipvs0), so new connections to it are rejected (" + proxier.ChainFilter + ", kubernetes#72236)"
+		} else if x.isLocal(key.Addr) {
 			where = "it is an address of this node, so the node's own sockets get the connection"
 		}
 		add("no Service has %s/%s; %s", key.AddrPort(), key.Proto, where)
@@ -84,7 +86,9 @@ func (x *index) sameAddress(key ipvs.ServiceKey) []string {
 	}
 	_, bound := slices.BinarySearchFunc(x.v.Addrs, key.Addr, netip.Addr.Compare)
 	msg := fmt.Sprintf("%s is a Service address of %s; %s is none of its ports", key.Addr, strings.Join(of, ", "), portProto(key))
-	if bound {
+	if cidr, ok := x.serviceCIDR(key.Addr); ok && !bound {
+		msg += ", and it is in serviceCIDR " + cidr.String() + ", accepted by its local route on kipvs0, so new connections to it are rejected (" + proxier.ChainFilter + ", kubernetes#72236)"
+	} else if bound {
 		msg += ", and it is bound on kipvs0, so new connections to it are rejected (" + proxier.ChainFilter + ", kubernetes#72236)"
 	}
 	return []string{msg}

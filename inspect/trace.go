@@ -191,7 +191,7 @@ type match struct {
 // optionArgs are the options kube-ipvs' rules use and how many arguments
 // each takes.
 var optionArgs = map[string]int{
-	"-m": 1, "--comment": 1, "-s": 1, "-p": 1, "--match-set": 2, "--ctstate": 1, "--src-type": 1, "--mark": 1,
+	"-m": 1, "--comment": 1, "-s": 1, "-d": 1, "-p": 1, "--match-set": 2, "--ctstate": 1, "--src-type": 1, "--mark": 1,
 }
 
 // parseRule splits a rule into its matches and its target with the
@@ -254,6 +254,12 @@ func (t *tracer) match(m match, p *packet) (hit bool, why string) {
 	switch m.opt {
 	case "-s":
 		return p.src.in(a[0])
+	case "-d":
+		pf, err := netip.ParsePrefix(a[0])
+		if err != nil {
+			t.fail(err)
+		}
+		return pf.Contains(p.dst.Addr()), ""
 	case "-p":
 		return a[0] == p.proto.String(), ""
 	case "--match-set":

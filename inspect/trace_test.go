@@ -20,6 +20,10 @@ var ruleConfigs = map[string]proxier.RuleConfig{
 		EgressMasquerade: true, NonMasqueradeCIDRs: []netip.Prefix{clusterCIDR, netip.MustParsePrefix("169.254.0.0/16")},
 		EgressDenyCIDRs:        []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32")},
 		IngressDenySourceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
+	"serviceCIDRs": {Family: v1.IPv4Protocol, ClusterCIDRs: []netip.Prefix{clusterCIDR}, MasqueradeBit: 14,
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")}},
+	"serviceCIDRs, no clusterCIDR": {Family: v1.IPv4Protocol, MasqueradeBit: 14,
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")}},
 	"IPv6": {Family: v1.IPv6Protocol, MasqueradeBit: 14,
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:10:244::/56"), clusterCIDR}},
 }

@@ -82,7 +82,7 @@ func NewFake() *Fake {
 	f := &Fake{
 		tables: map[string]*fakeTable{},
 		rec: fakecall.New[string]("iptables.Fake", []string{MethodListRules, MethodSaveTable},
-			[]string{MethodRestoreChains, MethodEnsureRule, MethodDeleteRule, MethodDeleteChain}),
+			[]string{MethodRestoreChains, MethodRestoreInsert, MethodEnsureRule, MethodDeleteRule, MethodDeleteChain}),
 	}
 	f.tables[TableNAT] = newBuiltinTable("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
 	f.tables[TableFilter] = newBuiltinTable("INPUT", "FORWARD", "OUTPUT")
@@ -158,15 +158,37 @@ func (f *Fake) SaveTable(table string) (Table, error) {
 // missing ones, all or nothing. It refuses what Kernel refuses (built-in
 // chains, bad names) and rules whose target or set does not exist.
 func (f *Fake) RestoreChains(table string, chains []Chain) error {
-	names := make([]string, 0, len(chains))
+	return f.restore(MethodRestoreChains, table, chains, nil)
+}
+
+// RestoreChainsInserting is RestoreChains, then inserts, all or nothing:
+// an insert into a chain that neither exists nor is restored, or whose
+// target or set does not exist, changes nothing.
+func (f *Fake) RestoreChainsInserting(table string, chains []Chain, inserts []Insert) error {
+	if len(chains) == 0 && len(inserts) == 0 {
+		return nil
+	}
+	return f.restore(MethodRestoreInsert, table, chains, inserts)
+}
+
+func (f *Fake) restore(method, table string, chains []Chain, inserts []Insert) error {
+	names := make([]string, 0, len(chains)+len(inserts))
 	for _, c := range chains {
 		names = append(names, c.Name)
 	}
+	for _, in := range inserts {
+		if !slices.Contains(names, in.Chain) {
+			names = append(names, in.Chain)
+		}
+	}
 	what := "restoring " + table
-	if err := f.begin(what, MethodRestoreChains, names, append([]string{table}, names...)...); err != nil {
+	if err := f.begin(what, method, names, append([]string{table}, names...)...); err != nil {
 		return err
 	}
 	if err := validateChains(table, chains); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := validateInserts(inserts); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	f.mu.Lock()
@@ -186,8 +208,20 @@ func (f *Fake) RestoreChains(table string, chains []Chain) error {
 			}
 		}
 	}
+	for _, in := range inserts {
+		if _, ok := t.chains[in.Chain]; !ok && !declared[in.Chain] {
+			return fmt.Errorf("%s: chain %s: %w", what, in.Chain, ErrNotFound)
+		}
+		if err := f.checkRule(table, t, declared, in.Spec); err != nil {
+			return fmt.Errorf("%s: chain %s: %w", what, in.Chain, err)
+		}
+	}
 	for _, c := range chains {
 		t.chains[c.Name] = &fakeChain{rules: cloneRules(c.Rules)}
+	}
+	for _, in := range inserts {
+		c := t.chains[in.Chain]
+		c.rules = slices.Insert(c.rules, 0, slices.Clone(in.Spec))
 	}
 	return nil
 }

@@ -64,7 +64,7 @@ func NewFakeSets() *FakeSets {
 	return &FakeSets{
 		sets: map[string]*fakeSet{},
 		rec: fakecall.New[string]("iptables.FakeSets", []string{MethodListSets, MethodListEntries},
-			[]string{MethodCreateSet, MethodDestroySet, MethodAddEntry, MethodDelEntry}),
+			[]string{MethodCreateSet, MethodDestroySet, MethodAddEntry, MethodAddEntries, MethodDelEntry}),
 	}
 }
 
@@ -153,6 +153,29 @@ func (s *FakeSets) AddEntry(name string, e Entry) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// AddEntries adds entries in one call, each like AddEntry but that a
+// member already there is no error; it stops at the first refused one,
+// leaving those before it added, as the kernel does. FailOn(MethodAddEntries)
+// keys it by the set.
+func (s *FakeSets) AddEntries(name string, entries []Entry) error {
+	what := fmt.Sprintf("adding %d members to ipset %s", len(entries), name)
+	if err := s.begin(what, MethodAddEntries, name, name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fs, err := s.modelled(name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	for _, e := range entries {
+		if err := fs.add(e); err != nil && !errors.Is(err, ErrExists) {
+			return fmt.Errorf("%s: %s: %w", what, e, err)
+		}
 	}
 	return nil
 }

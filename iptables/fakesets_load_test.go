@@ -219,5 +219,5 @@ func TestFakeSetsFailOn(t *testing.T) {
 			t.Error("FailOn with a misspelt method did not panic")
 		}
 	}()
-	s.FailOn("AddEntries", "", boom)
+	s.FailOn("AddEntrys", "", boom)
 }

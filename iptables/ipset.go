@@ -233,3 +233,36 @@ func prefixFrom(a netip.Addr, cidr uint8) netip.Prefix {
 	}
 	return netip.PrefixFrom(a, bits).Masked()
 }
+
+// AddEntries adds entries to the set name in one netlink request (one
+// IPSET_CMD_ADD whose IPSET_ATTR_ADT holds every member, as `ipset
+// restore` sends them), like `ipset -exist add` of each: a member already
+// there is no error, and in a SkbInfo set it takes the entry's mark.
+// ErrNotFound if the set is absent. On any error the kernel has added the
+// members before the one it refused: the caller adds them one by one to
+// learn which.
+func (k *KernelSets) AddEntries(name string, entries []Entry) error {
+	what := fmt.Sprintf("adding %d members to ipset %s", len(entries), name)
+	skb, err := k.hasSkbInfo(name)
+	if err != nil {
+		return mapSetError(what, err, nil)
+	}
+	adt := nl.NewRtAttr(nl.IPSET_ATTR_ADT|int(nl.NLA_F_NESTED), nil)
+	for _, e := range entries {
+		if (e.Mark != 0) != skb {
+			return fmt.Errorf("%s: %w", what, validateMark(Set{SkbInfo: skb}, e))
+		}
+		data, err := encodeEntry(e)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", what, e, err)
+		}
+		adt.AddChild(data)
+	}
+	req := ipsetRequest(nl.IPSET_CMD_ADD, nl.GetIpsetFlags(nl.IPSET_CMD_ADD), name)
+	// The kernel takes IPSET_ATTR_ADT only with IPSET_ATTR_LINENO, where
+	// it would put the number of a refused member.
+	req.AddData(nl.NewRtAttr(nl.IPSET_ATTR_LINENO, nl.Uint32Attr(0)))
+	req.AddData(adt)
+	_, err = executeIPSet(req)
+	return mapSetError(what, err, nil)
+}

@@ -153,6 +153,22 @@ func (k *Kernel) RestoreChains(table string, chains []Chain) error {
 	return k.restore(what, renderRestore(table, chains))
 }
 
+// RestoreChainsInserting is RestoreChains, and then inserts, in one
+// transaction (see InsertRestorer).
+func (k *Kernel) RestoreChainsInserting(table string, chains []Chain, inserts []Insert) error {
+	what := "restoring " + table
+	if err := validateChains(table, chains); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := validateInserts(inserts); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if len(chains) == 0 && len(inserts) == 0 {
+		return nil
+	}
+	return k.restore(what, renderRestore(table, chains, inserts...))
+}
+
 // restore runs `iptables-restore --noflush --wait=5` with input.
 func (k *Kernel) restore(what string, input []byte) error {
 	args := []string{"--noflush", "--wait=" + strconv.Itoa(lockWaitSeconds)}

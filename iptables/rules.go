@@ -74,11 +74,30 @@ func validateChainName(name string) error {
 	return nil
 }
 
+// validateInserts checks rules to insert: into a chain of any name
+// iptables-restore takes, built-in ones included, each one line.
+func validateInserts(inserts []Insert) error {
+	for _, in := range inserts {
+		if err := validateChainName(in.Chain); err != nil && !isBuiltinName(in.Chain) {
+			return fmt.Errorf("insert: %w", err)
+		}
+		if len(in.Spec) == 0 {
+			return fmt.Errorf("insert into %s: empty rule", in.Chain)
+		}
+		for _, a := range in.Spec {
+			if strings.ContainsAny(a, "\n\r") {
+				return fmt.Errorf("insert into %s: argument %q has a line break", in.Chain, a)
+			}
+		}
+	}
+	return nil
+}
+
 // renderRestore renders the `iptables-restore --noflush` input that replaces
 // the body of each chain: the table header, one `:NAME - [0:0]` declaration
 // per chain (which creates the chain, or flushes it when it exists), every
 // rule as `-A NAME args…` in the given order, and COMMIT.
-func renderRestore(table string, chains []Chain) []byte {
+func renderRestore(table string, chains []Chain, inserts ...Insert) []byte {
 	var b bytes.Buffer
 	b.WriteString("*" + table + "\n")
 	for _, c := range chains {
@@ -89,6 +108,10 @@ func renderRestore(table string, chains []Chain) []byte {
 			b.WriteString(ruleLine(c.Name, r))
 			b.WriteByte('\n')
 		}
+	}
+	for _, in := range inserts {
+		b.WriteString("-I " + in.Chain + " 1" + strings.TrimPrefix(ruleLine(in.Chain, in.Spec), "-A "+in.Chain))
+		b.WriteByte('\n')
 	}
 	b.WriteString("COMMIT\n")
 	return b.Bytes()

@@ -27,6 +27,7 @@ const (
 	MethodListRules     = "ListRules"
 	MethodSaveTable     = "SaveTable"
 	MethodRestoreChains = "RestoreChains"
+	MethodRestoreInsert = "RestoreChainsInserting"
 	MethodEnsureRule    = "EnsureRule"
 	MethodDeleteRule    = "DeleteRule"
 	MethodDeleteChain   = "DeleteChain"
@@ -36,6 +37,7 @@ const (
 	MethodDestroySet  = "DestroySet"
 	MethodListEntries = "ListEntries"
 	MethodAddEntry    = "AddEntry"
+	MethodAddEntries  = "AddEntries"
 	MethodDelEntry    = "DelEntry"
 )
 
@@ -93,6 +95,24 @@ type Interface interface {
 	DeleteChain(table, chain string) error
 }
 
+// Insert is a rule to insert at the head of a chain, built-in or not.
+type Insert struct {
+	Chain string
+	Spec  []string
+}
+
+// InsertRestorer is an Interface that writes chains and inserts rules in one
+// transaction (Kernel and Fake are): a node's first sync or a repair then
+// runs one iptables-restore per table instead of one per jump.
+type InsertRestorer interface {
+	// RestoreChainsInserting is RestoreChains whose transaction then
+	// inserts each of inserts at the head of its chain, in order (the last
+	// ends first, as with one `iptables -I CHAIN 1` after another), like
+	// `-I CHAIN 1 …` lines in `iptables-restore --noflush` input. Nothing
+	// runs when both are empty.
+	RestoreChainsInserting(table string, chains []Chain, inserts []Insert) error
+}
+
 // SetType is an ipset type.
 type SetType string
 
@@ -134,12 +154,16 @@ type Set struct {
 // rest, its key: a set holds one member per key, whatever its mark.
 // It is comparable and usable as a map key. The kernel stores a Net masked
 // (10.0.0.0/8, never 10.1.2.3/8), so give it masked to compare equal.
+//
+// The fields are laid out for size (104 bytes, not 112: Port and Mark
+// share a word): kube-ipvs holds members by the ten thousand, several
+// times over (desired, applied, plans).
 type Entry struct {
 	Addr  netip.Addr
-	Proto string // "tcp", "udp", "sctp"
-	Port  uint16
 	Addr2 netip.Addr
 	Net   netip.Prefix
+	Proto string // "tcp", "udp", "sctp"
+	Port  uint16
 	// Mark is the skbmark, always with the full mask 0xffffffff
 	// (`skbmark 0x2001`).
 	Mark uint32
@@ -200,4 +224,15 @@ type Sets interface {
 	// DelEntry removes the member with e's key, whatever its mark (e.Mark
 	// is ignored); ErrNotFound if absent.
 	DelEntry(name string, e Entry) error
+}
+
+// EntryAdder is a Sets that adds many members of one set in one request
+// (KernelSets and FakeSets are).
+type EntryAdder interface {
+	// AddEntries adds every entry, like `ipset -exist add` of each: one
+	// already there is no error, and in a SkbInfo set it takes the
+	// entry's mark. ErrNotFound if the set is absent. On any error the
+	// members before the refused one may be added: add them one by one
+	// to learn which.
+	AddEntries(name string, entries []Entry) error
 }

@@ -21,6 +21,9 @@ const (
 	MethodListAddrs  = "ListAddrs"
 	MethodAddAddr    = "AddAddr"
 	MethodDelAddr    = "DelAddr"
+	MethodListRoutes = "ListRoutes"
+	MethodAddRoute   = "AddRoute"
+	MethodDelRoute   = "DelRoute"
 	MethodGet        = "Get"
 	MethodSet        = "Set"
 	MethodLocalAddrs = "LocalAddrs"
@@ -44,6 +47,7 @@ type FakeAddrs struct {
 	kind   string
 	up     bool
 	addrs  map[netip.Addr]bool
+	routes map[netip.Prefix]bool
 	// rec counts calls; an EnsureLink that finds the link up changes
 	// nothing and, as Dummy then only reads, counts as a read.
 	rec *fakecall.Recorder[netip.Addr]
@@ -56,10 +60,11 @@ func NewFakeAddrs(name string) *FakeAddrs {
 		name = DefaultLink
 	}
 	return &FakeAddrs{
-		name:  name,
-		addrs: map[netip.Addr]bool{},
-		rec: fakecall.New[netip.Addr]("netif.FakeAddrs", []string{MethodListAddrs},
-			[]string{MethodEnsureLink, MethodDeleteLink, MethodAddAddr, MethodDelAddr}),
+		name:   name,
+		addrs:  map[netip.Addr]bool{},
+		routes: map[netip.Prefix]bool{},
+		rec: fakecall.New[netip.Addr]("netif.FakeAddrs", []string{MethodListAddrs, MethodListRoutes},
+			[]string{MethodEnsureLink, MethodDeleteLink, MethodAddAddr, MethodDelAddr, MethodAddRoute, MethodDelRoute}),
 	}
 }
 
@@ -80,6 +85,7 @@ func (f *FakeAddrs) SeedLink(kind string, up bool, addrs ...netip.Addr) {
 	for _, a := range addrs {
 		f.addrs[a] = true
 	}
+	f.routes = map[netip.Prefix]bool{}
 }
 
 // FailOn makes every later call of method (MethodAddAddr, …) for addr fail
@@ -154,6 +160,7 @@ func (f *FakeAddrs) DeleteLink() error {
 	}
 	f.exists, f.kind, f.up = false, "", false
 	clear(f.addrs)
+	clear(f.routes)
 	return nil
 }
 
@@ -200,8 +207,84 @@ func (f *FakeAddrs) DelAddr(addr netip.Addr) error {
 	}
 	if err == nil {
 		delete(f.addrs, addr)
+		f.dropIPv4RoutesLocked()
 	}
 	return addrError(verbDel, addr, f.name, err)
+}
+
+// ListRoutes returns the local routes sorted; empty without a link. Like
+// the kernel, the link loses its IPv4 routes with its last IPv4 address.
+func (f *FakeAddrs) ListRoutes() ([]netip.Prefix, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.rec.Begin(MethodListRoutes); err != nil {
+		return nil, fmt.Errorf("listing local routes of %s: %w", f.name, err)
+	}
+	if !f.exists {
+		return []netip.Prefix{}, nil
+	}
+	return sortedPrefixes(f.routes), nil
+}
+
+// AddRoute adds p's local route; ErrExists if there, ErrNotFound without a
+// link. FailOn keys it by p's address.
+func (f *FakeAddrs) AddRoute(p netip.Prefix) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.rec.Begin(MethodAddRoute, p.Addr())
+	if err == nil {
+		err = f.routeOpLocked(p)
+	}
+	if err == nil && f.routes[p] {
+		err = ErrExists
+	}
+	if err == nil {
+		f.routes[p] = true
+	}
+	return routeError(verbAdd, p, f.name, err)
+}
+
+// DelRoute removes p's local route; ErrNotFound if absent or without a
+// link.
+func (f *FakeAddrs) DelRoute(p netip.Prefix) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.rec.Begin(MethodDelRoute, p.Addr())
+	if err == nil {
+		err = f.routeOpLocked(p)
+	}
+	if err == nil && !f.routes[p] {
+		err = ErrNotFound
+	}
+	if err == nil {
+		delete(f.routes, p)
+	}
+	return routeError(verbDel, p, f.name, err)
+}
+
+// dropIPv4RoutesLocked deletes the IPv4 routes when the link has no IPv4
+// address left, as the kernel does (fib_disable_ip).
+func (f *FakeAddrs) dropIPv4RoutesLocked() {
+	for a := range f.addrs {
+		if a.Is4() {
+			return
+		}
+	}
+	for p := range f.routes {
+		if p.Addr().Is4() {
+			delete(f.routes, p)
+		}
+	}
+}
+
+func (f *FakeAddrs) routeOpLocked(p netip.Prefix) error {
+	if err := validatePrefix(p); err != nil {
+		return err
+	}
+	if !f.exists {
+		return fmt.Errorf("link %s: %w", f.name, ErrNotFound)
+	}
+	return nil
 }
 
 // addrOpLocked checks what AddAddr and DelAddr check before the address
@@ -219,11 +302,12 @@ func (f *FakeAddrs) addrOpLocked(addr netip.Addr) error {
 // Dump renders the state: "" without a link, else a line
 // "link kipvs0 up" (or "down"; " type bridge" appended for a link that is
 // not a dummy) followed by the bound addresses as host prefixes, sorted,
-// one per line:
+// one per line, then the local routes:
 //
 //	link kipvs0 up
 //	10.96.0.10/32
 //	fd00::10/128
+//	local 10.97.0.0/16
 //
 // It is not counted as a call.
 func (f *FakeAddrs) Dump() string {
@@ -244,6 +328,9 @@ func (f *FakeAddrs) Dump() string {
 	b.WriteByte('\n')
 	for _, a := range sortedAddrs(f.addrs) {
 		b.WriteString(hostPrefix(a) + "\n")
+	}
+	for _, p := range sortedPrefixes(f.routes) {
+		b.WriteString("local " + p.String() + "\n")
 	}
 	return b.String()
 }

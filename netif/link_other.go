@@ -45,3 +45,12 @@ func (d *Dummy) AddAddr(netip.Addr) error { return errUnsupported }
 
 // DelAddr fails off Linux.
 func (d *Dummy) DelAddr(netip.Addr) error { return errUnsupported }
+
+// ListRoutes fails off Linux.
+func (d *Dummy) ListRoutes() ([]netip.Prefix, error) { return nil, errUnsupported }
+
+// AddRoute fails off Linux.
+func (d *Dummy) AddRoute(netip.Prefix) error { return errUnsupported }
+
+// DelRoute fails off Linux.
+func (d *Dummy) DelRoute(netip.Prefix) error { return errUnsupported }

@@ -1,7 +1,8 @@
 // Package netif owns the node-side plumbing IPVS needs outside the IPVS
-// table: the dummy interface that holds the Service addresses (so the node
-// accepts packets for them), the sysctls IPVS relies on, and the node's
-// own local addresses (where NodePorts are served).
+// table: the dummy interface that holds the Service addresses and the local
+// routes of the Service CIDRs (so the node accepts packets for them), the
+// sysctls IPVS relies on, and the node's own local addresses (where
+// NodePorts are served).
 package netif
 
 import (
@@ -34,6 +35,17 @@ type Addrs interface {
 	AddAddr(netip.Addr) error
 	// DelAddr unbinds addr; ErrNotFound if not bound.
 	DelAddr(netip.Addr) error
+	// ListRoutes returns the prefixes the interface accepts whole: the
+	// `local` routes kube-ipvs made on it in the local table (not the host
+	// routes of its addresses), sorted; empty (no error) when the
+	// interface does not exist.
+	ListRoutes() ([]netip.Prefix, error)
+	// AddRoute makes the node accept every address of p as its own, like
+	// `ip route add local 10.96.0.0/16 dev kipvs0 table local`; ErrExists
+	// if the route is there, ErrNotFound without the interface.
+	AddRoute(netip.Prefix) error
+	// DelRoute removes p's local route; ErrNotFound if there is none.
+	DelRoute(netip.Prefix) error
 }
 
 // Sysctl reads and writes /proc/sys keys such as "net/ipv4/vs/conntrack".

@@ -3,6 +3,7 @@ package proxier
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"go.uber.org/zap"
@@ -81,15 +82,19 @@ var benchMixes = []benchMix{
 
 // BenchmarkFullBuildAndPlan is the cost of computing the whole desired
 // state of a cluster and diffing it against an empty kernel: what a
-// restart on an empty node costs before the first kernel call.
+// restart on an empty node costs before the first kernel call. Besides
+// the totals it reports them per Service (B/service, allocs/service).
 func BenchmarkFullBuildAndPlan(b *testing.B) {
 	for _, mix := range benchMixes {
 		for _, n := range []int{1000, 10000} {
 			b.Run(fmt.Sprintf("mix=%s/services=%d", mix.name, n), func(b *testing.B) {
 				svcs, slices := mix.cluster(n)
 				b.ReportAllocs()
-				var ops int
+				var ops, runs int
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
 				for b.Loop() {
+					runs++
 					d := newDesired(v1.IPv4Protocol)
 					sc := NewScope()
 					for i, svc := range svcs {
@@ -98,7 +103,11 @@ func BenchmarkFullBuildAndPlan(b *testing.B) {
 					}
 					ops = len(Plan(d.state, NewState(), nil))
 				}
+				runtime.ReadMemStats(&after)
 				b.ReportMetric(float64(ops), "ops")
+				per := float64(runs * n)
+				b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/per, "B/service")
+				b.ReportMetric(float64(after.Mallocs-before.Mallocs)/per, "allocs/service")
 			})
 		}
 	}

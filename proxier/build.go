@@ -40,6 +40,11 @@ type BuildConfig struct {
 	// programmed from (CVE-2020-8554).
 	ExternalIPCIDRs   []netip.Prefix
 	LoadBalancerCIDRs []netip.Prefix
+	// ServiceCIDRs are the cluster's Service CIDRs of Family
+	// (serviceCIDRs). The node accepts each whole by one local route on
+	// kipvs0, so a ClusterIP inside one is not bound on its own and stays
+	// out of the VIP set.
+	ServiceCIDRs []netip.Prefix
 }
 
 // Fragment is what one Kubernetes Service contributes to the desired State:
@@ -200,6 +205,7 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 	var shortCircuits uint32
 	internalLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == v1.ServiceInternalTrafficPolicyLocal
 	externalLocal := externallyAccessible(svc) && svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal
+	f.Servers = make([]ServerPart, 0, maxParts(svc, cfg, len(ext), externalLocal))
 	for _, sp := range svc.Spec.Ports {
 		proto, ok := protocol(sp.Protocol)
 		if !ok {
@@ -210,10 +216,14 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 			skip(ReasonZeroServicePort, "port %q is %d", sp.Name, sp.Port)
 			continue
 		}
-		cluster, external := ends.forPort(sp.Name, sp.Protocol), ends.forPort(sp.Name, sp.Protocol)
+		// all is every endpoint of the port; the parts only read it, so
+		// the ClusterIP, the external addresses and a short circuit share
+		// its Dests.
+		all := ends.forPort(sp.Name, sp.Protocol, cfg.NodeName)
+		cluster, external := all, all
 		if internalLocal || externalLocal {
 			local := ends.localForPort(sp.Name, sp.Protocol, cfg.NodeName)
-			none := len(local) == 0 && len(cluster) > 0
+			none := len(local.dests) == 0 && len(cluster.dests) > 0
 			if internalLocal {
 				cluster = local
 				f.NoLocal.Internal = f.NoLocal.Internal || none
@@ -223,14 +233,14 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 				f.NoLocal.External = f.NoLocal.External || none
 			}
 		}
-		b := partBuilder{cfg: cfg, base: base, proto: proto}
+		b := &partBuilder{cfg: cfg, base: base, proto: proto}
 		f.Servers = append(f.Servers, b.part(ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)}, cluster,
 			clusterIPEntry(cfg.Family, ipvs.ServiceKey{Addr: vip, Proto: proto, Port: uint16(sp.Port)})))
-		var all []weighted // for a short circuit
+		var short realServers // for a short circuit
 		if externalLocal {
-			all = ends.forPort(sp.Name, sp.Protocol)
+			short = all
 		}
-		f.Servers = append(f.Servers, b.externalParts(svc, sp, ext, external, externalLocal, all, &shortCircuits, skip)...)
+		f.Servers = b.externalParts(f.Servers, svc, sp, ext, external, externalLocal, short, &shortCircuits, skip)
 	}
 	// Equal keys (an external IP listed twice, or equal to a NodePort
 	// address) keep the first part, deterministically.
@@ -238,8 +248,11 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 	f.Servers = slices.CompactFunc(f.Servers, func(a, b ServerPart) bool { return a.Service.Key == b.Service.Key })
 	if len(f.Servers) > 0 {
 		// A ClusterIP, external IP or load-balancer IP is accepted on the
-		// node by binding it on kipvs0, unless the node has it already.
-		f.Addrs = append(f.Addrs, vip)
+		// node by binding it on kipvs0, unless the node has it already or
+		// (a ClusterIP) a Service CIDR's local route covers it.
+		if !inPrefixes(cfg.ServiceCIDRs, vip) {
+			f.Addrs = append(f.Addrs, vip)
+		}
 		for _, a := range ext {
 			if a.bind {
 				f.Addrs = append(f.Addrs, a.addr)
@@ -255,6 +268,20 @@ func BuildService(svc *v1.Service, eps []*discovery.EndpointSlice, cfg BuildConf
 	return f, skips
 }
 
+// maxParts is the most virtual servers a Service can have here: per port
+// its ClusterIP, its short circuit, its external addresses and its
+// NodePort addresses.
+func maxParts(svc *v1.Service, cfg BuildConfig, ext int, local bool) int {
+	per := 1 + ext
+	if svc.Spec.Type == v1.ServiceTypeNodePort || svc.Spec.Type == v1.ServiceTypeLoadBalancer {
+		per += len(cfg.NodePortAddrs)
+	}
+	if local {
+		per++
+	}
+	return per * len(svc.Spec.Ports)
+}
+
 // partBuilder makes the ServerParts of one Service port.
 type partBuilder struct {
 	cfg   BuildConfig
@@ -262,14 +289,13 @@ type partBuilder struct {
 	proto ipvs.Protocol
 }
 
-// externalParts are the virtual servers of Service port sp on the external
-// and load-balancer IPs ext and on the NodePort addresses, with real
-// servers ws. A port with externalTrafficPolicy Local (local) that has an
-// external address here also gets its short circuit, numbered
+// externalParts appends to parts the virtual servers of Service port sp on
+// the external and load-balancer IPs ext and on the NodePort addresses,
+// with real servers ws. A port with externalTrafficPolicy Local (local)
+// that has an external address here also gets its short circuit, numbered
 // *shortCircuits+1, whose real servers are all, its every endpoint.
-func (b partBuilder) externalParts(svc *v1.Service, sp v1.ServicePort, ext []extAddr, ws []weighted, local bool, all []weighted,
+func (b *partBuilder) externalParts(parts []ServerPart, svc *v1.Service, sp v1.ServicePort, ext []extAddr, ws realServers, local bool, all realServers,
 	shortCircuits *uint32, skip func(Reason, string, ...any)) []ServerPart {
-	var parts []ServerPart
 	f := b.cfg.Family
 	np, hasNodePort := nodePort(svc, sp, skip)
 	if hasNodePort && len(b.cfg.NodePortAddrs) == 0 {
@@ -294,21 +320,18 @@ func (b partBuilder) externalParts(svc *v1.Service, sp v1.ServicePort, ext []ext
 	return parts
 }
 
-// part is virtual server k with real servers ws and the given set members,
-// plus a LOOP-BACK member for each local endpoint, so that a pod reaching
-// itself through the virtual server is masqueraded (hairpin).
-func (b partBuilder) part(k ipvs.ServiceKey, ws []weighted, entries ...SetEntry) ServerPart {
-	part := ServerPart{VirtualServer: VirtualServer{Service: b.base}}
+// part is virtual server k with real servers ws (their Dests slice shared)
+// and the given set members, plus a LOOP-BACK member for each local
+// endpoint, so that a pod reaching itself through the virtual server is
+// masqueraded (hairpin).
+func (b *partBuilder) part(k ipvs.ServiceKey, ws realServers, entries ...SetEntry) ServerPart {
+	part := ServerPart{VirtualServer: VirtualServer{Service: b.base, Dests: ws.dests}}
 	part.Service.Key = k
+	part.Entries = make([]SetEntry, 0, len(entries)+len(ws.local))
 	part.Entries = append(part.Entries, entries...)
-	part.Dests = make([]ipvs.Destination, 0, len(ws))
-	for _, ep := range ws {
-		part.Dests = append(part.Dests, ipvs.Destination{Addr: ep.addr, Weight: ep.weight, Forward: ipvs.Masquerade})
-		if ep.local(b.cfg.NodeName) {
-			part.Entries = append(part.Entries, loopBackEntry(b.cfg.Family, ep.addr, b.proto))
-		}
+	for _, a := range ws.local {
+		part.Entries = append(part.Entries, loopBackEntry(b.cfg.Family, a, b.proto))
 	}
-	slices.SortFunc(part.Dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
 	slices.SortFunc(part.Entries, compareEntries)
 	part.Entries = slices.Compact(part.Entries)
 	return part
@@ -433,4 +456,9 @@ func loopBackEntry(f v1.IPFamily, ep netip.AddrPort, p ipvs.Protocol) SetEntry {
 	return SetEntry{Set: setName(SetLoopBack, f), Entry: iptables.Entry{
 		Addr: ep.Addr(), Proto: p.String(), Port: ep.Port(), Addr2: ep.Addr(),
 	}}
+}
+
+// inPrefixes reports whether a is in one of ps.
+func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
+	return slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) })
 }

@@ -25,9 +25,13 @@ import (
 // owner's virtual server and set members are programmed. When the owner
 // lets go, the next claimant takes over at once.
 type desired struct {
-	family    v1.IPFamily
-	frags     map[types.NamespacedName]*Fragment
-	claims    map[ipvs.ServiceKey][]types.NamespacedName // sorted; [0] owns the key
+	family v1.IPFamily
+	frags  map[types.NamespacedName]*Fragment
+	claims map[ipvs.ServiceKey][]types.NamespacedName // sorted; [0] owns the key
+	// addrRefs and entryRefs count the references to an address or a set
+	// member of the state beyond its first: being in the state is the
+	// first. Nearly all have only one, so these maps stay small instead
+	// of holding every key of the state a second time.
 	addrRefs  map[netip.Addr]int
 	entryRefs map[SetEntry]int
 	// drains are the weight-0 real servers of a virtual server that its
@@ -116,10 +120,7 @@ func (d *desired) remove(name types.NamespacedName, f *Fragment, sc *Scope) {
 		d.unref([]SetEntry{ownedEntry(d.family, k)})
 	}
 	for _, a := range f.Addrs {
-		if d.addrRefs[a]--; d.addrRefs[a] == 0 {
-			delete(d.addrRefs, a)
-			delete(d.state.Addrs, a)
-		}
+		unrefKey(d.state.Addrs, d.addrRefs, a)
 	}
 	d.unref(f.Entries)
 }
@@ -156,8 +157,7 @@ func (d *desired) add(name types.NamespacedName, f *Fragment, sc *Scope) []Skip 
 		}
 	}
 	for _, a := range f.Addrs {
-		d.addrRefs[a]++
-		d.state.Addrs[a] = struct{}{}
+		refKey(d.state.Addrs, d.addrRefs, a)
 	}
 	d.ref(f.Entries)
 	return skips
@@ -165,17 +165,35 @@ func (d *desired) add(name types.NamespacedName, f *Fragment, sc *Scope) []Skip 
 
 func (d *desired) ref(entries []SetEntry) {
 	for _, e := range entries {
-		d.entryRefs[e]++
-		d.state.Entries[e] = struct{}{}
+		refKey(d.state.Entries, d.entryRefs, e)
 	}
 }
 
 func (d *desired) unref(entries []SetEntry) {
 	for _, e := range entries {
-		if d.entryRefs[e]--; d.entryRefs[e] <= 0 {
-			delete(d.entryRefs, e)
-			delete(d.state.Entries, e)
-		}
+		unrefKey(d.state.Entries, d.entryRefs, e)
+	}
+}
+
+// refKey adds a reference to k: it joins the state, or, when it is there
+// already, its count of further references grows.
+func refKey[K comparable](state map[K]struct{}, extra map[K]int, k K) {
+	if _, ok := state[k]; ok {
+		extra[k]++
+		return
+	}
+	state[k] = struct{}{}
+}
+
+// unrefKey drops a reference to k: the last one takes it out of the state.
+func unrefKey[K comparable](state map[K]struct{}, extra map[K]int, k K) {
+	switch n := extra[k]; {
+	case n > 1:
+		extra[k] = n - 1
+	case n == 1:
+		delete(extra, k)
+	default:
+		delete(state, k)
 	}
 }
 

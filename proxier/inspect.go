@@ -216,8 +216,9 @@ func endpointViews(eps []*discovery.EndpointSlice, family v1.IPFamily) []Endpoin
 		}
 	}
 	var out []EndpointView
-	for key, list := range collectEndpoints(eps, family, ignore) {
-		for _, e := range list {
+	for _, pe := range collectEndpoints(eps, family, ignore) {
+		key := pe.key
+		for _, e := range pe.list {
 			ev := EndpointView{Port: key.name, Protocol: key.proto, Addr: e.addr, Ready: e.ready, Serving: e.serving,
 				Terminating: e.terminating, Node: e.nodeName}
 			refs := pods[e.addr.Addr()]

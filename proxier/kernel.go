@@ -42,6 +42,33 @@ type Kernel struct {
 // someone else and is never returned. It also returns which of the sets do
 // not exist.
 func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(key ipvs.ServiceKey, bound bool) bool) (*State, []iptables.Set, error) {
+	s, missing, err := readBulk(k, family, sets, adopt)
+	if err != nil {
+		return nil, nil, err
+	}
+	for key, vs := range s.Servers {
+		if vs.Dests, err = readDests(k, key); err != nil {
+			return nil, nil, err
+		}
+		s.Servers[key] = vs
+	}
+	return s, missing, nil
+}
+
+// readDests reads the real servers of one virtual server, sorted by
+// address.
+func readDests(k Kernel, key ipvs.ServiceKey) ([]ipvs.Destination, error) {
+	dests, err := k.IPVS.ListDestinations(key)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
+	return dests, nil
+}
+
+// readBulk is ReadState but the real servers: each of ours has its
+// Service and no Dests.
+func readBulk(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(key ipvs.ServiceKey, bound bool) bool) (*State, []iptables.Set, error) {
 	s := NewState()
 	addrs, err := k.Addrs.ListAddrs()
 	if err != nil {
@@ -81,12 +108,7 @@ func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(key
 			}
 			continue
 		}
-		dests, err := k.IPVS.ListDestinations(key)
-		if err != nil {
-			return nil, nil, err
-		}
-		slices.SortFunc(dests, func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
-		s.Servers[key] = VirtualServer{Service: svc, Dests: dests}
+		s.Servers[key] = VirtualServer{Service: svc}
 	}
 	return s, missing, nil
 }
@@ -99,55 +121,111 @@ func ReadState(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(key
 // off, a chain an older version made, a second copy of a jump). It reports
 // what it changed, as commands, for logging.
 func EnsureRules(k Kernel, r Rules, missingSets []iptables.Set) ([]string, error) {
-	var changed []string
-	for _, s := range missingSets {
-		if err := k.Sets.CreateSet(s); err != nil && !errors.Is(err, iptables.ErrExists) {
-			return changed, err
-		}
-		changed = append(changed, fmt.Sprintf("ipset create %s %s", s.Name, s.Type))
+	rs := newRuleSync(k, r)
+	err := rs.ensureSets(missingSets)
+	for err == nil && len(rs.tables) > 0 {
+		err = rs.nextTable()
 	}
-	for _, l := range r.Lists {
-		done, err := ensureList(k.Sets, l)
-		changed = append(changed, done...)
+	if err == nil {
+		err = rs.sweep()
+	}
+	return rs.changed, err
+}
+
+// ruleSync is EnsureRules in steps, for a full sync that runs in steps:
+// the sets (before any rule refers to them), then one table at a time
+// (one iptables-save, and one iptables-restore if anything differs), then
+// the sweep of what r does not want.
+type ruleSync struct {
+	k       Kernel
+	r       Rules
+	tables  []string // still to save and fix, in order
+	saved   map[string]iptables.Table
+	changed []string // what it changed, as commands
+}
+
+func newRuleSync(k Kernel, r Rules) *ruleSync {
+	return &ruleSync{k: k, r: r, tables: savedTables(r), saved: map[string]iptables.Table{}}
+}
+
+// ensureSets creates the sets ReadState found missing and keeps the
+// members of r's lists.
+func (rs *ruleSync) ensureSets(missing []iptables.Set) error {
+	for _, s := range missing {
+		if err := rs.k.Sets.CreateSet(s); err != nil && !errors.Is(err, iptables.ErrExists) {
+			return err
+		}
+		rs.changed = append(rs.changed, fmt.Sprintf("ipset create %s %s", s.Name, s.Type))
+	}
+	for _, l := range rs.r.Lists {
+		done, err := ensureList(rs.k.Sets, l)
+		rs.changed = append(rs.changed, done...)
 		if err != nil {
-			return changed, err
+			return err
 		}
 	}
-	saved, err := saveTables(k.IPTables, r)
+	return nil
+}
+
+// nextTable reads the next table and rewrites its chains whose body
+// differs and inserts its missing jumps: one iptables-restore, chains and
+// jumps together, where the backend can (iptables.InsertRestorer).
+func (rs *ruleSync) nextTable() error {
+	table := rs.tables[0]
+	rs.tables = rs.tables[1:]
+	saved, err := rs.k.IPTables.SaveTable(table)
 	if err != nil {
-		return changed, err
+		return err
 	}
-	for _, table := range r.Tables() {
-		stale := staleChains(saved[table], r.Chains[table])
-		if len(stale) == 0 {
-			continue
-		}
-		if err := k.IPTables.RestoreChains(table, stale); err != nil {
-			return changed, err
-		}
-		for _, c := range stale {
-			changed = append(changed, fmt.Sprintf("iptables-restore -t %s %s", table, c.Name))
+	rs.saved[table] = saved
+	stale := staleChains(saved, rs.r.Chains[table])
+	var inserts []iptables.Insert
+	for _, j := range rs.r.Jumps {
+		if j.Table == table && !slices.ContainsFunc(saved.Rules[j.Chain], func(r []string) bool { return slices.Equal(r, j.Spec) }) {
+			inserts = append(inserts, iptables.Insert{Chain: j.Chain, Spec: j.Spec})
 		}
 	}
-	for _, j := range r.Jumps {
-		if slices.ContainsFunc(saved[j.Table].Rules[j.Chain], func(r []string) bool { return slices.Equal(r, j.Spec) }) {
-			continue
-		}
-		if _, err := k.IPTables.EnsureRule(j.Table, j.Chain, j.Spec); err != nil {
-			return changed, err
-		}
-		changed = append(changed, fmt.Sprintf("iptables -t %s -I %s %s", j.Table, j.Chain, strings.Join(j.Spec, " ")))
+	if len(stale) == 0 && len(inserts) == 0 {
+		return nil
 	}
-	setNames, err := k.Sets.ListSets()
+	inserter, _ := rs.k.IPTables.(iptables.InsertRestorer)
+	switch {
+	case inserter != nil:
+		err = inserter.RestoreChainsInserting(table, stale, inserts)
+	case len(stale) > 0:
+		err = rs.k.IPTables.RestoreChains(table, stale)
+	}
 	if err != nil {
-		return changed, err
+		return err
 	}
-	left := findLeftovers(saved, r, setNames)
+	for _, c := range stale {
+		rs.changed = append(rs.changed, fmt.Sprintf("iptables-restore -t %s %s", table, c.Name))
+	}
+	for _, in := range inserts {
+		if inserter == nil {
+			if _, err := rs.k.IPTables.EnsureRule(table, in.Chain, in.Spec); err != nil {
+				return err
+			}
+		}
+		rs.changed = append(rs.changed, fmt.Sprintf("iptables -t %s -I %s %s", table, in.Chain, strings.Join(in.Spec, " ")))
+	}
+	return nil
+}
+
+// sweep removes what of kube-ipvs' r does not want, judged from the tables
+// as the table steps read them (a jump a step inserted is wanted anyway).
+func (rs *ruleSync) sweep() error {
+	setNames, err := rs.k.Sets.ListSets()
+	if err != nil {
+		return err
+	}
+	left := findLeftovers(rs.saved, rs.r, setNames)
 	if left.empty() {
-		return changed, nil
+		return nil
 	}
-	done, err := left.remove(k.IPTables, k.Sets, nil)
-	return append(changed, done...), err
+	done, err := left.remove(rs.k.IPTables, rs.k.Sets, nil)
+	rs.changed = append(rs.changed, done...)
+	return err
 }
 
 // staleChains returns the chains whose body in the saved table differs
@@ -246,27 +324,78 @@ type Failure struct {
 // ownership record written just before is taken back.
 func Apply(k Kernel, ops []Op) ApplyResult {
 	res := ApplyResult{Done: make([]Op, 0, len(ops)), Failed: map[types.NamespacedName]*Failure{}}
-	for _, o := range ops {
-		if f := res.Failed[o.Owner]; f != nil {
-			f.Ops = append(f.Ops, o)
-			continue
-		}
-		err := applyOne(k, o)
-		if errors.Is(err, errForeign) {
-			undo := Op{Kind: OpDelEntry, Entry: ownedEntry(familyOf(o.Service.Key.Addr), o.Service.Key), Owner: o.Owner}
-			if uerr := applyOne(k, undo); uerr != nil {
-				err = errors.Join(err, uerr)
-			} else {
-				res.Done = append(res.Done, undo)
+	adder, _ := k.Sets.(iptables.EntryAdder)
+	for i := 0; i < len(ops); i++ {
+		if n := res.addRun(ops[i:]); adder != nil && n >= minBatch {
+			run := ops[i : i+n]
+			i += n - 1
+			if addBatch(adder, run) {
+				res.Done = append(res.Done, run...)
+				continue
 			}
-		}
-		if err != nil {
-			res.Failed[o.Owner] = &Failure{Err: fmt.Errorf("%s: %w", o, err), Ops: []Op{o}}
+			for _, o := range run { // the kernel refused one: one by one, to learn which
+				res.apply(k, o)
+			}
 			continue
 		}
-		res.Done = append(res.Done, o)
+		res.apply(k, ops[i])
 	}
 	return res
+}
+
+// Set members are added in batches of minBatch to maxBatch, one request
+// each (a node's first sync adds two or three per Service); fewer cost few
+// requests anyway, one each.
+const (
+	minBatch = 16
+	maxBatch = 256
+)
+
+// addRun is how many ops from the first are additions to one set, at most
+// maxBatch, none of a Service that failed already.
+func (res *ApplyResult) addRun(ops []Op) int {
+	n := 0
+	for n < len(ops) && n < maxBatch {
+		o := ops[n]
+		if o.Kind != OpAddEntry || o.Entry.Set != ops[0].Entry.Set || res.Failed[o.Owner] != nil {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// addBatch adds the members of run, all of one set, in one request, and
+// reports whether the kernel took them all.
+func addBatch(adder iptables.EntryAdder, run []Op) bool {
+	entries := make([]iptables.Entry, len(run))
+	for i, o := range run {
+		entries[i] = o.Entry.Entry
+	}
+	return adder.AddEntries(run[0].Entry.Set, entries) == nil
+}
+
+// apply runs one operation, unless its Service failed already, and records
+// the outcome.
+func (res *ApplyResult) apply(k Kernel, o Op) {
+	if f := res.Failed[o.Owner]; f != nil {
+		f.Ops = append(f.Ops, o)
+		return
+	}
+	err := applyOne(k, o)
+	if errors.Is(err, errForeign) {
+		undo := Op{Kind: OpDelEntry, Entry: ownedEntry(familyOf(o.Service.Key.Addr), o.Service.Key), Owner: o.Owner}
+		if uerr := applyOne(k, undo); uerr != nil {
+			err = errors.Join(err, uerr)
+		} else {
+			res.Done = append(res.Done, undo)
+		}
+	}
+	if err != nil {
+		res.Failed[o.Owner] = &Failure{Err: fmt.Errorf("%s: %w", o, err), Ops: []Op{o}}
+		return
+	}
+	res.Done = append(res.Done, o)
 }
 
 // errForeign marks adding a virtual server that exists without kube-ipvs'

@@ -178,7 +178,7 @@ func (p *Proxier) logDryRun(ops []Op) {
 	}
 	planned := p.dryPlanned
 	if p.dryFull {
-		planned = make(map[string]struct{}, len(ops))
+		planned = p.pass.dryPlanned // what the pass logged, kept at its end
 	}
 	for _, o := range ops {
 		s := o.String()
@@ -187,7 +187,9 @@ func (p *Proxier) logDryRun(ops []Op) {
 		}
 		planned[s] = struct{}{}
 	}
-	p.dryPlanned = planned
+	if !p.dryFull {
+		p.dryPlanned = planned
+	}
 }
 
 // ServerOwner names the Service and port a virtual server is programmed

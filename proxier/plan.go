@@ -3,7 +3,6 @@ package proxier
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -41,10 +40,12 @@ type Op struct {
 	Addr    netip.Addr
 	Entry   SetEntry
 	// Replaces is, for OpAddEntry of a member with a mark (SHORT-CIRCUIT),
-	// the member of the same key and another mark it replaces: adding sets
-	// the new mark in place, like `ipset add -exist`, and the old one is
-	// never deleted (that would delete the key).
-	Replaces SetEntry
+	// the member of the same key and another mark it replaces, if any:
+	// adding sets the new mark in place, like `ipset add -exist`, and the
+	// old one is never deleted (that would delete the key). It is nil for
+	// every other op: few need it, and an Op is copied often, so it is not
+	// carried inline.
+	Replaces *SetEntry
 	// Owner is the Service the operation is done for (from the Scope);
 	// when it fails, that Service's remaining operations wait for a retry
 	// and every other Service's go ahead.
@@ -99,14 +100,25 @@ func (o Op) String() string {
 // always give the same list. Real servers are compared by configuration
 // (SameConfig), never by the connection counts the kernel reported.
 func Plan(desired, current *State, scope *Scope) []Op {
+	var servers []ipvs.ServiceKey
+	var addrs []netip.Addr
+	var entries []SetEntry
 	if scope == nil {
-		scope = NewScope()
-		scope.addState(desired)
-		scope.addState(current)
+		// Every key of either state, attributed to no Service: the keys
+		// are listed without building a Scope (a nil map reads as the
+		// zero name).
+		scope = &Scope{}
+		servers = unionKeys(desired.Servers, current.Servers)
+		addrs = unionKeys(desired.Addrs, current.Addrs)
+		entries = unionKeys(desired.Entries, current.Entries)
+	} else {
+		servers = keysOf(scope.Servers)
+		addrs = keysOf(scope.Addrs)
+		entries = keysOf(scope.Entries)
 	}
-	servers := slices.SortedFunc(maps.Keys(scope.Servers), ipvs.ServiceKey.Compare)
-	addrs := slices.SortedFunc(maps.Keys(scope.Addrs), netip.Addr.Compare)
-	entries := slices.SortedFunc(maps.Keys(scope.Entries), compareEntries)
+	slices.SortFunc(servers, ipvs.ServiceKey.Compare)
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	slices.SortFunc(entries, compareEntries)
 	wantMark, haveMark := markedByKey(entries, desired), markedByKey(entries, current)
 	diff := func(add func(Op)) {
 		for _, k := range servers {
@@ -150,6 +162,30 @@ func Plan(desired, current *State, scope *Scope) []Op {
 		out[next[o.Kind]] = o
 		next[o.Kind]++
 	})
+	return out
+}
+
+// keysOf returns the keys of m, in no order, in a slice of their exact
+// size.
+func keysOf[K comparable, V any](m map[K]V) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// unionKeys returns the keys of a and b, each once, in no order.
+func unionKeys[K comparable, V, W any](a map[K]V, b map[K]W) []K {
+	out := make([]K, 0, len(a)+len(b))
+	for k := range a {
+		out = append(out, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			out = append(out, k)
+		}
+	}
 	return out
 }
 
@@ -200,17 +236,18 @@ func planServer(add func(Op), k ipvs.ServiceKey, desired, current map[ipvs.Servi
 
 // markedByKey indexes the members with a mark among entries that s holds,
 // by their key without the mark.
-func markedByKey(entries []SetEntry, s *State) map[SetEntry]SetEntry {
-	var out map[SetEntry]SetEntry
+func markedByKey(entries []SetEntry, s *State) map[SetEntry]*SetEntry {
+	var out map[SetEntry]*SetEntry
 	for _, e := range entries {
 		if e.Entry.Mark == 0 {
 			continue
 		}
 		if _, ok := s.Entries[e]; ok {
 			if out == nil {
-				out = map[SetEntry]SetEntry{}
+				out = map[SetEntry]*SetEntry{}
 			}
-			out[unmarked(e)] = e
+			r := e // its own copy: an op may outlive entries
+			out[unmarked(e)] = &r
 		}
 	}
 	return out

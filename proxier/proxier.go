@@ -6,7 +6,6 @@ package proxier
 
 import (
 	"errors"
-	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -132,6 +131,8 @@ type Proxier struct {
 	// once nothing of kube-proxy is left.
 	kubeProxy *kubeProxyState
 	tookOver  bool
+	// pass is the full sync in progress when it runs in steps (FullStep).
+	pass *fullPass
 }
 
 // changes is what the event handlers recorded since the last sync. A nil
@@ -186,6 +187,9 @@ func New(log *zap.Logger, k Kernel, opts Options) *Proxier {
 		skips:      map[types.NamespacedName][]Skip{},
 	}
 	p.pending = newChanges()
+	if a := anchors(opts.Build.ServiceCIDRs); len(a) > 0 {
+		p.want.replace(anchorName, &Fragment{Addrs: a}, NewScope())
+	}
 	return p
 }
 
@@ -270,10 +274,11 @@ func (p *Proxier) Sync(full bool) error {
 	ch := p.takeChanges()
 	p.takeTriggers(ch.triggers)
 	defer p.tally()
-	sc := p.absorb(ch, p.updateNodeInputs(ch, full || p.applied == nil))
 	if full || p.applied == nil {
+		p.absorb(ch, p.updateNodeInputs(ch, true)) // the full scope covers it
 		return p.fullSync()
 	}
+	sc := p.absorb(ch, p.updateNodeInputs(ch, false))
 	p.addRetries(sc, false)
 	if !sc.Empty() {
 		keys := slices.SortedFunc(maps.Keys(sc.Servers), ipvs.ServiceKey.Compare)
@@ -419,78 +424,22 @@ func (p *Proxier) count(name types.NamespacedName, skips []Skip) {
 	}
 }
 
-// fullSync reads the kernel back, ensures the rules and repairs every
-// difference from the desired state.
-func (p *Proxier) fullSync() error {
-	p.applied = nil
-	if !p.opts.DryRun {
-		// Someone may have deleted or downed kipvs0; without it no VIP is
-		// accepted. Like `ip link add`, it writes only when something is
-		// missing.
-		if err := p.kernel.Addrs.EnsureLink(); err != nil {
-			return err
-		}
-	}
-	p.readKubeProxy()
-	adopt := func(k ipvs.ServiceKey, bound bool) bool {
-		_, wanted := p.want.state.Servers[k]
-		return wanted && (bound || p.takingOver(k)) && !p.excluded(k.Addr)
-	}
-	current, missing, err := ReadState(p.kernel, p.opts.Build.Family, p.rules.Sets, adopt)
-	if err != nil {
-		return fmt.Errorf("reading kernel state: %w", err)
-	}
-	if err := p.ensureRules(missing); err != nil {
-		return err
-	}
-	for _, m := range current.foreignMarks {
-		if name, ok := p.marks.avoid(m); ok {
-			p.rebuild(name, NewScope()) // the full scope below covers it
-		}
-	}
-	keys := slices.Collect(maps.Keys(current.Servers))
-	for k := range p.drainSince {
-		if _, ok := current.Servers[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	slices.SortFunc(keys, ipvs.ServiceKey.Compare)
-	p.updateDrains(current, keys, true, NewScope()) // every key is planned below
-	sc := p.want.fullScope(current)
-	p.addRetries(sc, true)
-	p.applied = current
-	p.dryFull = true
-	p.apply(Plan(p.want.state, current, sc))
-	p.dryFull = false
-	p.finishTakeOver()
-	p.programmed()
-	p.deleteStaleFlows()
-	return nil
-}
-
-func (p *Proxier) ensureRules(missingSets []iptables.Set) error {
-	if p.opts.DryRun {
-		return nil
-	}
-	changed, err := EnsureRules(p.kernel, p.rules, missingSets)
-	for _, c := range changed {
-		p.log.Info("rules changed", zap.String("op", c))
-	}
-	if err != nil {
-		return fmt.Errorf("ensuring rules: %w", err)
-	}
-	return nil
-}
-
 // apply runs or, in dry-run mode, logs the plan, and brings the mirror of
 // the kernel (p.applied) up to date with what took effect. Failures are
 // recorded per Service for retry (see retries.go).
 func (p *Proxier) apply(ops []Op) {
+	failed := p.run(ops)
+	p.settle(failed)
+	p.avoidForeignMarks(failed)
+}
+
+// run runs or, in dry-run mode, logs the plan, brings the mirror up to
+// date with what took effect, and returns what failed, by Service.
+func (p *Proxier) run(ops []Op) map[types.NamespacedName]*Failure {
 	if p.opts.DryRun {
 		p.logDryRun(ops)
-		p.applied.applyAll(ops)
-		p.settle(nil)
-		return
+		p.applied.applyAll(ops, p.want.state)
+		return nil
 	}
 	if p.log.Core().Enabled(zap.DebugLevel) {
 		for _, o := range ops {
@@ -508,9 +457,8 @@ func (p *Proxier) apply(ops []Op) {
 		p.log.Info("applied", zap.Int("ops", len(res.Done)))
 	}
 	p.staleFlows = append(p.staleFlows, conntrackFlows(res.Done, p.applied)...)
-	p.applied.applyAll(res.Done)
-	p.settle(res.Failed)
-	p.avoidForeignMarks(res.Failed)
+	p.applied.applyAll(res.Done, p.want.state)
+	return res.Failed
 }
 
 // avoidForeignMarks gives another mark to a Service whose short circuit

@@ -89,6 +89,12 @@ func (p *Proxier) settle(failed map[types.NamespacedName]*Failure) {
 		}
 		r.merged = false
 	}
+	p.recordFailures(failed)
+}
+
+// recordFailures records the failures of one apply for retry, with
+// backoff.
+func (p *Proxier) recordFailures(failed map[types.NamespacedName]*Failure) {
 	now := p.clock.Now()
 	for name, f := range failed {
 		r := p.failures[name]

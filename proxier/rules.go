@@ -113,6 +113,11 @@ type RuleConfig struct {
 	// dropped (ingress.denySourceCIDRs). Only those of Family are used.
 	EgressDenyCIDRs        []netip.Prefix
 	IngressDenySourceCIDRs []netip.Prefix
+	// ServiceCIDRs (serviceCIDRs) are accepted whole by a local route on
+	// kipvs0: a new connection to an address in one that is not a
+	// ClusterIP virtual server is rejected, like one to a VIP's other
+	// ports. Only those of Family are used.
+	ServiceCIDRs []netip.Prefix
 }
 
 // The firewall marks of short-circuit virtual servers are MarkFirst to
@@ -182,8 +187,10 @@ func (r Rules) AllSets() []iptables.Set {
 // RELATED,ESTABLISHED traffic, so that replies from pods are forwarded on a
 // node whose FORWARD policy is DROP (kube-proxy's KUBE-FORWARD); INPUT
 // rejects a new connection to an address bound on kipvs0 on a port that is
-// not one of its virtual servers, so host services do not answer on
-// ClusterIPs or load-balancer IPs (kubernetes#72236).
+// not one of its virtual servers, and one to an address of a Service CIDR
+// (accepted whole by its local route) on any port that is not a ClusterIP
+// virtual server, so host services do not answer on ClusterIPs,
+// unallocated Service addresses or load-balancer IPs (kubernetes#72236).
 //
 // mangle: PREROUTING and OUTPUT drop a packet to a load-balancer virtual
 // server with source ranges (FIREWALL set) whose source is not in them
@@ -277,14 +284,14 @@ func buildServiceRules(c RuleConfig) Rules {
 				}},
 			},
 			iptables.TableFilter: {
-				{Name: ChainFilter, Rules: [][]string{
+				{Name: ChainFilter, Rules: append([][]string{
 					rule(match(SetClusterIP, "dst,dst"), []string{"-j", "RETURN"}),
 					rule(match(SetLoadBalancer, "dst,dst"), []string{"-j", "RETURN"}),
 					rule(match(SetExternalIP, "dst,dst"), []string{"-j", "RETURN"}),
 					{"-p", icmp, "-j", "RETURN"},
 					rule(match(SetVIP, "dst"), []string{"-m", "conntrack", "--ctstate", "NEW",
 						"-j", "REJECT", "--reject-with", reject}),
-				}},
+				}, toServiceCIDRs(c, []string{"-m", "conntrack", "--ctstate", "NEW", "-j", "REJECT", "--reject-with", reject})...)},
 				{Name: ChainForward, Rules: [][]string{
 					append(comment("kube-ipvs masqueraded traffic"), "-m", "mark", "--mark", mark+"/"+mark, "-j", "ACCEPT"),
 					append(comment("kube-ipvs replies and related traffic"), "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"),
@@ -334,6 +341,18 @@ func fromPods(c RuleConfig, rule []string) [][]string {
 	return rules
 }
 
+// toServiceCIDRs restricts rule to destinations in the Service CIDRs of
+// c's family, one rule per CIDR.
+func toServiceCIDRs(c RuleConfig, rule []string) [][]string {
+	var rules [][]string
+	for _, p := range c.ServiceCIDRs {
+		if familyOf(p.Addr()) == c.Family {
+			rules = append(rules, append([]string{"-d", p.Masked().String()}, rule...))
+		}
+	}
+	return rules
+}
+
 // Tables are the tables r has chains in, sorted.
 func (r Rules) Tables() []string { return slices.Sorted(maps.Keys(r.Chains)) }
 
@@ -357,9 +376,15 @@ func clusterChain(c RuleConfig, vip string) [][]string {
 		rules = append(rules, []string{"-j", ChainMarkMasq})
 	default:
 		// No cluster CIDR: as kube-proxy, masquerade at least what the node
-		// itself sends from a VIP (the source it picks for a local VIP),
+		// itself sends from a VIP (the source it picks for a local VIP, or
+		// for a ClusterIP a Service CIDR's route accepts: the ClusterIP),
 		// which no endpoint could answer otherwise.
 		rules = append(rules, []string{"-m", "set", "--match-set", vip, "src", "-j", ChainMarkMasq})
+		for _, p := range c.ServiceCIDRs {
+			if familyOf(p.Addr()) == c.Family {
+				rules = append(rules, []string{"-s", p.Masked().String(), "-j", ChainMarkMasq})
+			}
+		}
 	}
 	return append(rules, []string{"-j", "ACCEPT"})
 }

@@ -19,7 +19,15 @@ type RunnerConfig struct {
 	// BackoffMin and BackoffMax bound the retry delay after a failed sync,
 	// which doubles with each consecutive failure.
 	BackoffMin, BackoffMax time.Duration
+	// StepBudget is how long a step of a full sync may read the kernel
+	// before the runner syncs what changed meanwhile (a Stepper's);
+	// zero is DefaultStepBudget.
+	StepBudget time.Duration
 }
+
+// DefaultStepBudget is the default RunnerConfig.StepBudget: a change that
+// comes during a full sync waits about this long, not for the whole sync.
+const DefaultStepBudget = 100 * time.Millisecond
 
 // Syncer is what a Runner drives; *Proxier is one.
 type Syncer interface {
@@ -29,6 +37,15 @@ type Syncer interface {
 	// RetryAt is when the syncer wants another sync although nothing
 	// changed (a Service's retry is due); zero for never.
 	RetryAt() time.Time
+}
+
+// Stepper is a Syncer whose full sync can run in steps, with incremental
+// syncs (Sync(false)) between them; *Proxier is one.
+type Stepper interface {
+	// FullStep runs the next step of a full sync, starting one if none is
+	// in progress, for about budget; done reports that it ended (with
+	// err, nil when the node is synced).
+	FullStep(budget time.Duration) (done bool, err error)
 }
 
 // Observer hears what a Runner does, for the proxy's health and metrics.
@@ -68,6 +85,9 @@ func NewRunner(log *zap.Logger, clk clock.Clock, cfg RunnerConfig, s Syncer) *Ru
 	}
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = cfg.BackoffMin
+	}
+	if cfg.StepBudget <= 0 {
+		cfg.StepBudget = DefaultStepBudget
 	}
 	return &Runner{log: log, clock: clk, cfg: cfg, syncer: s, requests: make(chan struct{}, 1)}
 }
@@ -110,12 +130,8 @@ func (r *Runner) Run(ctx context.Context) {
 			}
 			r.drainRequests()
 			last = r.clock.Now()
-			err := r.syncer.Sync(full)
-			end := r.clock.Now()
-			r.log.Debug("synced", zap.Bool("full", full), zap.Duration("took", end.Sub(last)), zap.Error(err))
-			for _, o := range r.observers {
-				o.Synced(end, full, end.Sub(last), err)
-			}
+			err := r.sync(full)
+			r.synced(last, full, err)
 			due, wake, wakeAt = false, nil, time.Time{}
 			if err != nil {
 				failures++
@@ -149,6 +165,36 @@ func (r *Runner) Run(ctx context.Context) {
 			// Re-armed when a full sync succeeds; till then retries are full.
 			full, due, fullAt = true, true, time.Time{}
 		}
+	}
+}
+
+// sync runs one sync. A full one of a Stepper runs in steps: a change
+// requested meanwhile is synced (incrementally) between two steps.
+func (r *Runner) sync(full bool) error {
+	st, ok := r.syncer.(Stepper)
+	if !full || !ok {
+		return r.syncer.Sync(full)
+	}
+	for {
+		done, err := st.FullStep(r.cfg.StepBudget)
+		if done {
+			return err
+		}
+		select {
+		case <-r.requests:
+			began := r.clock.Now()
+			r.synced(began, false, r.syncer.Sync(false))
+		default:
+		}
+	}
+}
+
+// synced tells the log and the observers a sync that began at began ended.
+func (r *Runner) synced(began time.Time, full bool, err error) {
+	end := r.clock.Now()
+	r.log.Debug("synced", zap.Bool("full", full), zap.Duration("took", end.Sub(began)), zap.Error(err))
+	for _, o := range r.observers {
+		o.Synced(end, full, end.Sub(began), err)
 	}
 }
 

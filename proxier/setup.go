@@ -143,7 +143,7 @@ func kernelVersion(release string) (major, minor int, ok bool) {
 
 // Cleanup removes everything kube-ipvs made and nothing else: the virtual
 // servers its SetOwned and SetOwnedMark records name, the dummy interface
-// with the VIPs, and every chain and ipset (of family) whose name starts
+// with the VIPs and the Service CIDRs' local routes, and every chain and ipset (of family) whose name starts
 // with Prefix, with the jumps to those chains, whatever configuration or
 // version made them (r only says which sets hold the records). A virtual
 // server made by anyone else, on any address, stays. Missing pieces are
@@ -203,11 +203,18 @@ func CleanupPlan(k Kernel, r Rules, family v1.IPFamily) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	routes, err := k.Addrs.ListRoutes()
+	if err != nil {
+		return nil, err
+	}
 	// The interface is deleted whether it has addresses or not; without
 	// any, the read cannot tell whether it exists.
-	if len(addrs) > 0 {
+	switch {
+	case len(routes) > 0:
+		plan = append(plan, fmt.Sprintf("ip link del %s (with its %d addresses and %d local routes)", netif.DefaultLink, len(addrs), len(routes)))
+	case len(addrs) > 0:
 		plan = append(plan, fmt.Sprintf("ip link del %s (with its %d addresses)", netif.DefaultLink, len(addrs)))
-	} else {
+	default:
 		plan = append(plan, fmt.Sprintf("ip link del %s (if it exists; it holds no address)", netif.DefaultLink))
 	}
 	left, err := everything(k, family)

@@ -171,14 +171,20 @@ func (sc *Scope) addState(s *State) {
 // stays an exact mirror of what the kernel holds when it is fed every
 // operation that succeeded. Real-server operations are merged once per
 // virtual server. Dest slices are never modified in place (a State shares
-// them with others): a changed virtual server gets a new slice.
-func (s *State) applyAll(ops []Op) {
+// them with others): a changed virtual server gets a new slice, or, when
+// its real servers come out equal (==, connection counts included) to
+// those want (the desired state, may be nil) has for it, want's slice, so
+// that the mirror and the desired state do not hold two copies of every
+// real server.
+func (s *State) applyAll(ops []Op, want *State) {
 	dests := map[ipvs.ServiceKey][]Op{}
 	for _, o := range ops {
 		k := o.Service.Key
 		switch o.Kind {
 		case OpAddEntry:
-			delete(s.Entries, o.Replaces)
+			if o.Replaces != nil {
+				delete(s.Entries, *o.Replaces)
+			}
 			s.Entries[o.Entry] = struct{}{}
 		case OpDelEntry:
 			delete(s.Entries, o.Entry)
@@ -198,11 +204,40 @@ func (s *State) applyAll(ops []Op) {
 		}
 	}
 	for k, ops := range dests {
-		if vs, ok := s.Servers[k]; ok {
+		vs, ok := s.Servers[k]
+		if !ok {
+			continue
+		}
+		var wanted []ipvs.Destination
+		if want != nil {
+			wanted = want.Servers[k].Dests
+		}
+		switch {
+		case len(vs.Dests) == 0 && addsExactly(ops, wanted):
+			vs.Dests = wanted // a new virtual server, as desired: nothing to merge
+		default:
 			vs.Dests = mergeDests(vs.Dests, ops)
-			s.Servers[k] = vs
+			if len(wanted) > 0 && slices.Equal(vs.Dests, wanted) {
+				vs.Dests = wanted
+			}
+		}
+		s.Servers[k] = vs
+	}
+}
+
+// addsExactly reports whether ops add, one by one in order, exactly the
+// real servers dests (not empty, sorted by address, each once): what
+// mergeDests would make of them on an empty list.
+func addsExactly(ops []Op, dests []ipvs.Destination) bool {
+	if len(dests) == 0 || len(ops) != len(dests) {
+		return false
+	}
+	for i, o := range ops {
+		if o.Kind != OpAddDest || o.Dest != dests[i] || (i > 0 && dests[i-1].Addr.Compare(dests[i].Addr) >= 0) {
+			return false
 		}
 	}
+	return true
 }
 
 // mergeDests returns a new sorted list: dests with ops' real servers added,

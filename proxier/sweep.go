@@ -158,6 +158,19 @@ func (l leftovers) plan() []string {
 // saveTables reads the swept tables and r's, one iptables-save each.
 func saveTables(ipt iptables.Interface, r Rules) (map[string]iptables.Table, error) {
 	saved := map[string]iptables.Table{}
+	for _, t := range savedTables(r) {
+		tab, err := ipt.SaveTable(t)
+		if err != nil {
+			return nil, err
+		}
+		saved[t] = tab
+	}
+	return saved, nil
+}
+
+// savedTables are the tables saveTables reads: the swept ones and those r
+// writes to.
+func savedTables(r Rules) []string {
 	tables := slices.Clone(sweptTables)
 	for _, t := range r.Tables() {
 		if !slices.Contains(tables, t) {
@@ -169,12 +182,5 @@ func saveTables(ipt iptables.Interface, r Rules) (map[string]iptables.Table, err
 			tables = append(tables, j.Table)
 		}
 	}
-	for _, t := range tables {
-		tab, err := ipt.SaveTable(t)
-		if err != nil {
-			return nil, err
-		}
-		saved[t] = tab
-	}
-	return saved, nil
+	return tables
 }

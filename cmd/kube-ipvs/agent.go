@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,6 +40,13 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string, bui
 	k := ipvs.NewKernel()
 	local := netif.NewAddrSource(netif.DefaultLink)
 	ipt4, ipt6 := iptablesKernels(log, cfg.IPTablesBackend, runSave)
+	// The agent serves IPv4; an IPv6 Service CIDR is not routed.
+	var serviceCIDRs []netip.Prefix
+	for _, p := range cfg.ServiceCIDRPrefixes() {
+		if p.Addr().Is4() {
+			serviceCIDRs = append(serviceCIDRs, p)
+		}
+	}
 	return &agent{
 		log:        log,
 		cfg:        cfg,
@@ -59,6 +67,7 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string, bui
 				NodeName: cfg.NodeName, Scheduler: cfg.IPVS.Scheduler, Family: v1.IPv4Protocol,
 				ExternalIPCIDRs:   cfg.AllowedExternalIPCIDRs(),
 				LoadBalancerCIDRs: cfg.AllowedLoadBalancerIPCIDRs(),
+				ServiceCIDRs:      serviceCIDRs,
 			},
 			NodePorts: proxier.NodePortConfig{Primary: cfg.NodePortPrimary(), CIDRs: cfg.NodePortCIDRs()},
 			Rules: proxier.RuleConfig{
@@ -71,6 +80,7 @@ func newAgent(log *zap.Logger, cfg *config.Configuration, objectsDir string, bui
 				NonMasqueradeCIDRs:     cfg.EgressNonMasqueradeCIDRs(),
 				EgressDenyCIDRs:        cfg.EgressDenyCIDRs(),
 				IngressDenySourceCIDRs: cfg.IngressDenySourceCIDRs(),
+				ServiceCIDRs:           serviceCIDRs,
 			},
 			DryRun:       cfg.Mode == config.ModeDryRun,
 			DrainTimeout: cfg.IPVS.DrainTimeout.Duration,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -34,6 +35,12 @@ func (a *agent) client(ctx context.Context) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("connecting to the apiserver: %w", err)
 	}
 	rc.UserAgent = "kube-ipvs"
+	// As kube-proxy's clientConnection.contentType default: protobuf
+	// lists and watches decode several times faster than JSON and
+	// allocate less, which a node joining a cluster of thousands of
+	// Services feels.
+	rc.ContentType = runtime.ContentTypeProtobuf
+	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	return kubernetes.NewForConfig(rc)
 }
 

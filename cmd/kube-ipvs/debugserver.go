@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -116,9 +117,17 @@ func removeSocket(path string, made fs.FileInfo) {
 	}
 }
 
-// debugHandler answers /v1/show and /v1/explain from p's view.
+// debugHandler answers /v1/show and /v1/explain from p's view, and Go's
+// profiles under /debug/pprof/, as kube-proxy's enableProfiling does on its
+// metrics port, here only to root on the node (`curl --unix-socket
+// /run/kube-ipvs/kube-ipvs.sock http://kube-ipvs/debug/pprof/heap`).
 func debugHandler(p *proxier.Proxier) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /v1/show", func(w http.ResponseWriter, _ *http.Request) {
 		writeDebugJSON(w, http.StatusOK, inspect.NewShow(p.View()))
 	})

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -146,6 +148,20 @@ func TestShowAndExplainOverTheSocket(t *testing.T) {
 	code, _, errOut = run(t, "explain", "--debug-socket", path, "--from", "nope", "10.96.0.10:80")
 	if code != 1 || !strings.Contains(errOut, "from: ") {
 		t.Errorf("explain --from nope: %d %s", code, errOut)
+	}
+
+	// Go's profiles, for root on the node only.
+	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", path)
+	}}}
+	resp, err := hc.Get("http://kube-ipvs/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "heap profile") {
+		t.Errorf("GET /debug/pprof/heap: %d %.200s", resp.StatusCode, body)
 	}
 
 	cancel()

@@ -22,6 +22,7 @@ func RunChains(t *testing.T, newKernel func(t *testing.T) Kernel) {
 		{"RestoreChains refuses a built-in chain and changes nothing", testRestoreBuiltin},
 		{"RestoreChains is all or nothing", testRestoreAtomic},
 		{"EnsureRule inserts at the head and does not duplicate", testEnsureRule},
+		{"RestoreChainsInserting writes chains and inserts jumps, built-in chains too, all or nothing", testRestoreInserting},
 		{"EnsureRule errors are typed", testEnsureRuleErrors},
 		{"DeleteRule removes the first equal rule", testDeleteRule},
 		{"DeleteChain is ErrInUse while jumped to and keeps the chain", testDeleteChainInUse},
@@ -406,3 +407,41 @@ func (e *env) saveTable(table string) iptables.Table {
 
 // hookOrder ranks the built-in chains as iptables-save prints them.
 var hookOrder = map[string]int{"PREROUTING": 0, "INPUT": 1, "FORWARD": 2, "OUTPUT": 3, "POSTROUTING": 4}
+
+func testRestoreInserting(t *testing.T, e *env) {
+	ir, ok := e.k.IPTables.(iptables.InsertRestorer)
+	if !ok {
+		t.Fatalf("%T is not an iptables.InsertRestorer", e.k.IPTables)
+	}
+	e.restore(iptables.TableFilter, iptables.Chain{Name: chainB, Rules: rules("-j RETURN")})
+	a := iptables.Chain{Name: chainA, Rules: rules("-j DROP")}
+	e.own(iptables.TableFilter, a)
+	first := args(`-m comment --comment "kube-ipvs first" -j ` + chainA)
+	second := args(`-m comment --comment "kube-ipvs second" -j ` + chainA)
+	err := ir.RestoreChainsInserting(iptables.TableFilter, []iptables.Chain{a},
+		[]iptables.Insert{{Chain: chainB, Spec: first}, {Chain: chainB, Spec: second}, {Chain: "OUTPUT", Spec: first}})
+	if err != nil {
+		t.Fatalf("RestoreChainsInserting: %v", err)
+	}
+	contract.WantEqual(t, "the restored chain", e.rules(iptables.TableFilter, chainA), a.Rules)
+	contract.WantEqual(t, "inserted at the head, the last first", e.rules(iptables.TableFilter, chainB),
+		[][]string{second, first, args("-j RETURN")})
+	if got := e.rules(iptables.TableFilter, "OUTPUT"); len(got) == 0 || !slices.Equal(got[0], first) {
+		t.Errorf("OUTPUT = %q, want %q first", got, first)
+	}
+	if err := e.k.IPTables.DeleteRule(iptables.TableFilter, "OUTPUT", first); err != nil {
+		t.Fatalf("DeleteRule: %v", err)
+	}
+
+	// An insert that cannot be made changes nothing, the chains included.
+	c := iptables.Chain{Name: chainA, Rules: rules("-j ACCEPT")}
+	err = ir.RestoreChainsInserting(iptables.TableFilter, []iptables.Chain{c},
+		[]iptables.Insert{{Chain: chainB, Spec: args("-j " + Prefix + "MISSING")}})
+	if err == nil {
+		t.Fatal("an insert jumping to a missing chain was taken")
+	}
+	contract.WantEqual(t, "the chain after the refused transaction", e.rules(iptables.TableFilter, chainA), a.Rules)
+	if err := ir.RestoreChainsInserting(iptables.TableFilter, nil, nil); err != nil {
+		t.Errorf("nothing to do: %v", err)
+	}
+}

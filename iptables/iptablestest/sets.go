@@ -33,6 +33,7 @@ func RunSets(t *testing.T, newKernel func(t *testing.T) Kernel) {
 		{"members of a skbinfo set need a mark, of other sets none", testSkbInfoRefused},
 		{"a bitmap:port set holds ports of its range only", testBitmapPort},
 		{"sets whose options do not fit their type are refused", testSetsRefused},
+		{"AddEntries adds many in one request, present members and new marks included", testAddEntries},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newEnv(t, newKernel(t))) })
@@ -374,4 +375,42 @@ func testSetsRefused(t *testing.T, e *env) {
 		}
 		contract.WantPlainMessage(t, "CreateSet("+s.Name+")", err)
 	}
+}
+
+// testAddEntries: the batch of an iptables.EntryAdder, which every Sets
+// kube-ipvs runs on is.
+func testAddEntries(t *testing.T, e *env) {
+	adder, ok := e.k.Sets.(iptables.EntryAdder)
+	if !ok {
+		t.Fatalf("%T is not an iptables.EntryAdder", e.k.Sets)
+	}
+	e.createSetFamily(setPort, iptables.HashIPPort, false)
+	var many []iptables.Entry
+	for i := range 300 {
+		many = append(many, iptables.Entry{Addr: addr("10.96.240.1"), Proto: "tcp", Port: uint16(1000 + i)})
+	}
+	e.addEntries(setPort, many[7])
+	if err := adder.AddEntries(setPort, many); err != nil {
+		t.Fatalf("AddEntries of 300, one of them present: %v", err)
+	}
+	contract.WantEqual(t, "members", e.entries(setPort), many)
+
+	skb := Prefix + "SKB"
+	e.createSetSpec(iptables.Set{Name: skb, Type: iptables.HashIPPort, SkbInfo: true})
+	a := iptables.Entry{Addr: addr("10.96.240.1"), Proto: "tcp", Port: 80, Mark: 0x2001}
+	b := iptables.Entry{Addr: addr("10.96.240.2"), Proto: "udp", Port: 53, Mark: 0x2002}
+	e.addEntries(skb, a)
+	moved := a
+	moved.Mark = 0x3fff
+	if err := adder.AddEntries(skb, []iptables.Entry{moved, b}); err != nil {
+		t.Fatalf("AddEntries to a skbinfo set: %v", err)
+	}
+	contract.WantEqual(t, "marks set and replaced", e.entries(skb), []iptables.Entry{moved, b})
+
+	contract.WantErr(t, "AddEntries to a missing set", adder.AddEntries(Prefix+"MISSING", many[:2]), iptables.ErrNotFound)
+	unmarked := []iptables.Entry{{Addr: addr("10.96.240.3"), Proto: "tcp", Port: 80}}
+	if err := adder.AddEntries(skb, unmarked); err == nil || errors.Is(err, iptables.ErrNotFound) {
+		t.Errorf("AddEntries without a mark to a skbinfo set: %v, want a plain error", err)
+	}
+	contract.WantEqual(t, "the refused batch added nothing", e.entries(skb), []iptables.Entry{moved, b})
 }

@@ -42,6 +42,9 @@ func RunAddrs(t *testing.T, newLink func(t *testing.T) Link) {
 		{"invalid addresses are refused", testInvalidAddrs},
 		{"DeleteLink removes the addresses", testDeleteLink},
 		{"a link that is not a dummy is not used or deleted", testForeignLink},
+		{"local routes read back sorted, without the host routes of addresses; the last IPv4 address takes the IPv4 ones", testRoutes},
+		{"AddRoute twice is ErrExists, DelRoute of a missing route ErrNotFound, none without the link", testRouteErrors},
+		{"DeleteLink removes the local routes", testDeleteLinkRoutes},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -161,6 +164,75 @@ func testForeignLink(t *testing.T, l Link) {
 	if err := l.Addrs.AddAddr(v4a); errors.Is(err, netif.ErrNotFound) {
 		t.Errorf("AddAddr: %v: the link was deleted", err)
 	}
+}
+
+var (
+	p4a = netip.MustParsePrefix("10.97.0.0/16")
+	p4b = netip.MustParsePrefix("10.98.128.0/24")
+	p6a = netip.MustParsePrefix("fd00:97::/108")
+)
+
+// wantRoutes fails unless the link holds exactly want's local routes, in
+// that order.
+func wantRoutes(t *testing.T, what string, a netif.Addrs, want ...netip.Prefix) {
+	t.Helper()
+	got, err := a.ListRoutes()
+	if err != nil {
+		t.Fatalf("%s: ListRoutes: %v", what, err)
+	}
+	if want == nil {
+		want = []netip.Prefix{}
+	}
+	if got == nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("%s: ListRoutes = %v, want %v", what, got, want)
+	}
+}
+
+func testRoutes(t *testing.T, l Link) {
+	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
+	wantRoutes(t, "a new link", l.Addrs)
+	for _, a := range []netip.Addr{v4a, v4b, v6a} {
+		mustDo(t, "AddAddr "+a.String(), l.Addrs.AddAddr(a))
+	}
+	for _, p := range []netip.Prefix{p6a, p4b, p4a} {
+		mustDo(t, "AddRoute "+p.String(), l.Addrs.AddRoute(p))
+	}
+	wantRoutes(t, "after AddRoute (the addresses' host routes left out)", l.Addrs, p4a, p4b, p6a)
+	wantAddrs(t, "the addresses stay", l.Addrs, v4a, v4b, v6a)
+	mustDo(t, "DelRoute", l.Addrs.DelRoute(p4b))
+	wantRoutes(t, "after DelRoute", l.Addrs, p4a, p6a)
+	mustDo(t, "DelAddr", l.Addrs.DelAddr(v4b))
+	wantRoutes(t, "after DelAddr of an IPv4 address, another one left", l.Addrs, p4a, p6a)
+	// The kernel deletes a link's IPv4 routes with its last IPv4 address
+	// (fib_disable_ip): kube-ipvs keeps an anchor address for them.
+	mustDo(t, "DelAddr", l.Addrs.DelAddr(v4a))
+	wantRoutes(t, "after DelAddr of the last IPv4 address", l.Addrs, p6a)
+}
+
+func testRouteErrors(t *testing.T, l Link) {
+	contract.WantErr(t, "AddRoute without the link", l.Addrs.AddRoute(p4a), netif.ErrNotFound)
+	contract.WantErr(t, "DelRoute without the link", l.Addrs.DelRoute(p4a), netif.ErrNotFound)
+	wantRoutes(t, "no link", l.Addrs)
+	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
+	mustDo(t, "AddRoute", l.Addrs.AddRoute(p4a))
+	mustDo(t, "AddRoute", l.Addrs.AddRoute(p6a))
+	contract.WantErr(t, "AddRoute IPv4 twice", l.Addrs.AddRoute(p4a), netif.ErrExists)
+	contract.WantErr(t, "AddRoute IPv6 twice", l.Addrs.AddRoute(p6a), netif.ErrExists)
+	contract.WantErr(t, "DelRoute missing", l.Addrs.DelRoute(p4b), netif.ErrNotFound)
+	for _, p := range []netip.Prefix{{}, netip.MustParsePrefix("10.97.0.1/16")} {
+		wantPlain(t, "AddRoute("+p.String()+")", l.Addrs.AddRoute(p))
+	}
+	wantRoutes(t, "after", l.Addrs, p4a, p6a)
+}
+
+func testDeleteLinkRoutes(t *testing.T, l Link) {
+	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
+	mustDo(t, "AddRoute", l.Addrs.AddRoute(p4a))
+	mustDo(t, "AddRoute", l.Addrs.AddRoute(p6a))
+	mustDo(t, "DeleteLink", l.Addrs.DeleteLink())
+	wantRoutes(t, "after DeleteLink", l.Addrs)
+	mustDo(t, "EnsureLink", l.Addrs.EnsureLink())
+	wantRoutes(t, "the new link", l.Addrs)
 }
 
 // RunSysctl runs the contract of netif.Sysctl against the sysctls

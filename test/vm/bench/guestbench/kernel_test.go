@@ -1,0 +1,364 @@
+//go:build vmguest
+
+package guestbench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	libipvs "github.com/moby/ipvs"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube-ipvs/kube-ipvs/test/vm/bench/measure"
+	"github.com/kube-ipvs/kube-ipvs/test/vm/guest"
+)
+
+// readIPVS reads /proc/net/ip_vs in one pass into buf (grown as needed).
+func readIPVS(buf *bytes.Buffer) ([]byte, error) {
+	f, err := os.Open("/proc/net/ip_vs")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf.Reset()
+	_, err = buf.ReadFrom(f)
+	return buf.Bytes(), err
+}
+
+// The interval between two reads of /proc/net/ip_vs: ten times the CPU
+// a read and its count cost, so the polling takes at most about a tenth
+// of the VM's one CPU from the proxy, and from minPoll to maxPoll.
+const (
+	minPoll = 200 * time.Millisecond
+	maxPoll = 2 * time.Second
+)
+
+// selfCPU is the CPU this process used so far (wall time would count the
+// time the proxy held the CPU).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// waitConverged polls /proc/net/ip_vs until it holds exactly the layout
+// (measure.Layout.Check) and returns the start of that read and the poll
+// interval then: the time is late by at most that interval. It fails
+// the test, with what the kernel held, if the proxy exits or p.timeout
+// passes.
+func waitConverged(t *testing.T, p params, proc *guest.Proc) (time.Time, time.Duration) {
+	t.Helper()
+	l := p.layout
+	var buf bytes.Buffer
+	deadline := time.Now().Add(p.timeout)
+	nextLog := time.Now().Add(15 * time.Second)
+	interval := minPoll
+	for {
+		at, cpu := time.Now(), selfCPU()
+		b, err := readIPVS(&buf)
+		if err != nil {
+			t.Fatalf("reading /proc/net/ip_vs: %v", err)
+		}
+		v, r := measure.CountIPVS(b)
+		var mismatch error
+		if v >= l.Services && r >= l.Services*l.Endpoints {
+			tab, err := measure.ParseIPVS(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mismatch = l.Check(tab, 0); mismatch == nil {
+				return at, interval
+			}
+		}
+		interval = min(max(minPoll, 10*(selfCPU()-cpu)), maxPoll)
+		if done, err := proc.Exited(); done {
+			t.Fatalf("the proxy exited (%v) with %d virtual and %d real servers in IPVS:\n%s", err, v, r, tail(proc.Output(), 40))
+		}
+		if time.Now().After(deadline) {
+			if mismatch == nil {
+				tab, _ := measure.ParseIPVS(b)
+				mismatch = l.Check(tab, 0)
+			}
+			t.Fatalf("IPVS did not hold the %d Services within %v: %d virtual and %d real servers (want %d and %d): %v\nthe proxy's output:\n%s",
+				l.Services, p.timeout, v, r, l.Services, l.Services*l.Endpoints, mismatch, tail(proc.Output(), 40))
+		}
+		if time.Now().After(nextLog) {
+			t.Logf("IPVS: %d virtual servers, %d real servers (want %d and %d); polling every %v",
+				v, r, l.Services, l.Services*l.Endpoints, interval.Round(time.Millisecond))
+			nextLog = time.Now().Add(15 * time.Second)
+		}
+		time.Sleep(time.Until(at.Add(interval)))
+	}
+}
+
+// cpuOf is the CPU the proxy used so far, children included.
+func cpuOf(t *testing.T, proc *guest.Proc) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", proc.PID()))
+	if err != nil {
+		t.Fatalf("the proxy's CPU: %v", err)
+	}
+	d, err := measure.CPUTime(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// peakRSSOf is the proxy's VmHWM.
+func peakRSSOf(t *testing.T, proc *guest.Proc) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", proc.PID()))
+	if err != nil {
+		t.Fatalf("the proxy's status: %v", err)
+	}
+	n, err := measure.PeakRSS(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// idleSample is how often waitIdle reads the proxy's CPU.
+const idleSample = 250 * time.Millisecond
+
+// waitIdle samples the proxy's CPU until the idle rule holds
+// (measure.IdleWindow, measure.IdleCPU), for at most limit: the start of
+// the idle window and the CPU used by then.
+func waitIdle(t *testing.T, proc *guest.Proc, limit time.Duration) (time.Time, time.Duration, bool) {
+	t.Helper()
+	var d measure.IdleDetector
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if done, err := proc.Exited(); done {
+			t.Fatalf("the proxy exited (%v):\n%s", err, tail(proc.Output(), 40))
+		}
+		if at, cpu, ok := d.Add(time.Now(), cpuOf(t, proc)); ok {
+			return at, cpu, true
+		}
+		time.Sleep(idleSample)
+	}
+	return time.Time{}, 0, false
+}
+
+// resyncFollower scrapes the proxy's sync histogram every half second.
+type resyncFollower struct {
+	r    measure.Resyncs
+	mu   sync.Mutex
+	quit chan struct{}
+	done chan struct{}
+}
+
+func followResyncs(px proxy) *resyncFollower {
+	f := &resyncFollower{quit: make(chan struct{}), done: make(chan struct{})}
+	c := &http.Client{Timeout: 5 * time.Second}
+	go func() {
+		defer close(f.done)
+		for {
+			if body, err := get(c, px.metrics); err == nil {
+				if sum, count, ok := measure.HistogramSumCount(body, px.histogram, `ip_family="IPv4"`); ok {
+					f.mu.Lock()
+					f.r.Add(sum, count)
+					f.mu.Unlock()
+				}
+			}
+			select {
+			case <-f.quit:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	return f
+}
+
+// stop takes a last scrape and stops.
+func (f *resyncFollower) stop() {
+	close(f.quit)
+	<-f.done
+}
+
+func get(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(b), err
+}
+
+// makeChanges makes the layout's changes through the API, one every
+// spread/changes, each replacing endpoint 0 of its Service's slice, and
+// times each from the Update call's return until the kernel holds the
+// new real server (polled over netlink, the interval a fifth of the time
+// waited so far: the latency reads at most 25% high, and at most 500 ms).
+func makeChanges(t *testing.T, api *guest.API, p params, proc *guest.Proc) []time.Duration {
+	t.Helper()
+	l := p.layout
+	if l.Changes == 0 {
+		return nil
+	}
+	every := p.spread / time.Duration(l.Changes)
+	t.Logf("making %d EndpointSlice changes, one every %v (over %v; kube-ipvs' syncPeriod %v)",
+		l.Changes, every.Round(time.Millisecond), p.spread, p.syncPeriod)
+	lat := make([]time.Duration, l.Changes)
+	errs := make([]error, l.Changes)
+	var wg sync.WaitGroup
+	began := time.Now()
+	slices := api.Client.DiscoveryV1().EndpointSlices(measure.Namespace)
+	for k := 0; k < l.Changes; k++ {
+		time.Sleep(time.Until(began.Add(time.Duration(k) * every)))
+		i := l.ChangedService(k)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		s, err := slices.Get(ctx, measure.Name(i), metav1.GetOptions{})
+		if err == nil {
+			s.Endpoints[0].Addresses = []string{l.Replacement(k).String()}
+			_, err = slices.Update(ctx, s, metav1.UpdateOptions{})
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("change %d (EndpointSlice %s): %v", k, measure.Name(i), err)
+		}
+		returned := time.Now()
+		wg.Add(1)
+		go func(k, i int) {
+			defer wg.Done()
+			lat[k], errs[k] = waitRealServer(i, l, k, returned, p.timeout)
+		}(k, i)
+	}
+	wg.Wait()
+	for k, err := range errs {
+		if err != nil {
+			if done, perr := proc.Exited(); done {
+				t.Logf("the proxy exited (%v)", perr)
+			}
+			t.Fatalf("change %d: %v\nthe proxy's output:\n%s", k, err, tail(proc.Output(), 40))
+		}
+	}
+	return lat
+}
+
+// waitRealServer polls Service i's virtual server until it has change
+// k's replacement as a real server; the latency is from returned until
+// the start of the poll that saw it.
+func waitRealServer(i int, l measure.Layout, k int, returned time.Time, timeout time.Duration) (time.Duration, error) {
+	h, err := libipvs.New("")
+	if err != nil {
+		return 0, fmt.Errorf("IPVS netlink: %w", err)
+	}
+	defer h.Close()
+	vs := &libipvs.Service{AddressFamily: syscall.AF_INET, Protocol: syscall.IPPROTO_TCP,
+		Address: net.IP(measure.VIP(i).AsSlice()), Port: measure.ServicePort}
+	want := net.IP(l.Replacement(k).AsSlice())
+	for {
+		at := time.Now()
+		dests, err := h.GetDestinations(vs)
+		if err == nil {
+			for _, d := range dests {
+				if d.Address.Equal(want) && d.Port == measure.TargetPort && d.Weight > 0 {
+					return at.Sub(returned), nil
+				}
+			}
+		}
+		waited := time.Since(returned)
+		if waited > timeout {
+			return 0, fmt.Errorf("virtual server %s had no real server %s:%d %v after the Update (%v)",
+				measure.VS(i), want, measure.TargetPort, timeout, err)
+		}
+		time.Sleep(min(max(waited/5, time.Millisecond), 500*time.Millisecond))
+	}
+}
+
+// checkFinal waits until IPVS holds exactly the layout with every change
+// applied: old real servers may linger at weight 0 until the next full
+// resync (kube-ipvs drains them), so it waits up to three sync periods
+// and a minute.
+func checkFinal(t *testing.T, p params, proc *guest.Proc) {
+	t.Helper()
+	var buf bytes.Buffer
+	deadline := time.Now().Add(3*p.syncPeriod + time.Minute)
+	for {
+		b, err := readIPVS(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab, err := measure.ParseIPVS(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mismatch := p.layout.Check(tab, p.layout.Changes)
+		if mismatch == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the changes, IPVS never held exactly the expected table: %v\nthe proxy's output:\n%s", mismatch, tail(proc.Output(), 40))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// floorOutput is what the floor program prints.
+type floorOutput struct {
+	Seconds, AcceptSeconds      float64
+	VirtualServers, RealServers int
+}
+
+// runFloor runs the floor program and checks it made the layout; its
+// time is from its start until it exited, its CPU and peak RSS from
+// wait4's rusage.
+func runFloor(t *testing.T, p params) measure.Result {
+	t.Helper()
+	l := p.layout
+	cmd := exec.Command(measure.FloorBin, "-services", strconv.Itoa(l.Services), "-endpoints", strconv.Itoa(l.Endpoints))
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	began := time.Now()
+	err := cmd.Run()
+	took := time.Since(began)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s%s", measure.FloorBin, err, out.String(), stderr.String())
+	}
+	var fo floorOutput
+	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &fo); err != nil {
+		t.Fatalf("the floor's output %q: %v", out.String(), err)
+	}
+	var buf bytes.Buffer
+	b, err := readIPVS(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := measure.ParseIPVS(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Check(tab, 0); err != nil {
+		t.Fatalf("the floor did not make the layout: %v", err)
+	}
+	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	r := measure.Result{Proxy: measure.Floor, Time: took, Notes: []string{fmt.Sprintf(
+		"kernel work %.3gs of it (the link and local route %.3gs)", fo.Seconds, fo.AcceptSeconds)}}
+	if ru != nil {
+		r.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		r.PeakRSS = ru.Maxrss * 1024
+	}
+	t.Logf("floor: %d virtual servers and %d real servers in %v (%s)", fo.VirtualServers, fo.RealServers, took.Round(time.Millisecond), r.Notes[0])
+	return r
+}
