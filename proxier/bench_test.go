@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"testing"
 
-	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -124,21 +123,7 @@ func BenchmarkIncrementalSync(b *testing.B) {
 		for _, n := range []int{1000, 10000} {
 			b.Run(fmt.Sprintf("mix=%s/services=%d", mix.name, n), func(b *testing.B) {
 				svcs, slices := mix.cluster(n)
-				node := newFakeNode()
-				local := &fakeLocal{}
-				local.set(mix.local...)
-				opts := testOptions()
-				opts.NodePorts = mix.ports
-				k := node.kernel()
-				k.Local = local
-				if err := Setup(zap.NewNop(), k, node.sysctl, SetupOptions{}); err != nil {
-					b.Fatal(err)
-				}
-				p := New(zap.NewNop(), k, opts)
-				for i := range svcs {
-					p.OnService(svcs[i])
-					p.OnSlice(slices[i])
-				}
+				p, node := startMix(b, mix, svcs, slices)
 				mustSync(b, p, true)
 				target := slices[n/2]
 				moved := target.DeepCopy()
