@@ -27,6 +27,7 @@ type Fake struct {
 	mu       sync.Mutex
 	services map[ServiceKey]*fakeService
 	rec      *fakecall.Recorder[ServiceKey]
+	batches  int
 }
 
 type fakeService struct {
@@ -362,4 +363,33 @@ func (f *Fake) Load(text string) error {
 	}
 	f.services = table
 	return nil
+}
+
+var _ Batcher = (*Fake)(nil)
+
+// Batch runs each write as its method, in order (each counted as that
+// call), and counts the batch (Batches).
+func (f *Fake) Batch(ws []Write) []error {
+	f.mu.Lock()
+	f.batches++
+	f.mu.Unlock()
+	errs := make([]error, len(ws))
+	for i, w := range ws {
+		switch w.Method {
+		case MethodAddService:
+			errs[i] = f.AddService(w.Service)
+		case MethodAddDestination:
+			errs[i] = f.AddDestination(w.Key, w.Dest)
+		default:
+			errs[i] = fmt.Errorf("%s cannot be batched", w.Method)
+		}
+	}
+	return errs
+}
+
+// Batches returns how many times Batch was called.
+func (f *Fake) Batches() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.batches
 }

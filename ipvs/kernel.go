@@ -13,6 +13,7 @@ import (
 	"time"
 
 	libipvs "github.com/moby/ipvs"
+	"github.com/vishvananda/netlink/nl"
 )
 
 var _ Interface = (*Kernel)(nil)
@@ -37,6 +38,12 @@ type Kernel struct {
 	// newHandle opens a handle; nil is libipvs.New. Tests replace it so
 	// they can prove no socket is opened.
 	newHandle func(netns string) (*libipvs.Handle, error)
+	// batchSock is Batch's own socket (github.com/moby/ipvs sends one
+	// message per request), batchFamily the IPVS generic netlink
+	// family's number and batchSeq its last sequence number.
+	batchSock   *nl.NetlinkSocket
+	batchFamily uint16
+	batchSeq    uint32
 }
 
 // NewKernel returns a Kernel for the caller's network namespace. It has no
@@ -60,6 +67,10 @@ func (k *Kernel) Close() error {
 	if k.handle != nil {
 		k.handle.Close()
 		k.handle = nil
+	}
+	if k.batchSock != nil {
+		k.batchSock.Close()
+		k.batchSock = nil
 	}
 	return nil
 }

@@ -263,5 +263,23 @@ type Interface interface {
 	DeleteDestination(ServiceKey, netip.AddrPort) error
 }
 
+// Batcher is an Interface that can make many writes in one request to
+// the kernel, as a node's first sync makes thousands.
+type Batcher interface {
+	// Batch runs ws in order, each as its method would (AddService or
+	// AddDestination), and returns one error per write, nil where it took
+	// effect: a write that fails does not stop the next.
+	Batch(ws []Write) []error
+}
+
+// Write is one write of a batch: AddService(Service), or
+// AddDestination(Key, Dest).
+type Write struct {
+	Method  string // MethodAddService or MethodAddDestination
+	Service Service
+	Key     ServiceKey
+	Dest    Destination
+}
+
 // Schedulers lists the schedulers kube-ipvs accepts in its configuration.
 var Schedulers = []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "mh", "sed", "nq"}

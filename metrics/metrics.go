@@ -184,13 +184,13 @@ func (m *Metrics) Programmed(at time.Time, triggers []time.Time) {
 	}
 }
 
-// Applied counts a kernel operation.
-func (m *Metrics) Applied(op string, err error) {
+// Applied counts n kernel operations of one kind.
+func (m *Metrics) Applied(op string, err error, n int) {
 	result := "ok"
 	if err != nil {
 		result = "error"
 	}
-	m.operations.WithLabelValues(op, result).Inc()
+	m.operations.WithLabelValues(op, result).Add(float64(n))
 }
 
 // Skipped counts skipped input, labelled with ReasonLabel(reason).

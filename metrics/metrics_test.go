@@ -158,9 +158,8 @@ func TestOwnSeries(t *testing.T) {
 	if g := only(t, family(t, m, "kube_ipvs_build_info"), "commit=abc123,go_version=go1.26.8,version=v0.9.0").GetGauge(); g.GetValue() != 1 {
 		t.Errorf("build info %v, want 1", g.GetValue())
 	}
-	m.Applied("add_service", nil)
-	m.Applied("add_service", nil)
-	m.Applied("add_real_server", errors.New("refused"))
+	m.Applied("add_service", nil, 2)
+	m.Applied("add_real_server", errors.New("refused"), 1)
 	ops := map[string]float64{}
 	for _, mt := range family(t, m, "kube_ipvs_kernel_operations_total").GetMetric() {
 		ops[labels(mt)] = mt.GetCounter().GetValue()

@@ -267,16 +267,48 @@ func (d *desired) withDrains(vs VirtualServer) VirtualServer {
 	return vs
 }
 
-// fullScope names every key of the desired state and of current. Names are
-// taken in order, so a key two Services share is attributed to the first
-// by name, which is also the owner of a virtual server they both claim;
-// what only current holds is attributed to no Service.
-func (d *desired) fullScope(current *State) *Scope {
+// endScope is what a full sync's end repairs (see endPass): every key of
+// the desired state and of current, but the virtual servers, their
+// ownership records and their owners' set members, which the chunks
+// repaired. Names are taken in order, so a key two Services share is
+// attributed to the first by name; what only current holds is attributed
+// to no Service. It is built without what the chunks repaired rather than
+// by removing it from a scope of everything, which at thousands of
+// Services costs as much as a chunk of planning.
+func (d *desired) endScope(current *State) *Scope {
 	sc := NewScope()
 	for _, name := range slices.SortedFunc(maps.Keys(d.frags), compareNames) {
-		d.scopeFragment(sc, name, d.frags[name])
+		f := d.frags[name]
+		for _, a := range f.Addrs {
+			addOnce(sc.Addrs, a, name)
+		}
+		for _, e := range f.Entries {
+			addOnce(sc.Entries, e, name)
+		}
+		for _, p := range f.Servers {
+			if owner, _ := d.owner(p.Service.Key); owner != name {
+				for _, e := range p.Entries {
+					addOnce(sc.Entries, e, name)
+				}
+			}
+		}
 	}
-	sc.addState(current)
+	var none types.NamespacedName
+	for a := range current.Addrs {
+		addOnce(sc.Addrs, a, none)
+	}
+	for e := range current.Entries {
+		addOnce(sc.Entries, e, none)
+	}
+	for k := range d.state.Servers {
+		owner, owned := d.owner(k)
+		delete(sc.Entries, ownedEntry(d.family, k))
+		if owned {
+			for _, e := range d.part(owner, k).Entries {
+				delete(sc.Entries, e)
+			}
+		}
+	}
 	return sc
 }
 

@@ -38,6 +38,10 @@ import (
 // sync, and an incremental sync planned against it is right. The first
 // full sync (no mirror yet) reads every real server in its first step.
 type fullPass struct {
+	// reading, until the read ends, is the new mirror being read, and
+	// toRead the sets still to read into it.
+	reading *State
+	toRead  []iptables.Set
 	// keys are the virtual servers still to repair, in key order.
 	keys []ipvs.ServiceKey
 	// unread are those whose real servers the mirror has from before the
@@ -74,7 +78,7 @@ func (p *Proxier) FullStep(budget time.Duration) (done bool, err error) {
 		p.seedMarks()
 		ch := p.takeChanges()
 		p.takeTriggers(ch.triggers)
-		p.absorb(ch, p.updateNodeInputs(ch, true)) // the full scope covers it
+		p.absorb(ch, p.updateNodeInputs(ch, true), discard()) // the full scope covers it
 	}
 	return p.fullStep(budget)
 }
@@ -90,17 +94,35 @@ func (p *Proxier) fullSync() error {
 	}
 }
 
-// fullStep runs one step of the pass (see fullPass).
+// fullStep runs one step of the pass (see fullPass) and logs, at debug
+// level, what it was and how long it took: the longest step is how long a
+// change recorded meanwhile may wait.
 func (p *Proxier) fullStep(budget time.Duration) (bool, error) {
 	var err error
+	began, step, keys := p.clock.Now(), "", 0
+	defer func() {
+		p.log.Debug("full sync step", zap.String("step", step), zap.Int("virtualServers", keys),
+			zap.Duration("took", p.clock.Since(began)), zap.Error(err))
+	}()
 	switch {
 	case p.pass == nil:
+		step = "begin"
 		err = p.beginPass()
+	case p.pass.reading != nil:
+		step = "read virtual servers"
+		if len(p.pass.toRead) > 0 {
+			step = "read set " + p.pass.toRead[0].Name
+		}
+		err = p.readStep()
 	case !p.pass.routed:
+		step = p.pass.nextRulesStep()
 		err = p.rulesStep()
 	case len(p.pass.keys) > 0:
+		step, keys = "repair", len(p.pass.keys)
 		err = p.repairChunk(budget)
+		keys -= len(p.pass.keys)
 	default:
+		step = "end"
 		err = p.endPass()
 		if err == nil {
 			p.pass = nil
@@ -114,10 +136,13 @@ func (p *Proxier) fullStep(budget time.Duration) (bool, error) {
 	return false, nil
 }
 
-// beginPass is step 1.
+// beginPass is step 1's first: it ensures kipvs0 and reads the addresses.
+// The sets and the virtual servers are read in steps after it (readStep),
+// into a new mirror that the incremental syncs in between keep up to date
+// as they do the old one, which they plan against until the read ends;
+// the first full sync, with no mirror to plan against, reads them all at
+// once.
 func (p *Proxier) beginPass() error {
-	old := p.applied
-	p.applied = nil
 	if !p.opts.DryRun {
 		// Someone may have deleted or downed kipvs0; without it no VIP is
 		// accepted. Like `ip link add`, it writes only when something is
@@ -127,34 +152,73 @@ func (p *Proxier) beginPass() error {
 		}
 	}
 	p.readKubeProxy()
+	pass := &fullPass{unread: map[ipvs.ServiceKey]bool{}, failing: map[*retry]int{}, dryPlanned: map[string]struct{}{},
+		reading: NewState(), toRead: slices.Clone(p.rules.Sets)}
+	for _, r := range p.failures {
+		pass.failing[r] = r.attempts
+	}
+	if err := readAddrs(p.kernel, p.opts.Build.Family, pass.reading); err != nil {
+		return fmt.Errorf("reading kernel state: %w", err)
+	}
+	p.pass = pass
+	for p.applied == nil && pass.reading != nil {
+		if err := p.readStep(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readStep reads one set, or, once the sets are read, the virtual servers,
+// which ends the read (see endRead).
+func (p *Proxier) readStep() error {
+	pass := p.pass
+	if len(pass.toRead) == 0 {
+		return p.endRead()
+	}
+	set := pass.toRead[0]
+	pass.toRead = pass.toRead[1:]
+	found, err := readSet(p.kernel, set, pass.reading)
+	if err != nil {
+		return fmt.Errorf("reading kernel state: %w", err)
+	}
+	if !found {
+		pass.missing = append(pass.missing, set)
+	}
+	return nil
+}
+
+// endRead reads the virtual servers (one dump) and makes the new mirror
+// the mirror: each virtual server keeps the real servers the old one had
+// for it, until its chunk reads them; the first full sync reads them all
+// now.
+func (p *Proxier) endRead() error {
+	pass, old, current := p.pass, p.applied, p.pass.reading
 	adopt := func(k ipvs.ServiceKey, bound bool) bool {
 		_, wanted := p.want.state.Servers[k]
 		return wanted && (bound || p.takingOver(k)) && !p.excluded(k.Addr)
 	}
-	current, missing, err := readBulk(p.kernel, p.opts.Build.Family, p.rules.Sets, adopt)
-	if err != nil {
+	if err := readServers(p.kernel, p.opts.Build.Family, current, adopt); err != nil {
 		return fmt.Errorf("reading kernel state: %w", err)
-	}
-	pass := &fullPass{unread: map[ipvs.ServiceKey]bool{}, failing: map[*retry]int{}, dryPlanned: map[string]struct{}{}}
-	for _, r := range p.failures {
-		pass.failing[r] = r.attempts
 	}
 	for k, vs := range current.Servers {
 		if old != nil {
 			vs.Dests = old.Servers[k].Dests
 			pass.unread[k] = true
-		} else if vs.Dests, err = readDests(p.kernel, k); err != nil {
-			return fmt.Errorf("reading kernel state: %w", err)
+		} else {
+			var err error
+			if vs.Dests, err = readDests(p.kernel, k); err != nil {
+				return fmt.Errorf("reading kernel state: %w", err)
+			}
 		}
 		current.Servers[k] = vs
 	}
-	pass.missing = missing
 	if !p.opts.DryRun {
 		pass.rules = newRuleSync(p.kernel, p.rules)
 	}
 	for _, m := range current.foreignMarks {
 		if name, ok := p.marks.avoid(m); ok {
-			p.rebuild(name, NewScope()) // the pass covers every key
+			p.rebuild(name, discard()) // the pass covers every key
 		}
 	}
 	keys := map[ipvs.ServiceKey]bool{}
@@ -167,7 +231,7 @@ func (p *Proxier) beginPass() error {
 		keys[k] = true
 	}
 	pass.keys = slices.SortedFunc(maps.Keys(keys), ipvs.ServiceKey.Compare)
-	p.applied, p.pass = current, pass
+	p.applied, pass.reading = current, nil
 	return nil
 }
 
@@ -175,6 +239,21 @@ func (p *Proxier) beginPass() error {
 // that reads nothing (the first full sync read everything at once) does
 // not plan and apply them all in one go.
 const maxChunk = 256
+
+// nextRulesStep names the step rulesStep runs next.
+func (pass *fullPass) nextRulesStep() string {
+	rs := pass.rules
+	switch {
+	case rs != nil && !pass.setsDone:
+		return "sets"
+	case rs != nil && len(rs.tables) > 0:
+		return "rules " + string(rs.tables[0])
+	case rs != nil:
+		return "sweep"
+	default:
+		return "routes"
+	}
+}
 
 // rulesStep is one of step 1's tail: the sets, then a table, then the
 // sweep (each a step), then the anchors and the routes, after the rules:
@@ -311,18 +390,7 @@ func (p *Proxier) endPass() error {
 	// members: a record goes in only with its virtual server (a Service
 	// refused for someone else's virtual server has none), and a set
 	// member of a virtual server that failed waits for its retry.
-	sc := p.want.fullScope(p.applied)
-	clear(sc.Servers)
-	for k := range p.want.state.Servers {
-		owner, owned := p.want.owner(k)
-		delete(sc.Entries, ownedEntry(p.opts.Build.Family, k))
-		if owned {
-			for _, e := range p.want.part(owner, k).Entries {
-				delete(sc.Entries, e)
-			}
-		}
-	}
-	p.applyPass(Plan(p.want.state, p.applied, sc))
+	p.applyPass(Plan(p.want.state, p.applied, p.want.endScope(p.applied)))
 	for name, r := range p.failures {
 		if attempts, ok := p.pass.failing[r]; ok && attempts == r.attempts {
 			p.log.Info("operations succeed again", zap.Stringer("service", name), zap.Int("failedAttempts", r.attempts))

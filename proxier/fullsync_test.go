@@ -3,12 +3,15 @@ package proxier
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	testingclock "k8s.io/utils/clock/testing"
 
@@ -87,8 +90,10 @@ func TestChangeDuringAFullSyncIsSyncedBetweenSteps(t *testing.T) {
 		mustSync(t, p, false)
 		during = n.ipvs.Dump()
 	})
-	if count != 11 {
-		t.Errorf("the pass took %d steps, want 11: the read, the sets, three tables, the sweep, the routes, 3 chunks and the end", count)
+	// The change comes between the first step and the reads: the new
+	// mirror is read after it, the old one planned against.
+	if want := 12 + len(p.rules.Sets); count != want {
+		t.Errorf("the pass took %d steps, want %d: the addresses, each set, the virtual servers, the sets, three tables, the sweep, the routes, 3 chunks and the end", count, want)
 	}
 	for _, want := range []string{"-a -t 10.96.1.1:80 -r 10.244.200.1:8080", "-A -t 10.96.9.9:80", "-a -t 10.96.9.9:80 -r 10.244.201.1:8080"} {
 		if !strings.Contains(during, want) {
@@ -124,10 +129,10 @@ func TestSteppedFullSyncWithNothingChangedWritesNothing(t *testing.T) {
 	stepCluster(p, maxChunk+1)
 	mustSync(t, p, false)
 	n.resetCalls()
-	// The read, the sets, nat, filter and mangle, the sweep, the routes,
-	// two chunks and the end.
-	if count := steps(t, p, nil); count != 10 {
-		t.Errorf("%d steps, want 10", count)
+	// The addresses, each set, the virtual servers, the sets, nat,
+	// filter and mangle, the sweep, the routes, two chunks and the end.
+	if count, want := steps(t, p, nil), 11+len(p.rules.Sets); count != want {
+		t.Errorf("%d steps, want %d", count, want)
 	}
 	if _, w := n.calls(); w != 0 {
 		t.Errorf("wrote %d times: %v", w, n.callLog())
@@ -213,4 +218,108 @@ func TestSetMembersAreAddedInBatches(t *testing.T) {
 	n.sets.FailOn(iptables.MethodAddEntries, "", nil)
 	mustSync(t, p, true)
 	checkDump(t, "sets after the retry", n.sets.Dump(), want)
+}
+
+// The end of a full sync repairs exactly what a scope of every key holds
+// but the virtual servers, their ownership records and their owners' set
+// members: the same keys, attributed to the same Services, as the pass
+// computed before it built that scope directly.
+func TestEndScopeIsEverythingButWhatTheChunksRepair(t *testing.T) {
+	mix := benchMixes[1] // NodePorts and LoadBalancers with source ranges: set members of both kinds
+	svcs, objs := mix.cluster(80)
+	p, _ := startMix(t, mix, svcs, objs)
+	// A second Service claiming a LoadBalancer's virtual servers with
+	// other source ranges: its members are not the owner's.
+	i := slices.IndexFunc(svcs, func(s *v1.Service) bool { return len(s.Spec.LoadBalancerSourceRanges) > 0 })
+	if i < 0 {
+		t.Fatal("the mix has no LoadBalancer with source ranges")
+	}
+	dup := svcs[i].DeepCopy()
+	dup.Name = "zz-" + dup.Name
+	dup.Spec.LoadBalancerSourceRanges = []string{"198.51.100.0/24"}
+	p.OnService(dup)
+	mustSync(t, p, true)
+	// What only the kernel holds: a stale member and address.
+	var stale SetEntry
+	for e := range p.applied.Entries {
+		stale = e
+		break
+	}
+	stale.Entry.Port++
+	p.applied.Entries[stale] = struct{}{}
+	p.applied.Addrs[netip.MustParseAddr("10.99.0.1")] = struct{}{}
+
+	// The scope of everything, less what the chunks repaired.
+	want := NewScope()
+	for _, name := range slices.SortedFunc(maps.Keys(p.want.frags), compareNames) {
+		p.want.scopeFragment(want, name, p.want.frags[name])
+	}
+	want.addState(p.applied)
+	clear(want.Servers)
+	for k := range p.want.state.Servers {
+		owner, owned := p.want.owner(k)
+		delete(want.Entries, ownedEntry(p.opts.Build.Family, k))
+		if owned {
+			for _, e := range p.want.part(owner, k).Entries {
+				delete(want.Entries, e)
+			}
+		}
+	}
+	if len(want.Entries) < 2 || len(want.Addrs) < 2 {
+		t.Fatalf("the case is too small to show anything: %d members, %d addresses", len(want.Entries), len(want.Addrs))
+	}
+	got := p.want.endScope(p.applied)
+	if len(got.Servers) != 0 || !maps.Equal(got.Entries, want.Entries) || !maps.Equal(got.Addrs, want.Addrs) {
+		t.Errorf("endScope: %d servers\nmembers %v\nwant    %v\naddresses %v\nwant      %v",
+			len(got.Servers), got.Entries, want.Entries, got.Addrs, want.Addrs)
+	}
+}
+
+// A node's first sync adds its virtual servers and real servers in
+// batches, with the single calls' outcome: a virtual server someone else
+// made is left alone and its record taken back, a refused real server
+// fails its Service alone, and the rest goes in.
+func TestVirtualAndRealServersAreAddedInBatches(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	stepCluster(p, 40)
+	mustSync(t, p, false)
+	if b, c := n.ipvs.Batches(), n.ipvs.Calls(); b < 2 || c[ipvs.MethodAddService] != 40 || c[ipvs.MethodAddDestination] != 80 {
+		t.Errorf("%d batches, calls %v: want the 40 virtual servers and 80 real servers in batches", b, c)
+	}
+	want := n.ipvs.Dump()
+
+	n = newFakeNode()
+	p = newTestProxier(t, n, testOptions())
+	foreign := key("10.96.1.4", ipvs.TCP, 80) // svc-0003's
+	if err := n.ipvs.AddService(ipvs.Service{Key: foreign, Scheduler: "wlc"}); err != nil {
+		t.Fatal(err)
+	}
+	refused := key("10.96.1.10", ipvs.TCP, 80) // svc-0009's
+	n.ipvs.FailOn(ipvs.MethodAddDestination, refused, errors.New("no room"))
+	stepCluster(p, 40)
+	mustSync(t, p, false)
+	f := p.Failures()
+	if len(f) != 2 || f[nameOf(ns, "svc-0003")].Err == nil || f[nameOf(ns, "svc-0009")].Err == nil {
+		t.Fatalf("failures %v, want svc-0003 and svc-0009", f)
+	}
+	if n.ipvs.Batches() < 2 {
+		t.Errorf("%d batches", n.ipvs.Batches())
+	}
+	if got := n.ipvs.DumpService(foreign); got != "-A -t 10.96.1.4:80 -s wlc\n" {
+		t.Errorf("someone else's virtual server changed:\n%s", got)
+	}
+	owned := ownedEntry(v1.IPv4Protocol, foreign)
+	if members, err := n.sets.ListEntries(owned.Set); err != nil || slices.Contains(members, owned.Entry) {
+		t.Errorf("the record of someone else's virtual server stayed (%v): %v", err, members)
+	}
+	if got := n.ipvs.DumpService(key("10.96.1.11", ipvs.TCP, 80)); !strings.Contains(got, "-a -t 10.96.1.11:80 -r 10.244.9.9:8080") {
+		t.Errorf("svc-0010 is not all there:\n%s", got)
+	}
+	n.ipvs.FailOn(ipvs.MethodAddDestination, refused, nil)
+	if err := n.ipvs.DeleteService(foreign); err != nil {
+		t.Fatal(err)
+	}
+	mustSync(t, p, true)
+	checkDump(t, "IPVS after the retry", n.ipvs.Dump(), want)
 }

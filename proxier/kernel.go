@@ -70,31 +70,70 @@ func readDests(k Kernel, key ipvs.ServiceKey) ([]ipvs.Destination, error) {
 // Service and no Dests.
 func readBulk(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(key ipvs.ServiceKey, bound bool) bool) (*State, []iptables.Set, error) {
 	s := NewState()
-	addrs, err := k.Addrs.ListAddrs()
-	if err != nil {
+	if err := readAddrs(k, family, s); err != nil {
 		return nil, nil, err
-	}
-	for _, a := range addrsOf(addrs, family) {
-		s.Addrs[a] = struct{}{}
 	}
 	var missing []iptables.Set
 	for _, set := range sets {
-		entries, err := k.Sets.ListEntries(set.Name)
-		if errors.Is(err, iptables.ErrNotFound) {
-			missing = append(missing, set)
-			continue
-		}
+		found, err := readSet(k, set, s)
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, e := range entries {
-			s.Entries[SetEntry{Set: set.Name, Entry: e}] = struct{}{}
+		if !found {
+			missing = append(missing, set)
 		}
 	}
-	svcs, err := k.IPVS.ListServices()
-	if err != nil {
+	if err := readServers(k, family, s, adopt); err != nil {
 		return nil, nil, err
 	}
+	return s, missing, nil
+}
+
+// readAddrs makes s's addresses those of family the kernel binds on
+// kipvs0.
+func readAddrs(k Kernel, family v1.IPFamily, s *State) error {
+	addrs, err := k.Addrs.ListAddrs()
+	if err != nil {
+		return err
+	}
+	clear(s.Addrs)
+	for _, a := range addrsOf(addrs, family) {
+		s.Addrs[a] = struct{}{}
+	}
+	return nil
+}
+
+// readSet makes s's members of set those the kernel holds; false when
+// the set does not exist.
+func readSet(k Kernel, set iptables.Set, s *State) (bool, error) {
+	entries, err := k.Sets.ListEntries(set.Name)
+	if errors.Is(err, iptables.ErrNotFound) {
+		entries = nil
+	} else if err != nil {
+		return false, err
+	}
+	for e := range s.Entries {
+		if e.Set == set.Name {
+			delete(s.Entries, e)
+		}
+	}
+	for _, e := range entries {
+		s.Entries[SetEntry{Set: set.Name, Entry: e}] = struct{}{}
+	}
+	return err == nil, nil
+}
+
+// readServers makes s's virtual servers (without Dests) those of family
+// the kernel holds that are kube-ipvs': recorded in s's ownership set,
+// or adopted (see ReadState; bound: on an address s has). s's addresses
+// and records must have been read.
+func readServers(k Kernel, family v1.IPFamily, s *State, adopt func(key ipvs.ServiceKey, bound bool) bool) error {
+	svcs, err := k.IPVS.ListServices()
+	if err != nil {
+		return err
+	}
+	clear(s.Servers)
+	s.foreignMarks = nil
 	for _, svc := range svcs {
 		key := svc.Key
 		if familyOf(key.Addr) != family {
@@ -110,7 +149,7 @@ func readBulk(k Kernel, family v1.IPFamily, sets []iptables.Set, adopt func(key 
 		}
 		s.Servers[key] = VirtualServer{Service: svc}
 	}
-	return s, missing, nil
+	return nil
 }
 
 // EnsureRules makes the kernel hold r: it creates the sets ReadState found
@@ -325,9 +364,12 @@ type Failure struct {
 func Apply(k Kernel, ops []Op) ApplyResult {
 	res := ApplyResult{Done: make([]Op, 0, len(ops)), Failed: map[types.NamespacedName]*Failure{}}
 	adder, _ := k.Sets.(iptables.EntryAdder)
+	batcher, _ := k.IPVS.(ipvs.Batcher)
 	for i := 0; i < len(ops); i++ {
-		if n := res.addRun(ops[i:]); adder != nil && n >= minBatch {
-			run := ops[i : i+n]
+		n := res.batchRun(ops[i:])
+		run := ops[i : i+n]
+		switch {
+		case n >= minBatch && run[0].Kind == OpAddEntry && adder != nil:
 			i += n - 1
 			if addBatch(adder, run) {
 				res.Done = append(res.Done, run...)
@@ -336,33 +378,67 @@ func Apply(k Kernel, ops []Op) ApplyResult {
 			for _, o := range run { // the kernel refused one: one by one, to learn which
 				res.apply(k, o)
 			}
-			continue
+		case n >= minBatch && run[0].Kind != OpAddEntry && batcher != nil:
+			i += n - 1
+			res.writeBatch(k, batcher, run)
+		default:
+			res.apply(k, ops[i])
 		}
-		res.apply(k, ops[i])
 	}
 	return res
 }
 
-// Set members are added in batches of minBatch to maxBatch, one request
-// each (a node's first sync adds two or three per Service); fewer cost few
-// requests anyway, one each.
+// Additions (set members, virtual servers, real servers) are made in
+// batches of minBatch to maxBatch, one request each (a node's first sync
+// adds a virtual server, its real servers and two or three members per
+// Service); fewer cost few requests anyway, one each.
 const (
 	minBatch = 16
 	maxBatch = 256
 )
 
-// addRun is how many ops from the first are additions to one set, at most
-// maxBatch, none of a Service that failed already.
-func (res *ApplyResult) addRun(ops []Op) int {
+// batchRun is how many ops from the first are additions of one kind (and,
+// for set members, to one set), at most maxBatch, none of a Service that
+// failed already.
+func (res *ApplyResult) batchRun(ops []Op) int {
+	switch ops[0].Kind {
+	case OpAddEntry, OpAddService, OpAddDest:
+	default:
+		return 1
+	}
 	n := 0
 	for n < len(ops) && n < maxBatch {
 		o := ops[n]
-		if o.Kind != OpAddEntry || o.Entry.Set != ops[0].Entry.Set || res.Failed[o.Owner] != nil {
+		if o.Kind != ops[0].Kind || (o.Kind == OpAddEntry && o.Entry.Set != ops[0].Entry.Set) || res.Failed[o.Owner] != nil {
 			break
 		}
 		n++
 	}
-	return n
+	return max(n, 1)
+}
+
+// writeBatch adds the virtual servers or real servers of run in one
+// request. What the kernel refused is run again alone, so that it is
+// answered as apply answers it (a real server there already is updated;
+// a virtual server someone else made takes its record back) and fails
+// its Service. A write the kernel took is done, even when an earlier one
+// of its Service failed in the same batch: the mirror must hold it.
+func (res *ApplyResult) writeBatch(k Kernel, b ipvs.Batcher, run []Op) {
+	ws := make([]ipvs.Write, len(run))
+	for i, o := range run {
+		if o.Kind == OpAddService {
+			ws[i] = ipvs.Write{Method: ipvs.MethodAddService, Service: o.Service}
+		} else {
+			ws[i] = ipvs.Write{Method: ipvs.MethodAddDestination, Key: o.Service.Key, Dest: o.Dest}
+		}
+	}
+	for i, err := range b.Batch(ws) {
+		if err == nil {
+			res.Done = append(res.Done, run[i])
+			continue
+		}
+		res.apply(k, run[i])
+	}
 }
 
 // addBatch adds the members of run, all of one set, in one request, and

@@ -30,8 +30,9 @@ type Metrics interface {
 	// last-change-trigger-time of their EndpointSlices) are in the kernel
 	// at at.
 	Programmed(at time.Time, triggers []time.Time)
-	// Applied: a kernel operation ran; err is nil when it took effect.
-	Applied(op string, err error)
+	// Applied: n kernel operations of kind op ran; err is nil when they
+	// took effect.
+	Applied(op string, err error, n int)
 	// Skipped: input was not programmed, for reason (a Reason).
 	Skipped(reason string)
 	// Tallied gives the proxier's counts after a sync.
@@ -63,7 +64,7 @@ func (nopMetrics) ServiceChanged(int)                {}
 func (nopMetrics) SliceChanged(int)                  {}
 func (nopMetrics) ChangesTaken()                     {}
 func (nopMetrics) Programmed(time.Time, []time.Time) {}
-func (nopMetrics) Applied(string, error)             {}
+func (nopMetrics) Applied(string, error, int)        {}
 func (nopMetrics) Skipped(string)                    {}
 func (nopMetrics) Tallied(Tallies)                   {}
 

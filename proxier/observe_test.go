@@ -36,11 +36,11 @@ func (m *recordedMetrics) Programmed(at time.Time, ts []time.Time) {
 		m.latencies = append(m.latencies, at.Sub(t))
 	}
 }
-func (m *recordedMetrics) Applied(op string, err error) {
+func (m *recordedMetrics) Applied(op string, err error, n int) {
 	if err != nil {
-		m.applied[op+" error"]++
+		m.applied[op+" error"] += n
 	} else {
-		m.applied[op+" ok"]++
+		m.applied[op+" ok"] += n
 	}
 }
 func (m *recordedMetrics) Skipped(r string)  { m.skipped[r]++ }

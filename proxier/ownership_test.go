@@ -16,7 +16,7 @@ func TestOwnershipRecordComesBeforeAndGoesAfterItsVirtualServer(t *testing.T) {
 	mustSync(t, p, false)
 	p.OnServiceDelete(service(ns, "dns"))
 	var got []string
-	for _, o := range Plan(p.want.state, p.applied, p.absorb(p.takeChanges(), false)) {
+	for _, o := range Plan(p.want.state, p.applied, p.absorb(p.takeChanges(), false, NewScope())) {
 		got = append(got, o.String())
 	}
 	want := []string{

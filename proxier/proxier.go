@@ -98,7 +98,7 @@ type Proxier struct {
 
 	// Owned by Sync.
 	services     map[types.NamespacedName]*v1.Service
-	bySvc        map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice
+	bySvc        map[types.NamespacedName][]*discovery.EndpointSlice // in name order
 	sliceSvc     map[types.NamespacedName]types.NamespacedName
 	node         *v1.Node     // this node, as last seen
 	local        []netip.Addr // the node's addresses but kipvs0's, as last read
@@ -172,7 +172,7 @@ func New(log *zap.Logger, k Kernel, opts Options) *Proxier {
 		clock:      clk,
 		skipped:    map[Reason]int{},
 		services:   map[types.NamespacedName]*v1.Service{},
-		bySvc:      map[types.NamespacedName]map[types.NamespacedName]*discovery.EndpointSlice{},
+		bySvc:      map[types.NamespacedName][]*discovery.EndpointSlice{},
 		sliceSvc:   map[types.NamespacedName]types.NamespacedName{},
 		want:       newDesired(opts.Build.Family),
 		marks:      newMarks(opts.Rules.MasqueradeBit),
@@ -275,10 +275,10 @@ func (p *Proxier) Sync(full bool) error {
 	p.takeTriggers(ch.triggers)
 	defer p.tally()
 	if full || p.applied == nil {
-		p.absorb(ch, p.updateNodeInputs(ch, true)) // the full scope covers it
+		p.absorb(ch, p.updateNodeInputs(ch, true), discard()) // the full scope covers it
 		return p.fullSync()
 	}
-	sc := p.absorb(ch, p.updateNodeInputs(ch, false))
+	sc := p.absorb(ch, p.updateNodeInputs(ch, false), NewScope())
 	p.addRetries(sc, false)
 	if !sc.Empty() {
 		keys := slices.SortedFunc(maps.Keys(sc.Servers), ipvs.ServiceKey.Compare)
@@ -301,8 +301,9 @@ func (p *Proxier) takeChanges() changes {
 
 // absorb folds changes into the snapshot, rebuilds the fragments of the
 // Services they touch (every Service when all is set: a node-wide input
-// changed) and returns the keys whose desired state moved.
-func (p *Proxier) absorb(ch changes, all bool) *Scope {
+// changed) and puts the keys whose desired state moved into sc, which it
+// returns.
+func (p *Proxier) absorb(ch changes, all bool, sc *Scope) *Scope {
 	dirty := map[types.NamespacedName]bool{}
 	if all {
 		for name := range p.services {
@@ -320,7 +321,6 @@ func (p *Proxier) absorb(ch changes, all bool) *Scope {
 	for key, s := range ch.slices {
 		p.absorbSlice(key, s, dirty)
 	}
-	sc := NewScope()
 	// In name order, so that the Services that get new short-circuit marks
 	// in one sync get them in the same order every time.
 	for _, name := range slices.SortedFunc(maps.Keys(dirty), compareNames) {
@@ -333,7 +333,9 @@ func (p *Proxier) absorb(ch changes, all bool) *Scope {
 // if the label changed.
 func (p *Proxier) absorbSlice(key types.NamespacedName, s *discovery.EndpointSlice, dirty map[types.NamespacedName]bool) {
 	if old, ok := p.sliceSvc[key]; ok {
-		delete(p.bySvc[old], key)
+		if i, found := slices.BinarySearchFunc(p.bySvc[old], key, compareSlice); found {
+			p.bySvc[old] = slices.Delete(p.bySvc[old], i, i+1)
+		}
 		if len(p.bySvc[old]) == 0 {
 			delete(p.bySvc, old)
 		}
@@ -349,10 +351,10 @@ func (p *Proxier) absorbSlice(key types.NamespacedName, s *discovery.EndpointSli
 		return
 	}
 	name := types.NamespacedName{Namespace: s.Namespace, Name: svcName}
-	if p.bySvc[name] == nil {
-		p.bySvc[name] = map[types.NamespacedName]*discovery.EndpointSlice{}
-	}
-	p.bySvc[name][key] = s
+	// A slice per Service is the rule: a sorted list, not a map, is what
+	// it costs least to keep for thousands of them.
+	i, _ := slices.BinarySearchFunc(p.bySvc[name], key, compareSlice)
+	p.bySvc[name] = slices.Insert(p.bySvc[name], i, s)
 	p.sliceSvc[key] = name
 	dirty[name] = true
 }
@@ -438,7 +440,7 @@ func (p *Proxier) apply(ops []Op) {
 func (p *Proxier) run(ops []Op) map[types.NamespacedName]*Failure {
 	if p.opts.DryRun {
 		p.logDryRun(ops)
-		p.applied.applyAll(ops, p.want.state)
+		p.mirror(ops)
 		return nil
 	}
 	if p.log.Core().Enabled(zap.DebugLevel) {
@@ -447,18 +449,33 @@ func (p *Proxier) run(ops []Op) map[types.NamespacedName]*Failure {
 		}
 	}
 	res := Apply(p.kernel, ops)
+	var done [OpDelEntry + 1]int
 	for _, o := range res.Done {
-		p.metrics.Applied(o.Kind.Name(), nil)
+		done[o.Kind]++
+	}
+	for kind, n := range done {
+		if n > 0 {
+			p.metrics.Applied(OpKind(kind).Name(), nil, n)
+		}
 	}
 	for _, f := range res.Failed {
-		p.metrics.Applied(f.Ops[0].Kind.Name(), f.Err)
+		p.metrics.Applied(f.Ops[0].Kind.Name(), f.Err, 1)
 	}
 	if len(res.Done) > 0 {
 		p.log.Info("applied", zap.Int("ops", len(res.Done)))
 	}
 	p.staleFlows = append(p.staleFlows, conntrackFlows(res.Done, p.applied)...)
-	p.applied.applyAll(res.Done, p.want.state)
+	p.mirror(res.Done)
 	return res.Failed
+}
+
+// mirror changes the mirror of the kernel as done changed the kernel, and
+// the new mirror a full sync is reading (see beginPass) too.
+func (p *Proxier) mirror(done []Op) {
+	p.applied.applyAll(done, p.want.state)
+	if p.pass != nil && p.pass.reading != nil {
+		p.pass.reading.applyAll(done, p.want.state)
+	}
 }
 
 // avoidForeignMarks gives another mark to a Service whose short circuit
@@ -549,9 +566,10 @@ func (p *Proxier) deleteStaleFlows() {
 // slicesOf returns a Service's EndpointSlices in name order, so that what
 // BuildService reports of them comes in the same order every time.
 func (p *Proxier) slicesOf(name types.NamespacedName) []*discovery.EndpointSlice {
-	eps := make([]*discovery.EndpointSlice, 0, len(p.bySvc[name]))
-	for _, k := range slices.SortedFunc(maps.Keys(p.bySvc[name]), compareNames) {
-		eps = append(eps, p.bySvc[name][k])
-	}
-	return eps
+	return p.bySvc[name]
+}
+
+// compareSlice orders a Service's slices by name.
+func compareSlice(s *discovery.EndpointSlice, key types.NamespacedName) int {
+	return compareNames(types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, key)
 }

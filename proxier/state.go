@@ -146,7 +146,14 @@ func (sc *Scope) Merge(o *Scope) {
 	}
 }
 
+// discard is a scope that records nothing (its maps are nil), for work
+// whose scope is not needed because a full sync covers every key.
+func discard() *Scope { return &Scope{} }
+
 func addOnce[K comparable](m map[K]types.NamespacedName, k K, name types.NamespacedName) {
+	if m == nil {
+		return // a discard scope
+	}
 	if _, ok := m[k]; !ok {
 		m[k] = name
 	}
@@ -177,8 +184,9 @@ func (sc *Scope) addState(s *State) {
 // that the mirror and the desired state do not hold two copies of every
 // real server.
 func (s *State) applyAll(ops []Op, want *State) {
-	dests := map[ipvs.ServiceKey][]Op{}
-	for _, o := range ops {
+	dests := map[ipvs.ServiceKey][]*Op{}
+	for i := range ops {
+		o := &ops[i]
 		k := o.Service.Key
 		switch o.Kind {
 		case OpAddEntry:
@@ -228,7 +236,7 @@ func (s *State) applyAll(ops []Op, want *State) {
 // addsExactly reports whether ops add, one by one in order, exactly the
 // real servers dests (not empty, sorted by address, each once): what
 // mergeDests would make of them on an empty list.
-func addsExactly(ops []Op, dests []ipvs.Destination) bool {
+func addsExactly(ops []*Op, dests []ipvs.Destination) bool {
 	if len(dests) == 0 || len(ops) != len(dests) {
 		return false
 	}
@@ -242,7 +250,7 @@ func addsExactly(ops []Op, dests []ipvs.Destination) bool {
 
 // mergeDests returns a new sorted list: dests with ops' real servers added,
 // updated or removed.
-func mergeDests(dests []ipvs.Destination, ops []Op) []ipvs.Destination {
+func mergeDests(dests []ipvs.Destination, ops []*Op) []ipvs.Destination {
 	byAddr := make(map[netip.AddrPort]ipvs.Destination, len(dests)+len(ops))
 	for _, d := range dests {
 		byAddr[d.Addr] = d

@@ -188,7 +188,7 @@ func TestPlanAddsBeforeItRemoves(t *testing.T) {
 
 	p.OnSlice(slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.2"))))
 	p.OnService(service(ns, "old", withClusterIP("10.96.0.99")))
-	sc := p.absorb(p.takeChanges(), false)
+	sc := p.absorb(p.takeChanges(), false, NewScope())
 	var got []string
 	for _, o := range Plan(p.want.state, p.applied, sc) {
 		got = append(got, o.String())

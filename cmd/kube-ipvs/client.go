@@ -34,6 +34,13 @@ func (a *agent) client(ctx context.Context) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the apiserver: %w", err)
 	}
+	tune(rc)
+	return kubernetes.NewForConfig(rc)
+}
+
+// tune sets how kube-ipvs talks to the apiserver, whatever the
+// credentials.
+func tune(rc *rest.Config) {
 	rc.UserAgent = "kube-ipvs"
 	// As kube-proxy's clientConnection.contentType default: protobuf
 	// lists and watches decode several times faster than JSON and
@@ -41,7 +48,12 @@ func (a *agent) client(ctx context.Context) (kubernetes.Interface, error) {
 	// Services feels.
 	rc.ContentType = runtime.ContentTypeProtobuf
 	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	return kubernetes.NewForConfig(rc)
+	// Unlike kube-proxy, no gzip: the apiserver compresses lists and the
+	// initial events of a watch-list over 128 KiB, and inflating them
+	// costs a joining node more CPU than the bytes cost on a cluster's
+	// network (kubernetes#80919 did the same for the control plane;
+	// kubernetes#112296).
+	rc.DisableCompression = true
 }
 
 // restConfig says how to reach the apiserver, with kube-proxy's

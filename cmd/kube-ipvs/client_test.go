@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
 
@@ -156,5 +162,37 @@ func TestRestConfigTokenFromFile(t *testing.T) {
 				t.Errorf("no HTTP client from this config: %v", err)
 			}
 		})
+	}
+}
+
+// kube-ipvs asks the apiserver for protobuf, uncompressed, as kube-ipvs:
+// shown on the requests a real client-go transport sends.
+func TestClientAsksForUncompressedProtobuf(t *testing.T) {
+	var got http.Header
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Clone()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"kind":"ServiceList","apiVersion":"v1","metadata":{},"items":[]}`)
+	}))
+	defer srv.Close()
+	// TLS, as every apiserver: client-go gives a plain-HTTP client Go's
+	// default transport, which asks for gzip whatever the config says.
+	rc := &rest.Config{Host: srv.URL, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
+	tune(rc)
+	c, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CoreV1().Services("").List(context.Background(), metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if enc := got.Get("Accept-Encoding"); strings.Contains(enc, "gzip") {
+		t.Errorf("Accept-Encoding %q: want no gzip", enc)
+	}
+	if ua := got.Get("User-Agent"); ua != "kube-ipvs" {
+		t.Errorf("User-Agent %q", ua)
+	}
+	if accept := got.Get("Accept"); !strings.HasPrefix(accept, "application/vnd.kubernetes.protobuf,") {
+		t.Errorf("Accept %q: want protobuf first", accept)
 	}
 }

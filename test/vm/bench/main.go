@@ -17,6 +17,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -46,7 +47,10 @@ type options struct {
 	timeout    time.Duration
 	idleLimit  time.Duration
 	only       *regexp.Regexp
-	kubeIPVS   string // a kube-ipvs binary to run instead of building ./cmd/kube-ipvs
+	kubeIPVS   string        // a kube-ipvs binary to run instead of building ./cmd/kube-ipvs
+	profile    string        // a directory for kube-ipvs' CPU profiles of join
+	profileFor time.Duration // their length
+	steps      bool          // print kube-ipvs' full-sync steps
 }
 
 func parseFlags() (options, error) {
@@ -58,6 +62,9 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "how long a proxy may take to hold everything, and each change")
 	flag.DurationVar(&o.idleLimit, "idle-limit", 3*time.Minute, "how long to wait for a proxy to go idle")
 	flag.StringVar(&o.kubeIPVS, "kube-ipvs", "", "a static kube-ipvs binary to benchmark instead of building ./cmd/kube-ipvs from the tree")
+	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of kube-ipvs' join and then its heap profile (from its debug socket) to DIR/N-join-{cpu,heap}.pprof")
+	flag.DurationVar(&o.profileFor, "profile-for", 30*time.Second, "how long the -profile profiles last")
+	flag.BoolVar(&o.steps, "steps", false, "run kube-ipvs at debug level and print its log but the per-operation lines: when each full sync step ran and how long it took")
 	only := flag.String("only", "", "run only the rows matching this regexp (floor, kube-ipvs join, ...)")
 	flag.Parse()
 	for _, s := range strings.Split(*services, ",") {
@@ -277,6 +284,12 @@ func (b *bench) boot(ctx context.Context, l measure.Layout, r runSpec, objs *obj
 		"KIPVS_BENCH_SPREAD": (3 * b.o.syncPeriod).String(), "KIPVS_BENCH_TIMEOUT": b.o.timeout.String(),
 		"KIPVS_BENCH_IDLE_LIMIT": b.o.idleLimit.String(),
 	}
+	if b.o.steps {
+		cfg.GuestEnv["KIPVS_BENCH_STEPS"] = "1"
+	}
+	if b.o.profile != "" {
+		cfg.GuestEnv["KIPVS_BENCH_PROFILE"] = strconv.Itoa(int(b.o.profileFor.Seconds()))
+	}
 	for k, v := range b.cfg.GuestEnv {
 		cfg.GuestEnv[k] = v
 	}
@@ -288,7 +301,17 @@ func (b *bench) boot(ctx context.Context, l measure.Layout, r runSpec, objs *obj
 	}
 	var result *measure.Result
 	var parseErr error
+	var profile strings.Builder
 	cfg.GuestOutput = func(line string) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), measure.ProfilePrefix); ok {
+			profile.WriteString(rest)
+			return
+		}
+		if kind, ok := strings.CutPrefix(strings.TrimSpace(line), measure.ProfileEnd); ok {
+			b.writeProfile(l, r, kind, profile.String())
+			profile.Reset()
+			return
+		}
 		if rest, ok := strings.CutPrefix(line, measure.ResultPrefix); ok {
 			result = &measure.Result{}
 			if err := json.Unmarshal([]byte(rest), result); err != nil {
@@ -331,6 +354,24 @@ func (b *bench) boot(ctx context.Context, l measure.Layout, r runSpec, objs *obj
 		return nil, errors.New("the guest ended without printing a result")
 	}
 	return result, nil
+}
+
+// writeProfile writes the base64 profile the guest printed to
+// -profile's directory; it is not a figure, so a failure is only logged.
+func (b *bench) writeProfile(l measure.Layout, r runSpec, kind, enc string) {
+	data, err := base64.StdEncoding.DecodeString(enc)
+	if err == nil {
+		err = os.MkdirAll(b.o.profile, 0o755)
+	}
+	name := filepath.Join(b.o.profile, fmt.Sprintf("%d-%s-%s.pprof", l.Services, r.situation, kind))
+	if err == nil {
+		err = os.WriteFile(name, data, 0o644)
+	}
+	if err != nil {
+		logf("profile %s: %v", name, err)
+		return
+	}
+	logf("wrote %s (%d bytes): go tool pprof -top %s", name, len(data), name)
 }
 
 // sizeReport is one size's table, its notes and the targets.

@@ -121,6 +121,7 @@ func runProxy(t *testing.T, p params) measure.Result {
 	case measure.Join:
 		origin = time.Now()
 		proc = startProxy(t, p)
+		defer profileKubeIPVS(t, p)()
 		busyFrom = origin
 	case measure.Burst:
 		proc = startProxy(t, p)
@@ -172,6 +173,7 @@ func runProxy(t *testing.T, p params) measure.Result {
 	res.stop()
 	r.Resyncs, r.ResyncMean, r.ResyncMax, r.ResyncMaxExact = res.r.Count(), res.r.Mean(), res.r.Max(), res.r.MaxExact()
 	checkFinal(t, p, proc)
+	printSteps(p, proc)
 	return r
 }
 
@@ -208,8 +210,31 @@ ipvs:
   scheduler: rr
   syncPeriod: %s
 logging:
-  level: info
-`, guest.NodeName, guest.AgentKubeconfig, guest.ClusterCIDR, p.syncPeriod)
+  level: %s
+`, guest.NodeName, guest.AgentKubeconfig, guest.ClusterCIDR, p.syncPeriod, logLevel())
+}
+
+// logLevel is kube-ipvs' logging level: info, or debug when the host
+// asked for the full syncs' steps (bench -steps).
+func logLevel() string {
+	if os.Getenv("KIPVS_BENCH_STEPS") != "" {
+		return "debug"
+	}
+	return "info"
+}
+
+// printSteps prints kube-ipvs' log (debug level) but its per-operation
+// lines when the host asked for it (bench -steps): when each full sync
+// step ran and how long it took, so which step a slow change waited for.
+func printSteps(p params, proc *guest.Proc) {
+	if os.Getenv("KIPVS_BENCH_STEPS") == "" || p.proxy != measure.KubeIPVS {
+		return
+	}
+	for _, line := range strings.Split(proc.Output(), "\n") {
+		if line != "" && !strings.Contains(line, `"msg":"apply"`) {
+			fmt.Printf("log| %s\n", line)
+		}
+	}
 }
 
 // waitSynced waits until the proxy's metrics show a completed IPv4 sync.

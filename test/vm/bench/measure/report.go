@@ -221,3 +221,11 @@ func FormatTargets(ts []Target) string {
 	}
 	return b.String()
 }
+
+// ProfilePrefix starts each console line of a base64 CPU profile the
+// guest prints when the host asked for one (bench -profile); ProfileEnd
+// and the profile's kind (cpu, heap) end it.
+const (
+	ProfilePrefix = "KIPVS-BENCH-PROFILE: "
+	ProfileEnd    = "KIPVS-BENCH-PROFILE-END "
+)

@@ -1,0 +1,275 @@
+//go:build linux
+
+package ipvs
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"syscall"
+	"time"
+
+	libipvs "github.com/moby/ipvs"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+var _ Batcher = (*Kernel)(nil)
+
+// The generic netlink commands and attributes of <linux/ip_vs.h> a batch
+// writes.
+const (
+	cmdNewService = 1 // IPVS_CMD_NEW_SERVICE
+	cmdNewDest    = 5 // IPVS_CMD_NEW_DEST
+	genlVersion   = 1 // IPVS_GENL_VERSION
+
+	attrService = 1 // IPVS_CMD_ATTR_SERVICE
+	attrDest    = 2 // IPVS_CMD_ATTR_DEST
+
+	svcAF       = 1  // IPVS_SVC_ATTR_AF
+	svcProtocol = 2  // IPVS_SVC_ATTR_PROTOCOL
+	svcAddr     = 3  // IPVS_SVC_ATTR_ADDR
+	svcPort     = 4  // IPVS_SVC_ATTR_PORT
+	svcFWMark   = 5  // IPVS_SVC_ATTR_FWMARK
+	svcSched    = 6  // IPVS_SVC_ATTR_SCHED_NAME
+	svcFlags    = 7  // IPVS_SVC_ATTR_FLAGS
+	svcTimeout  = 8  // IPVS_SVC_ATTR_TIMEOUT
+	svcNetmask  = 9  // IPVS_SVC_ATTR_NETMASK
+	svcPEName   = 11 // IPVS_SVC_ATTR_PE_NAME
+
+	destAddr    = 1 // IPVS_DEST_ATTR_ADDR
+	destPort    = 2 // IPVS_DEST_ATTR_PORT
+	destForward = 3 // IPVS_DEST_ATTR_FWD_METHOD
+	destWeight  = 4 // IPVS_DEST_ATTR_WEIGHT
+	destUThresh = 5 // IPVS_DEST_ATTR_U_THRESH
+	destLThresh = 6 // IPVS_DEST_ATTR_L_THRESH
+
+	// netlinkCapAck is NETLINK_CAP_ACK: an error's acknowledgement
+	// carries only the request's header, so a batch of failures fits the
+	// receive buffer.
+	netlinkCapAck = 10
+
+	// batchTimeout bounds the wait for an acknowledgement.
+	batchTimeout = 30 * time.Second
+)
+
+// Batch runs ws in order as one write to the kernel: every message goes
+// in one sendmsg, which the kernel runs one by one, acknowledging each, so
+// a write that fails does not stop the next. The messages are those
+// github.com/moby/ipvs sends for NewService and NewDestination, so the
+// kernel holds the same as after the single calls. Each error is what
+// AddService or AddDestination would have returned; when the socket
+// itself fails, every write not acknowledged gets that error.
+func (k *Kernel) Batch(ws []Write) []error {
+	errs := make([]error, len(ws))
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.batchOpen(); err != nil {
+		for i, w := range ws {
+			errs[i] = writeError(w, err)
+		}
+		return errs
+	}
+	buf := make([]byte, 0, len(ws)*128)
+	seq := make(map[uint32]int, len(ws))
+	for i, w := range ws {
+		if err := validateWrite(w); err != nil {
+			errs[i] = writeError(w, err)
+			continue
+		}
+		k.batchSeq++
+		seq[k.batchSeq] = i
+		buf = appendWrite(buf, k.batchFamily, k.batchSeq, w)
+	}
+	if len(seq) == 0 {
+		return errs
+	}
+	err := k.batchLocked(buf, seq, errs, ws)
+	if err != nil {
+		if k.batchSock != nil {
+			k.batchSock.Close()
+			k.batchSock = nil
+		}
+		for s, i := range seq {
+			errs[i] = writeError(ws[i], fmt.Errorf("IPVS batch (message %d): %w", s, err))
+		}
+	}
+	return errs
+}
+
+// batchLocked sends buf and reads one acknowledgement per entry of seq
+// (sequence number to index of ws), which it deletes; errs gets the
+// failures. An error is the socket's.
+func (k *Kernel) batchLocked(buf []byte, seq map[uint32]int, errs []error, ws []Write) error {
+	fd := k.batchSock.GetFd()
+	if err := unix.Sendto(fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("sending: %w", err)
+	}
+	for len(seq) > 0 {
+		msgs, _, err := k.batchSock.Receive()
+		if err != nil {
+			return fmt.Errorf("receiving: %w", err)
+		}
+		for _, m := range msgs {
+			i, ok := seq[m.Header.Seq]
+			if !ok || m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
+				continue // not an acknowledgement of this batch
+			}
+			delete(seq, m.Header.Seq)
+			if errno := -int32(binary.NativeEndian.Uint32(m.Data[:4])); errno != 0 {
+				errs[i] = writeError(ws[i], syscall.Errno(errno))
+			}
+		}
+	}
+	return nil
+}
+
+// batchOpen opens the batch socket in k's namespace and learns the IPVS
+// family's number, once.
+func (k *Kernel) batchOpen() error {
+	if k.batchSock != nil {
+		return nil
+	}
+	if k.batchFamily == 0 {
+		f, err := netlink.GenlFamilyGet("IPVS")
+		if err != nil {
+			return fmt.Errorf("looking up the IPVS netlink family: %w", err)
+		}
+		k.batchFamily = f.ID
+	}
+	ns := netns.None()
+	if k.Netns != "" {
+		var err error
+		if ns, err = netns.GetFromPath(k.Netns); err != nil {
+			return err
+		}
+		defer ns.Close()
+	}
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_GENERIC)
+	if err != nil {
+		return fmt.Errorf("opening an IPVS netlink socket: %w", err)
+	}
+	_ = unix.SetsockoptInt(s.GetFd(), unix.SOL_NETLINK, netlinkCapAck, 1) // best effort: older kernels
+	tv := unix.NsecToTimeval(batchTimeout.Nanoseconds())
+	if err := s.SetReceiveTimeout(&tv); err != nil {
+		s.Close()
+		return err
+	}
+	k.batchSock = s
+	return nil
+}
+
+// validateWrite checks a write as the single method does.
+func validateWrite(w Write) error {
+	switch w.Method {
+	case MethodAddService:
+		return validateService(w.Service)
+	case MethodAddDestination:
+		if err := validateKey(w.Key); err != nil {
+			return err
+		}
+		return validateDest(w.Key, w.Dest)
+	}
+	return fmt.Errorf("%s cannot be batched", w.Method)
+}
+
+// writeError words a write's error as the single method does.
+func writeError(w Write, err error) error {
+	switch w.Method {
+	case MethodAddService:
+		return opError(MethodAddService, w.Service.Key, netip.AddrPort{}, mapErrno(err, ErrNoScheduler))
+	default:
+		return opError(w.Method, w.Key, w.Dest.Addr, mapErrno(err, ErrNotFound))
+	}
+}
+
+// appendWrite appends w's request: a netlink header, a generic netlink
+// header and the attributes github.com/moby/ipvs' fillService and
+// fillDestination write.
+func appendWrite(b []byte, family uint16, seq uint32, w Write) []byte {
+	start := len(b)
+	b = binary.NativeEndian.AppendUint32(b, 0) // nlmsg_len, set below
+	b = binary.NativeEndian.AppendUint16(b, family)
+	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	b = binary.NativeEndian.AppendUint32(b, 0) // the kernel fills the port id
+	cmd := uint8(cmdNewService)
+	key := w.Service
+	if w.Method == MethodAddDestination {
+		cmd, key = cmdNewDest, Service{Key: w.Key}
+	}
+	b = append(b, cmd, genlVersion, 0, 0)
+	b = appendService(b, toLibService(key))
+	if w.Method == MethodAddDestination {
+		b = appendDest(b, toLibDest(w.Dest))
+	}
+	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
+	return b
+}
+
+func appendService(b []byte, s *libipvs.Service) []byte {
+	return appendNested(b, attrService, func(b []byte) []byte {
+		b = appendAttr(b, svcAF, binary.NativeEndian.AppendUint16(nil, s.AddressFamily))
+		if s.FWMark != 0 {
+			b = appendAttr(b, svcFWMark, binary.NativeEndian.AppendUint32(nil, s.FWMark))
+		} else {
+			b = appendAttr(b, svcProtocol, binary.NativeEndian.AppendUint16(nil, s.Protocol))
+			b = appendAttr(b, svcAddr, ipBytes(s.Address))
+			b = appendAttr(b, svcPort, binary.BigEndian.AppendUint16(nil, s.Port))
+		}
+		b = appendAttr(b, svcSched, append([]byte(s.SchedName), 0))
+		if s.PEName != "" {
+			b = appendAttr(b, svcPEName, append([]byte(s.PEName), 0))
+		}
+		flags := binary.NativeEndian.AppendUint32(nil, s.Flags)
+		b = appendAttr(b, svcFlags, binary.NativeEndian.AppendUint32(flags, 0xffffffff))
+		b = appendAttr(b, svcTimeout, binary.NativeEndian.AppendUint32(nil, s.Timeout))
+		return appendAttr(b, svcNetmask, binary.NativeEndian.AppendUint32(nil, s.Netmask))
+	})
+}
+
+func appendDest(b []byte, d *libipvs.Destination) []byte {
+	return appendNested(b, attrDest, func(b []byte) []byte {
+		b = appendAttr(b, destAddr, ipBytes(d.Address))
+		b = appendAttr(b, destPort, binary.BigEndian.AppendUint16(nil, d.Port))
+		b = appendAttr(b, destForward, binary.NativeEndian.AppendUint32(nil, d.ConnectionFlags&libipvs.ConnectionFlagFwdMask))
+		b = appendAttr(b, destWeight, binary.NativeEndian.AppendUint32(nil, uint32(d.Weight)))
+		b = appendAttr(b, destUThresh, binary.NativeEndian.AppendUint32(nil, d.UpperThreshold))
+		return appendAttr(b, destLThresh, binary.NativeEndian.AppendUint32(nil, d.LowerThreshold))
+	})
+}
+
+// ipBytes is an address as github.com/moby/ipvs sends it: 4 bytes for
+// IPv4, 16 for IPv6.
+func ipBytes(ip []byte) []byte {
+	if a, ok := netip.AddrFromSlice(ip); ok && a.Unmap().Is4() {
+		v4 := a.Unmap().As4()
+		return v4[:]
+	}
+	return ip
+}
+
+// appendAttr appends one netlink attribute, padded to 4 bytes.
+func appendAttr(b []byte, typ uint16, data []byte) []byte {
+	b = binary.NativeEndian.AppendUint16(b, uint16(unix.SizeofRtAttr+len(data)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// appendNested appends an attribute whose payload body writes, as
+// github.com/moby/ipvs nests them (without NLA_F_NESTED, which the
+// kernel's IPVS family does not require).
+func appendNested(b []byte, typ uint16, body func([]byte) []byte) []byte {
+	start := len(b)
+	b = binary.NativeEndian.AppendUint16(b, 0)
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = body(b)
+	binary.NativeEndian.PutUint16(b[start:], uint16(len(b)-start))
+	return b
+}
