@@ -46,11 +46,6 @@ const (
 	destUThresh = 5 // IPVS_DEST_ATTR_U_THRESH
 	destLThresh = 6 // IPVS_DEST_ATTR_L_THRESH
 
-	// netlinkCapAck is NETLINK_CAP_ACK: an error's acknowledgement
-	// carries only the request's header, so a batch of failures fits the
-	// receive buffer.
-	netlinkCapAck = 10
-
 	// batchTimeout bounds the wait for an acknowledgement.
 	batchTimeout = 30 * time.Second
 )
@@ -151,7 +146,10 @@ func (k *Kernel) batchOpen() error {
 	if err != nil {
 		return fmt.Errorf("opening an IPVS netlink socket: %w", err)
 	}
-	_ = unix.SetsockoptInt(s.GetFd(), unix.SOL_NETLINK, netlinkCapAck, 1) // best effort: older kernels
+	// An error's acknowledgement then carries only the request's header,
+	// so a batch of failures fits the receive buffer. Best effort: a
+	// kernel before 4.3 lacks it.
+	_ = unix.SetsockoptInt(s.GetFd(), unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	tv := unix.NsecToTimeval(batchTimeout.Nanoseconds())
 	if err := s.SetReceiveTimeout(&tv); err != nil {
 		s.Close()

@@ -48,9 +48,9 @@ type options struct {
 	idleLimit  time.Duration
 	only       *regexp.Regexp
 	kubeIPVS   string        // a kube-ipvs binary to run instead of building ./cmd/kube-ipvs
-	profile    string        // a directory for kube-ipvs' CPU profiles of join
+	profile    string        // a directory for kube-ipvs' CPU and heap profiles of join
 	profileFor time.Duration // their length
-	steps      bool          // print kube-ipvs' full-sync steps
+	steps      bool          // print kube-ipvs' debug log but its per-operation lines
 }
 
 func parseFlags() (options, error) {
