@@ -20,9 +20,10 @@ import (
 // instead of after the whole pass, which on a node of thousands of
 // Services takes seconds:
 //
-//  1. begin: one bulk read of the VIPs, the set members and the virtual
-//     servers (one dump), which replace the mirror of the kernel
-//     (p.applied) at once; each virtual server keeps the real servers the
+//  1. begin: ensure kipvs0 and read the VIPs into a new mirror of the
+//     kernel; then a step per set, reading its members into it, and one
+//     for the virtual servers (one dump), which makes it the mirror
+//     (p.applied); each virtual server keeps the real servers the old
 //     mirror had for it, until step 2 reads them. Then, a step each: the
 //     sets, each table's rules (one iptables-save, and one
 //     iptables-restore if anything differs), the sweep, and the anchors
@@ -35,8 +36,10 @@ import (
 //
 // A step reads a piece of the kernel and writes it into the mirror in one
 // go, so between two steps the mirror is as exact as after an incremental
-// sync, and an incremental sync planned against it is right. The first
-// full sync (no mirror yet) reads every real server in its first step.
+// sync, and an incremental sync planned against it is right; until the
+// new mirror replaces the old one, what such a sync did is replayed on
+// both (Proxier.mirror). The first full sync (no mirror yet) reads
+// everything, every real server included, in its first step.
 type fullPass struct {
 	// reading, until the read ends, is the new mirror being read, and
 	// toRead the sets still to read into it.
@@ -115,8 +118,7 @@ func (p *Proxier) fullStep(budget time.Duration) (bool, error) {
 		}
 		err = p.readStep()
 	case !p.pass.routed:
-		step = p.pass.nextRulesStep()
-		err = p.rulesStep()
+		step, err = p.rulesStep()
 	case len(p.pass.keys) > 0:
 		step, keys = "repair", len(p.pass.keys)
 		err = p.repairChunk(budget)
@@ -240,55 +242,38 @@ func (p *Proxier) endRead() error {
 // not plan and apply them all in one go.
 const maxChunk = 256
 
-// nextRulesStep names the step rulesStep runs next.
-func (pass *fullPass) nextRulesStep() string {
-	rs := pass.rules
-	switch {
-	case rs != nil && !pass.setsDone:
-		return "sets"
-	case rs != nil && len(rs.tables) > 0:
-		return "rules " + string(rs.tables[0])
-	case rs != nil:
-		return "sweep"
-	default:
-		return "routes"
-	}
-}
-
 // rulesStep is one of step 1's tail: the sets, then a table, then the
 // sweep (each a step), then the anchors and the routes, after the rules:
 // the filter rejects what host ports would answer on a Service CIDR before
-// its route makes it local.
-func (p *Proxier) rulesStep() error {
+// its route makes it local. It returns the step's name for the log.
+func (p *Proxier) rulesStep() (step string, err error) {
 	rs := p.pass.rules
-	var err error
 	switch {
 	case rs != nil && !p.pass.setsDone:
-		err = rs.ensureSets(p.pass.missing)
+		step, err = "sets", rs.ensureSets(p.pass.missing)
 		p.pass.setsDone = true
 	case rs != nil && len(rs.tables) > 0:
+		step = "rules " + rs.tables[0]
 		err = rs.nextTable()
 	case rs != nil:
-		err = rs.sweep()
+		step, err = "sweep", rs.sweep()
 		p.pass.rules = nil
 	default:
 		if err := p.bindAnchors(p.applied); err != nil {
-			return err
+			return "routes", err
 		}
 		p.pass.stale, err = p.addRoutes()
 		p.pass.routed = true
-		return err
+		return "routes", err
 	}
-	if rs != nil {
-		for _, c := range rs.changed {
-			p.log.Info("rules changed", zap.String("op", c))
-		}
-		rs.changed = nil
+	for _, c := range rs.changed {
+		p.log.Info("rules changed", zap.String("op", c))
 	}
+	rs.changed = nil
 	if err != nil {
-		return fmt.Errorf("ensuring rules: %w", err)
+		return step, fmt.Errorf("ensuring rules: %w", err)
 	}
-	return nil
+	return step, nil
 }
 
 // repairChunk is a step 2: it takes keys until budget is spent reading
