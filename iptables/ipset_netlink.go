@@ -171,12 +171,12 @@ func parseDump(msgs [][]byte) ([]dumpedSet, error) {
 		if len(msg) < 4 {
 			return nil, fmt.Errorf("ipset message of %d bytes", len(msg))
 		}
-		attrs, err := parseAttrs(msg[4:]) // after the nfgenmsg
-		if err != nil {
+		attrs := new(attrTable)
+		if err := parseAttrs(msg[4:], attrs); err != nil { // after the nfgenmsg
 			return nil, err
 		}
 		name := ""
-		if a, ok := attrs[nl.IPSET_ATTR_SETNAME]; ok {
+		if a, ok := attrs.get(nl.IPSET_ATTR_SETNAME); ok {
 			name = cString(a.value)
 		}
 		if len(sets) == 0 || sets[len(sets)-1].name != name {
@@ -190,22 +190,22 @@ func parseDump(msgs [][]byte) ([]dumpedSet, error) {
 }
 
 // add takes one message's attributes: header fields, then members.
-func (d *dumpedSet) add(attrs map[uint16]nlAttr) error {
-	if a, ok := attrs[nl.IPSET_ATTR_TYPENAME]; ok {
+func (d *dumpedSet) add(attrs *attrTable) error {
+	if a, ok := attrs.get(nl.IPSET_ATTR_TYPENAME); ok {
 		d.typ = SetType(cString(a.value))
 	}
-	if a, ok := attrs[nl.IPSET_ATTR_FAMILY]; ok && len(a.value) > 0 {
+	if a, ok := attrs.get(nl.IPSET_ATTR_FAMILY); ok && len(a.value) > 0 {
 		d.family = a.value[0]
 	}
-	if a, ok := attrs[nl.IPSET_ATTR_DATA]; ok {
-		header, err := parseAttrs(a.value)
-		if err != nil {
+	if a, ok := attrs.get(nl.IPSET_ATTR_DATA); ok {
+		var header attrTable
+		if err := parseAttrs(a.value, &header); err != nil {
 			return err
 		}
-		d.cadtFlags = uint32(attrUint(header, nl.IPSET_ATTR_CADT_FLAGS))
-		d.ports = [2]uint16{uint16(attrUint(header, nl.IPSET_ATTR_PORT_FROM)), uint16(attrUint(header, nl.IPSET_ATTR_PORT_TO))}
+		d.cadtFlags = uint32(attrUint(&header, nl.IPSET_ATTR_CADT_FLAGS))
+		d.ports = [2]uint16{uint16(attrUint(&header, nl.IPSET_ATTR_PORT_FROM)), uint16(attrUint(&header, nl.IPSET_ATTR_PORT_TO))}
 	}
-	a, ok := attrs[nl.IPSET_ATTR_ADT]
+	a, ok := attrs.get(nl.IPSET_ATTR_ADT)
 	if !ok || !supportedType(d.typ) {
 		return nil
 	}
@@ -229,12 +229,12 @@ func (d *dumpedSet) add(attrs map[uint16]nlAttr) error {
 // decodeEntry decodes a listed member of a set of type t (see Entry). A
 // skbmark with a mask other than the full one is not supported.
 func decodeEntry(t SetType, data []byte) (Entry, error) {
-	attrs, err := parseAttrs(data)
-	if err != nil {
+	attrs := new(attrTable)
+	if err := parseAttrs(data, attrs); err != nil {
 		return Entry{}, err
 	}
 	var e Entry
-	if a, ok := attrs[nl.IPSET_ATTR_SKBMARK]; ok {
+	if a, ok := attrs.get(nl.IPSET_ATTR_SKBMARK); ok {
 		v := attrUint(attrs, nl.IPSET_ATTR_SKBMARK)
 		if len(a.value) != 8 || v&skbmarkFullMask != skbmarkFullMask {
 			return Entry{}, fmt.Errorf("member with skbmark %#x/%#x: only the full mask is supported: %w",
@@ -242,7 +242,7 @@ func decodeEntry(t SetType, data []byte) (Entry, error) {
 		}
 		e.Mark = uint32(v >> 32)
 	}
-	port, hasPort := attrs[nl.IPSET_ATTR_PORT]
+	port, hasPort := attrs.get(nl.IPSET_ATTR_PORT)
 	if t == BitmapPort {
 		if !hasPort {
 			return Entry{}, fmt.Errorf("member without a port")
@@ -260,7 +260,7 @@ func decodeEntry(t SetType, data []byte) (Entry, error) {
 	}
 	e.Addr = ip
 	if t != HashIP {
-		proto, hasProto := attrs[nl.IPSET_ATTR_PROTO]
+		proto, hasProto := attrs.get(nl.IPSET_ATTR_PROTO)
 		if !hasPort || !hasProto || len(proto.value) != 1 || len(port.value) != 2 {
 			return Entry{}, fmt.Errorf("member %s without protocol or port", ip)
 		}
@@ -284,17 +284,17 @@ func decodeEntry(t SetType, data []byte) (Entry, error) {
 // nestedAddr reads address attribute typ (IPSET_ATTR_IP or _IP2), which
 // nests IPSET_ATTR_IPADDR_IPV4 or _IPV6; an IPv4 address is never given
 // in its IPv4-mapped form.
-func nestedAddr(attrs map[uint16]nlAttr, typ uint16) (netip.Addr, error) {
-	a, ok := attrs[typ]
+func nestedAddr(attrs *attrTable, typ uint16) (netip.Addr, error) {
+	a, ok := attrs.get(typ)
 	if !ok {
 		return netip.Addr{}, fmt.Errorf("member without a valid address")
 	}
-	inner, err := parseAttrs(a.value)
-	if err != nil {
+	inner := new(attrTable)
+	if err := parseAttrs(a.value, inner); err != nil {
 		return netip.Addr{}, err
 	}
-	for _, t := range []uint16{nl.IPSET_ATTR_IPADDR_IPV4, nl.IPSET_ATTR_IPADDR_IPV6} {
-		if v, ok := inner[t]; ok {
+	for _, t := range [...]uint16{nl.IPSET_ATTR_IPADDR_IPV4, nl.IPSET_ATTR_IPADDR_IPV6} {
+		if v, ok := inner.get(t); ok {
 			if addr, ok := netip.AddrFromSlice(v.value); ok {
 				return addr.Unmap(), nil
 			}
@@ -329,24 +329,46 @@ func parseAttrList(b []byte) ([]nlAttr, error) {
 	return out, nil
 }
 
-// parseAttrs is parseAttrList by type; of a type given twice the last wins.
-func parseAttrs(b []byte) (map[uint16]nlAttr, error) {
-	list, err := parseAttrList(b)
-	if err != nil {
-		return nil, err
+// attrTable is netlink attributes by type, an array rather than a map so
+// that decoding a listed member allocates nothing: every ipset attribute
+// has a type below 32, and kube-ipvs reads no other.
+type attrTable [32]nlAttr
+
+// get is the attribute of type typ, if present.
+func (t *attrTable) get(typ uint16) (nlAttr, bool) {
+	if int(typ) >= len(t) {
+		return nlAttr{}, false
 	}
-	m := make(map[uint16]nlAttr, len(list))
-	for _, a := range list {
-		m[a.typ] = a
+	a := t[typ]
+	return a, a.value != nil
+}
+
+// parseAttrs splits netlink attributes by type into t, as parseAttrList
+// does; of a type given twice the last wins, and types of 32 or above are
+// dropped. The caller's table stays on its stack.
+func parseAttrs(b []byte, t *attrTable) error {
+	*t = attrTable{}
+	for len(b) > 0 {
+		if len(b) < 4 {
+			return fmt.Errorf("truncated netlink attribute (%d bytes)", len(b))
+		}
+		n, typ := int(binary.NativeEndian.Uint16(b)), binary.NativeEndian.Uint16(b[2:])
+		if n < 4 || n > len(b) {
+			return fmt.Errorf("netlink attribute %d of bad length %d (%d bytes left)", typ&nl.NLA_TYPE_MASK, n, len(b))
+		}
+		if k := typ & nl.NLA_TYPE_MASK; int(k) < len(t) {
+			t[k] = nlAttr{typ: k, netOrder: typ&nl.NLA_F_NET_BYTEORDER != 0, value: b[4:n:n]}
+		}
+		b = b[min(len(b), (n+3)&^3):]
 	}
-	return m, nil
+	return nil
 }
 
 // attrUint reads an unsigned attribute of 1, 2, 4 or 8 bytes: in network
 // order when flagged so (as the kernel sends everything but u8 values and
 // the CIDRs), else in host order; 0 when absent.
-func attrUint(attrs map[uint16]nlAttr, typ uint16) uint64 {
-	a, ok := attrs[typ]
+func attrUint(attrs *attrTable, typ uint16) uint64 {
+	a, ok := attrs.get(typ)
 	if !ok {
 		return 0
 	}

@@ -127,6 +127,21 @@ func (k *Kernel) batchOpen() error {
 	if k.batchSock != nil {
 		return nil
 	}
+	if err := k.batchOpenLocked(); err != nil {
+		return &openError{err}
+	}
+	return nil
+}
+
+// openError is a failure to open the socket: its errno (ENOENT when the
+// IPVS module is not loaded or the namespace is gone) is not the answer
+// to a request, so mapErrno leaves it alone.
+type openError struct{ err error }
+
+func (e *openError) Error() string { return e.err.Error() }
+func (e *openError) Unwrap() error { return e.err }
+
+func (k *Kernel) batchOpenLocked() error {
 	if k.batchFamily == 0 {
 		f, err := netlink.GenlFamilyGet("IPVS")
 		if err != nil {

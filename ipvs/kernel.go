@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -19,7 +18,8 @@ import (
 var _ Interface = (*Kernel)(nil)
 
 // Kernel is the kernel's IPVS table, programmed over generic netlink
-// through github.com/moby/ipvs. The netlink socket is opened by Open or on
+// through github.com/moby/ipvs (Batch, ListServices and ListDestinations
+// use a socket of their own). The netlink socket is opened by Open or on
 // first use and kept until Close; calls are serialized on it. The embedded
 // Modules gives the explicit setup steps EnsureModules and EnsureScheduler.
 //
@@ -38,12 +38,15 @@ type Kernel struct {
 	// newHandle opens a handle; nil is libipvs.New. Tests replace it so
 	// they can prove no socket is opened.
 	newHandle func(netns string) (*libipvs.Handle, error)
-	// batchSock is Batch's own socket (github.com/moby/ipvs sends one
-	// message per request), batchFamily the IPVS generic netlink
+	// batchSock is Batch's and the dumps' own socket
+	// (github.com/moby/ipvs sends one message per request and allocates
+	// a receive buffer per read), batchFamily the IPVS generic netlink
 	// family's number and batchSeq its last sequence number.
 	batchSock   *nl.NetlinkSocket
 	batchFamily uint16
 	batchSeq    uint32
+	// dumpBuf is the dumps' receive buffer, kept between calls.
+	dumpBuf []byte
 }
 
 // NewKernel returns a Kernel for the caller's network namespace. It has no
@@ -109,35 +112,6 @@ func (k *Kernel) do(fn func(h *libipvs.Handle) error) error {
 	return err
 }
 
-// ListServices returns every virtual server in the kernel, sorted by key,
-// like `ipvsadm -Ln`: address virtual servers and firewall-mark ones
-// (MarkKey). Any whose family or address cannot be represented is left
-// out.
-func (k *Kernel) ListServices() ([]Service, error) {
-	var raw []*libipvs.Service
-	err := k.do(func(h *libipvs.Handle) (err error) {
-		raw, err = h.GetServices()
-		return err
-	})
-	if err != nil {
-		return nil, opError(MethodListServices, ServiceKey{}, netip.AddrPort{}, mapErrno(err, ErrNotFound))
-	}
-	return servicesFromLib(raw), nil
-}
-
-// servicesFromLib converts a kernel dump, skipping what fromLibService
-// rejects, and sorts it by key.
-func servicesFromLib(raw []*libipvs.Service) []Service {
-	out := make([]Service, 0, len(raw))
-	for _, ls := range raw {
-		if s, ok := fromLibService(ls); ok {
-			out = append(out, s)
-		}
-	}
-	slices.SortFunc(out, func(a, b Service) int { return a.Key.Compare(b.Key) })
-	return out
-}
-
 // AddService creates a virtual server, like
 // `ipvsadm -A -t VIP:PORT -s rr [-p TIMEOUT]` or `ipvsadm -A -f MARK -s rr`;
 // ErrExists if the key is taken, ErrNoScheduler if the kernel lacks the
@@ -172,19 +146,6 @@ func (k *Kernel) DeleteService(key ServiceKey) error {
 	return opError(MethodDeleteService, key, netip.AddrPort{}, mapErrno(err, ErrNotFound))
 }
 
-// ListDestinations returns the real servers of one virtual server sorted
-// by address, like `ipvsadm -Ln -t VIP:PORT`; ErrNotFound if the virtual
-// server does not exist. The kernel answers a dump for a missing virtual
-// server with an empty list, so an empty answer costs one more round trip
-// to tell the two apart.
-func (k *Kernel) ListDestinations(key ServiceKey) ([]Destination, error) {
-	raw, err := k.dumpDests(key)
-	if err != nil {
-		return nil, err
-	}
-	return destsFromLib(key, raw), nil
-}
-
 // dumpDests is the kernel's dump of one virtual server's real servers,
 // counters included, for ListDestinations and ListDestinationStats.
 func (k *Kernel) dumpDests(key ServiceKey) ([]*libipvs.Destination, error) {
@@ -204,19 +165,6 @@ func (k *Kernel) dumpDests(key ServiceKey) ([]*libipvs.Destination, error) {
 		return nil, opError(MethodListDestinations, key, netip.AddrPort{}, mapErrno(err, ErrNotFound))
 	}
 	return raw, nil
-}
-
-// destsFromLib converts a kernel dump, skipping what fromLibDest rejects,
-// and sorts it by address.
-func destsFromLib(key ServiceKey, raw []*libipvs.Destination) []Destination {
-	out := make([]Destination, 0, len(raw))
-	for _, ld := range raw {
-		if d, ok := fromLibDest(key, ld); ok {
-			out = append(out, d)
-		}
-	}
-	sortDests(out)
-	return out
 }
 
 // AddDestination adds a real server, like
@@ -259,10 +207,15 @@ func (k *Kernel) destOp(method string, key ServiceKey, d Destination,
 // ErrNotFound, ENOENT is onENOENT (no such real server, or no such
 // scheduler when adding or updating a virtual server).
 func mapErrno(err error, onENOENT error) error {
-	var sentinel error
+	var (
+		sentinel error
+		open     *openError
+	)
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &open):
+		return err
 	case errors.Is(err, syscall.EEXIST):
 		sentinel = ErrExists
 	case errors.Is(err, syscall.ESRCH):

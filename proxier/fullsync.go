@@ -86,6 +86,17 @@ func (p *Proxier) FullStep(budget time.Duration) (done bool, err error) {
 	return p.fullStep(budget)
 }
 
+// StepReady is the StepWaiter's: while a step's iptables-save runs, the
+// channel that closes when it ends.
+func (p *Proxier) StepReady() <-chan struct{} {
+	p.viewMu.Lock()
+	defer p.viewMu.Unlock()
+	if p.pass == nil || p.pass.rules == nil || p.pass.rules.save == nil {
+		return nil
+	}
+	return p.pass.rules.save.done
+}
+
 // fullSync runs a whole full sync, dropping one in progress.
 func (p *Proxier) fullSync() error {
 	p.pass = nil
@@ -252,6 +263,11 @@ func (p *Proxier) rulesStep() (step string, err error) {
 	case rs != nil && !p.pass.setsDone:
 		step, err = "sets", rs.ensureSets(p.pass.missing)
 		p.pass.setsDone = true
+	case rs != nil && len(rs.tables) > 0 && rs.save == nil:
+		// Its own step, so that the runner syncs changes while it runs
+		// (StepReady); the next step reads it and fixes the table.
+		rs.startSave()
+		return "save " + rs.tables[0], nil
 	case rs != nil && len(rs.tables) > 0:
 		step = "rules " + rs.tables[0]
 		err = rs.nextTable()

@@ -1,18 +1,21 @@
 package proxier
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/kube-ipvs/kube-ipvs/iptables"
@@ -92,8 +95,8 @@ func TestChangeDuringAFullSyncIsSyncedBetweenSteps(t *testing.T) {
 	})
 	// The change comes between the first step and the reads: the new
 	// mirror is read after it, the old one planned against.
-	if want := 12 + len(p.rules.Sets); count != want {
-		t.Errorf("the pass took %d steps, want %d: the addresses, each set, the virtual servers, the sets, three tables, the sweep, the routes, 3 chunks and the end", count, want)
+	if want := 15 + len(p.rules.Sets); count != want {
+		t.Errorf("the pass took %d steps, want %d: the addresses, each set, the virtual servers, the sets, three tables (a save and a fix each), the sweep, the routes, 3 chunks and the end", count, want)
 	}
 	for _, want := range []string{"-a -t 10.96.1.1:80 -r 10.244.200.1:8080", "-A -t 10.96.9.9:80", "-a -t 10.96.9.9:80 -r 10.244.201.1:8080"} {
 		if !strings.Contains(during, want) {
@@ -130,8 +133,9 @@ func TestSteppedFullSyncWithNothingChangedWritesNothing(t *testing.T) {
 	mustSync(t, p, false)
 	n.resetCalls()
 	// The addresses, each set, the virtual servers, the sets, nat,
-	// filter and mangle, the sweep, the routes, two chunks and the end.
-	if count, want := steps(t, p, nil), 11+len(p.rules.Sets); count != want {
+	// filter and mangle (a save and a fix each), the sweep, the routes,
+	// two chunks and the end.
+	if count, want := steps(t, p, nil), 14+len(p.rules.Sets); count != want {
 		t.Errorf("%d steps, want %d", count, want)
 	}
 	if _, w := n.calls(); w != 0 {
@@ -322,4 +326,52 @@ func TestVirtualAndRealServersAreAddedInBatches(t *testing.T) {
 	}
 	mustSync(t, p, true)
 	checkDump(t, "IPVS after the retry", n.ipvs.Dump(), want)
+}
+
+// While a full sync's iptables-save runs (here it hangs until the test
+// lets it go), the runner syncs a change that comes in: a slow save holds
+// no change back.
+func TestChangeDuringASaveIsSyncedBeforeTheSaveEnds(t *testing.T) {
+	n := newFakeNode()
+	p := newTestProxier(t, n, testOptions())
+	stepCluster(p, 2)
+	mustSync(t, p, false)
+
+	saving := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var once sync.Once
+	n.ipt.Hook = func(method string, _ ...string) error {
+		if method == iptables.MethodSaveTable {
+			once.Do(func() {
+				saving <- struct{}{}
+				<-release // only the first save hangs
+			})
+		}
+		return nil
+	}
+	r := NewRunner(zap.NewNop(), clock.RealClock{}, RunnerConfig{MinInterval: time.Millisecond, FullInterval: time.Hour}, p)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() {
+		cancel()
+		close(release)
+		<-done
+	}()
+	select {
+	case <-saving:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the full sync never saved a table")
+	}
+	p.OnService(service(ns, "late", withClusterIP("10.96.9.9")))
+	p.OnSlice(slice(ns, "late-1", "late", withEndpoints(ep("10.244.201.1"))))
+	r.Request()
+	waitFor(t, func() bool { return strings.Contains(n.ipvs.Dump(), "-a -t 10.96.9.9:80 -r 10.244.201.1:8080") })
+	// (A runner that ran the next step at once would wait for the save
+	// there, holding the change back, and this wait would fail.)
+	if p.StepReady() == nil {
+		t.Fatal("the change was synced, and StepReady says no save runs")
+	}
+	release <- struct{}{}
+	waitFor(t, func() bool { return p.StepReady() == nil })
 }

@@ -155,27 +155,41 @@ func Run(ctx context.Context, w *Watcher, r *Runner) error {
 
 // SlimForCache is the informers' transform: before an object is stored it
 // drops what kube-ipvs never reads, so the caches hold only what it does.
-// Every object loses its managedFields (often the largest part of it). A
-// Service keeps no annotation and no status condition (only
-// status.loadBalancer is read); an EndpointSlice keeps only the
-// last-change-trigger-time annotation (the programming latency metric) and
-// no owner reference; a Node keeps no annotation (CNIs write large ones)
-// and no image list (status.images, the largest part of a Node). It
-// changes the object in place, as client-go allows since v1.27, and is
-// idempotent.
+// Every object loses its managedFields (often the largest part of it).
+//
+//   - A Service keeps no label (the proxy-name filter is the apiserver's),
+//     annotation, owner reference, finalizer, selector (a proxy follows
+//     the slices, not the pods) or status condition (only
+//     status.loadBalancer is read).
+//   - An EndpointSlice keeps only the service-name label (which Service
+//     it serves), only the last-change-trigger-time annotation (the
+//     programming latency metric) and no owner reference. Its endpoints
+//     keep no zone, hints or deprecated topology (kube-ipvs does not
+//     route by topology), and of their target reference only the kind,
+//     namespace and name (`kube-ipvs show` names the pod).
+//   - A Node keeps no annotation (CNIs write large ones) and no image
+//     list (status.images, the largest part of a Node).
+//
+// It changes the object in place, as client-go allows since v1.27, and
+// is idempotent.
 func SlimForCache(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *v1.Service:
-		o.ManagedFields = nil
-		o.Annotations = nil
+		o.ManagedFields, o.Labels, o.Annotations = nil, nil, nil
+		o.OwnerReferences, o.Finalizers = nil, nil
+		o.Spec.Selector = nil
 		o.Status.Conditions = nil
 	case *discovery.EndpointSlice:
 		o.ManagedFields = nil
 		o.OwnerReferences = nil
-		if t, ok := o.Annotations[v1.EndpointsLastChangeTriggerTime]; ok {
-			o.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: t}
-		} else {
-			o.Annotations = nil
+		o.Labels = keepOnly(o.Labels, discovery.LabelServiceName)
+		o.Annotations = keepOnly(o.Annotations, v1.EndpointsLastChangeTriggerTime)
+		for i := range o.Endpoints {
+			ep := &o.Endpoints[i]
+			ep.Zone, ep.Hints, ep.DeprecatedTopology = nil, nil, nil
+			if r := ep.TargetRef; r != nil {
+				ep.TargetRef = &v1.ObjectReference{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
+			}
 		}
 	case *v1.Node:
 		o.ManagedFields = nil
@@ -183,4 +197,17 @@ func SlimForCache(obj any) (any, error) {
 		o.Status.Images = nil
 	}
 	return obj, nil
+}
+
+// keepOnly is m with only key (nil if m lacks it); m itself when that is
+// all it holds already.
+func keepOnly(m map[string]string, key string) map[string]string {
+	v, ok := m[key]
+	switch {
+	case !ok:
+		return nil
+	case len(m) == 1:
+		return m
+	}
+	return map[string]string{key: v}
 }

@@ -9,12 +9,14 @@ import (
 
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 )
 
 func TestSelector(t *testing.T) {
@@ -183,9 +185,13 @@ func TestSlimForCacheKeepsWhatKubeIPVSReads(t *testing.T) {
 		s.Labels = map[string]string{"app": "web"}
 		s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "203.0.113.10"}}
 		s.Status.Conditions = []metav1.Condition{{Type: "LoadBalancerReady"}}
+		s.OwnerReferences = []metav1.OwnerReference{{Kind: "Gateway", Name: "gw"}}
+		s.Finalizers = []string{"service.kubernetes.io/load-balancer-cleanup"}
+		s.Spec.Selector = map[string]string{"app": "web"}
 	})
 	want := svc.DeepCopy()
-	want.ManagedFields, want.Annotations, want.Status.Conditions = nil, nil, nil
+	want.ManagedFields, want.Labels, want.Annotations, want.Status.Conditions = nil, nil, nil, nil
+	want.OwnerReferences, want.Finalizers, want.Spec.Selector = nil, nil, nil
 	for range 2 { // idempotent
 		if _, err := SlimForCache(svc); err != nil {
 			t.Fatal(err)
@@ -195,15 +201,33 @@ func TestSlimForCacheKeepsWhatKubeIPVSReads(t *testing.T) {
 		}
 	}
 
-	es := slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1")))
+	es := slice(ns, "web-1", "web", withEndpoints(ep("10.244.1.1"), ep("10.244.1.2")))
 	es.ManagedFields = managed
 	es.OwnerReferences = []metav1.OwnerReference{{Kind: "Service", Name: "web"}}
+	es.Labels[discovery.LabelManagedBy] = "endpointslice-controller.k8s.io"
+	es.Labels["app"] = "web"
 	es.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: "2026-12-02T05:00:00Z", "other": "x"}
+	es.Endpoints[0].Zone = ptr.To("zone-a")
+	es.Endpoints[0].Hints = &discovery.EndpointHints{ForZones: []discovery.ForZone{{Name: "zone-a"}}}
+	es.Endpoints[0].DeprecatedTopology = map[string]string{"topology.kubernetes.io/zone": "zone-a"}
+	es.Endpoints[0].TargetRef = &v1.ObjectReference{Kind: "Pod", Namespace: ns, Name: "web-abc",
+		UID: "6f1c0d52-1a9e-4b9f-8d7e-0c3f1f6a2b11", ResourceVersion: "4711", APIVersion: "v1"}
+	es.Endpoints[1].NodeName = ptr.To(testNode)
 	keep := es.DeepCopy()
 	keep.ManagedFields, keep.OwnerReferences = nil, nil
+	keep.Labels = map[string]string{discovery.LabelServiceName: "web"}
 	keep.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: "2026-12-02T05:00:00Z"}
-	if _, err := SlimForCache(es); err != nil || !equality.Semantic.DeepEqual(es, keep) {
-		t.Errorf("EndpointSlice (%v):\n%+v\nwant:\n%+v", err, es, keep)
+	keep.Endpoints[0].Zone, keep.Endpoints[0].Hints, keep.Endpoints[0].DeprecatedTopology = nil, nil, nil
+	keep.Endpoints[0].TargetRef = &v1.ObjectReference{Kind: "Pod", Namespace: ns, Name: "web-abc"}
+	for range 2 { // idempotent
+		if _, err := SlimForCache(es); err != nil || !equality.Semantic.DeepEqual(es, keep) {
+			t.Errorf("EndpointSlice (%v):\n%+v\nwant:\n%+v", err, es, keep)
+		}
+	}
+	bare := slice(ns, "web-2", "web", withEndpoints(ep("10.244.1.3")))
+	bare.Labels = nil
+	if _, err := SlimForCache(bare); err != nil || bare.Labels != nil || bare.Annotations != nil {
+		t.Errorf("an EndpointSlice with no labels (%v): labels %v, annotations %v", err, bare.Labels, bare.Annotations)
 	}
 
 	node := &v1.Node{

@@ -116,10 +116,14 @@ func Plan(desired, current *State, scope *Scope) []Op {
 		addrs = keysOf(scope.Addrs)
 		entries = keysOf(scope.Entries)
 	}
+	wantMark, haveMark := markedByKey(entries, desired), markedByKey(entries, current)
+	// Only an address or a member on one side gives an operation: those
+	// alone are sorted (at the end of a full resync, none of thousands).
+	addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool { return unchanged(a, desired.Addrs, current.Addrs) })
+	entries = slices.DeleteFunc(entries, func(e SetEntry) bool { return unchanged(e, desired.Entries, current.Entries) })
 	slices.SortFunc(servers, ipvs.ServiceKey.Compare)
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	slices.SortFunc(entries, compareEntries)
-	wantMark, haveMark := markedByKey(entries, desired), markedByKey(entries, current)
 	diff := func(add func(Op)) {
 		for _, k := range servers {
 			owner := scope.Servers[k]
@@ -163,6 +167,14 @@ func Plan(desired, current *State, scope *Scope) []Op {
 		next[o.Kind]++
 	})
 	return out
+}
+
+// unchanged reports whether k is in both desired and current, or in
+// neither: no operation.
+func unchanged[K comparable](k K, desired, current map[K]struct{}) bool {
+	_, want := desired[k]
+	_, have := current[k]
+	return want == have
 }
 
 // keysOf returns the keys of m, in no order, in a slice of their exact

@@ -48,6 +48,14 @@ type Stepper interface {
 	FullStep(budget time.Duration) (done bool, err error)
 }
 
+// A StepWaiter is a Stepper whose step may leave work running in the
+// background (an iptables-save); *Proxier is one. Until StepReady's
+// channel closes, the runner syncs the changes that come in rather than
+// run the next step; a nil channel means the next step may run now.
+type StepWaiter interface {
+	StepReady() <-chan struct{}
+}
+
 // Observer hears what a Runner does, for the proxy's health and metrics.
 // Its methods are called from the runner's goroutine, and from Request's
 // callers for Queued; they must not block.
@@ -169,24 +177,46 @@ func (r *Runner) Run(ctx context.Context) {
 }
 
 // sync runs one sync. A full one of a Stepper runs in steps: a change
-// requested meanwhile is synced (incrementally) between two steps.
+// requested meanwhile is synced (incrementally) between two steps, and
+// while a StepWaiter's step runs on in the background.
 func (r *Runner) sync(full bool) error {
 	st, ok := r.syncer.(Stepper)
 	if !full || !ok {
 		return r.syncer.Sync(full)
 	}
+	waiter, _ := st.(StepWaiter)
 	for {
 		done, err := st.FullStep(r.cfg.StepBudget)
 		if done {
 			return err
 		}
-		select {
-		case <-r.requests:
-			began := r.clock.Now()
-			r.synced(began, false, r.syncer.Sync(false))
-		default:
+		var ready <-chan struct{}
+		if waiter != nil {
+			ready = waiter.StepReady()
+		}
+		if ready == nil {
+			select {
+			case <-r.requests:
+				r.syncChange()
+			default:
+			}
+			continue
+		}
+		for waiting := true; waiting; {
+			select {
+			case <-r.requests:
+				r.syncChange()
+			case <-ready:
+				waiting = false
+			}
 		}
 	}
+}
+
+// syncChange syncs, incrementally, what changed during a full sync.
+func (r *Runner) syncChange() {
+	began := r.clock.Now()
+	r.synced(began, false, r.syncer.Sync(false))
 }
 
 // synced tells the log and the observers a sync that began at began ended.

@@ -137,8 +137,8 @@ func runProxy(t *testing.T, p params) measure.Result {
 	default:
 		t.Fatalf("KIPVS_BENCH_SITUATION=%q: want join or burst", p.situation)
 	}
-	converged, interval := waitConverged(t, p, proc)
-	r.TimeError = interval
+	converged, late := waitConverged(t, p, proc, busyFrom)
+	r.TimeError = late
 	if p.situation == measure.Burst {
 		done := <-lastCreate
 		if done.err != nil {

@@ -32,8 +32,9 @@ type Result struct {
 	// virtual and real server; for burst, from the last create until
 	// then; for the floor, from its start until it exited with all made.
 	Time time.Duration `json:"time"`
-	// TimeError bounds how much later than the truth Time may read: the
-	// IPVS poll interval, plus for burst the console's delay.
+	// TimeError bounds how much later than the truth Time may read: back
+	// to the last IPVS read that saw the layout incomplete, plus for
+	// burst the console's delay.
 	TimeError time.Duration `json:"timeError"`
 	// CPU is the proxy's CPU (children included) from its start (join) or
 	// from the burst's first create until it went idle.
