@@ -35,9 +35,9 @@ func (l Layout) Complete(i int, real []RealServer) bool {
 // all its Services complete (the end is then likely near: each such
 // whole read leaves only what was still incomplete pending, so there
 // are few of them, and a pending set small enough is checked whole,
-// not sampled). The whole
-// read that matches ends the wait; the truth lies between the start of
-// the last read that saw something incomplete and the end of that read.
+// not sampled). The whole read that matches ends the wait; the truth
+// lies between the start of the last read that saw something incomplete
+// and the end of that read.
 type Convergence struct {
 	pending        []int // found incomplete by the last whole read, not seen complete since
 	lastIncomplete time.Time
