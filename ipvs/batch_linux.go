@@ -203,23 +203,29 @@ func writeError(w Write, err error) error {
 // fillDestination write.
 func appendWrite(b []byte, family uint16, seq uint32, w Write) []byte {
 	start := len(b)
-	b = binary.NativeEndian.AppendUint32(b, 0) // nlmsg_len, set below
-	b = binary.NativeEndian.AppendUint16(b, family)
-	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK)
-	b = binary.NativeEndian.AppendUint32(b, seq)
-	b = binary.NativeEndian.AppendUint32(b, 0) // the kernel fills the port id
 	cmd := uint8(cmdNewService)
 	key := w.Service
 	if w.Method == MethodAddDestination {
 		cmd, key = cmdNewDest, Service{Key: w.Key}
 	}
-	b = append(b, cmd, genlVersion, 0, 0)
+	b = appendHeaders(b, family, unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq, cmd)
 	b = appendService(b, toLibService(key))
 	if w.Method == MethodAddDestination {
 		b = appendDest(b, toLibDest(w.Dest))
 	}
 	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
 	return b
+}
+
+// appendHeaders appends a request's netlink header, its length 0 until
+// the caller sets it, and its generic netlink header.
+func appendHeaders(b []byte, family, flags uint16, seq uint32, cmd uint8) []byte {
+	b = binary.NativeEndian.AppendUint32(b, 0) // nlmsg_len
+	b = binary.NativeEndian.AppendUint16(b, family)
+	b = binary.NativeEndian.AppendUint16(b, flags)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	b = binary.NativeEndian.AppendUint32(b, 0) // the kernel fills the port id
+	return append(b, cmd, genlVersion, 0, 0)
 }
 
 func appendService(b []byte, s *libipvs.Service) []byte {

@@ -119,13 +119,7 @@ func (k *Kernel) read(fn func() error) error {
 func (k *Kernel) request(cmd uint8, flags uint16, key *ServiceKey, attr uint16, each func([]byte)) error {
 	k.batchSeq++
 	seq := k.batchSeq
-	b := make([]byte, 0, 128)
-	b = binary.NativeEndian.AppendUint32(b, 0) // nlmsg_len, set below
-	b = binary.NativeEndian.AppendUint16(b, k.batchFamily)
-	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|flags)
-	b = binary.NativeEndian.AppendUint32(b, seq)
-	b = binary.NativeEndian.AppendUint32(b, 0)
-	b = append(b, cmd, genlVersion, 0, 0)
+	b := appendHeaders(make([]byte, 0, 128), k.batchFamily, unix.NLM_F_REQUEST|flags, seq, cmd)
 	if key != nil {
 		b = appendService(b, toLibService(Service{Key: *key}))
 	}
