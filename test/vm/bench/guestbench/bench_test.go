@@ -169,7 +169,10 @@ func runProxy(t *testing.T, p params) measure.Result {
 	}
 
 	res := followResyncs(proxies[p.proxy])
-	r.Changes = makeChanges(t, api, p, proc)
+	r.Changes, r.WarmUp = makeChanges(t, api, p, proc)
+	if r.WarmUp > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("a warm-up change, before the timed ones, took %s (the first change after start, not counted)", measure.Short(r.WarmUp)))
+	}
 	res.stop()
 	r.Resyncs, r.ResyncMean, r.ResyncMax, r.ResyncMaxExact = res.r.Count(), res.r.Mean(), res.r.Max(), res.r.MaxExact()
 	checkFinal(t, p, proc)

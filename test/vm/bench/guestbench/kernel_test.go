@@ -266,56 +266,78 @@ func get(c *http.Client, url string) (string, error) {
 // times each from the Update call's return until the kernel holds the
 // new real server (polled over netlink, the interval a fifth of the time
 // waited so far: the latency reads at most 25% high, and at most 500 ms).
-func makeChanges(t *testing.T, api *guest.API, p params, proc *guest.Proc) []time.Duration {
+// One interval before them it makes the warm-up change (see
+// measure.Result.WarmUp), timed alike, and returns its latency apart.
+func makeChanges(t *testing.T, api *guest.API, p params, proc *guest.Proc) (lat []time.Duration, warmUp time.Duration) {
 	t.Helper()
 	l := p.layout
 	if l.Changes == 0 {
-		return nil
+		return nil, 0
 	}
 	every := p.spread / time.Duration(l.Changes)
+	var wg sync.WaitGroup
+	wait := func(i int, want netip.Addr, lat *time.Duration, err *error) {
+		returned := time.Now()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			*lat, *err = waitRealServer(i, want, returned, p.timeout)
+		}()
+	}
+	var warmErr error
+	if i := l.WarmUpService(); i >= 0 {
+		if err := changeSlice(api, i, l.WarmUpAddress()); err != nil {
+			t.Fatalf("warm-up change (EndpointSlice %s): %v", measure.Name(i), err)
+		}
+		wait(i, l.WarmUpAddress(), &warmUp, &warmErr)
+	}
 	t.Logf("making %d EndpointSlice changes, one every %v (over %v; kube-ipvs' syncPeriod %v)",
 		l.Changes, every.Round(time.Millisecond), p.spread, p.syncPeriod)
-	lat := make([]time.Duration, l.Changes)
+	lat = make([]time.Duration, l.Changes)
 	errs := make([]error, l.Changes)
-	var wg sync.WaitGroup
-	began := time.Now()
-	slices := api.Client.DiscoveryV1().EndpointSlices(measure.Namespace)
+	began := time.Now().Add(every)
 	for k := 0; k < l.Changes; k++ {
 		time.Sleep(time.Until(began.Add(time.Duration(k) * every)))
 		i := l.ChangedService(k)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		s, err := slices.Get(ctx, measure.Name(i), metav1.GetOptions{})
-		if err == nil {
-			s.Endpoints[0].Addresses = []string{l.Replacement(k).String()}
-			_, err = slices.Update(ctx, s, metav1.UpdateOptions{})
-		}
-		cancel()
-		if err != nil {
+		if err := changeSlice(api, i, l.Replacement(k)); err != nil {
 			t.Fatalf("change %d (EndpointSlice %s): %v", k, measure.Name(i), err)
 		}
-		returned := time.Now()
-		wg.Add(1)
-		go func(k, i int) {
-			defer wg.Done()
-			lat[k], errs[k] = waitRealServer(i, l, k, returned, p.timeout)
-		}(k, i)
+		wait(i, l.Replacement(k), &lat[k], &errs[k])
 	}
 	wg.Wait()
-	for k, err := range errs {
-		if err != nil {
-			if done, perr := proc.Exited(); done {
-				t.Logf("the proxy exited (%v)", perr)
-			}
-			t.Fatalf("change %d: %v\nthe proxy's output:\n%s", k, err, tail(proc.Output(), 40))
+	for k, err := range append([]error{warmErr}, errs...) {
+		if err == nil {
+			continue
 		}
+		if done, perr := proc.Exited(); done {
+			t.Logf("the proxy exited (%v)", perr)
+		}
+		what := fmt.Sprintf("change %d", k-1)
+		if k == 0 {
+			what = "warm-up change"
+		}
+		t.Fatalf("%s: %v\nthe proxy's output:\n%s", what, err, tail(proc.Output(), 40))
 	}
-	return lat
+	return lat, warmUp
 }
 
-// waitRealServer polls Service i's virtual server until it has change
-// k's replacement as a real server; the latency is from returned until
+// changeSlice gives endpoint 0 of Service i's slice the address to.
+func changeSlice(api *guest.API, i int, to netip.Addr) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	slices := api.Client.DiscoveryV1().EndpointSlices(measure.Namespace)
+	s, err := slices.Get(ctx, measure.Name(i), metav1.GetOptions{})
+	if err == nil {
+		s.Endpoints[0].Addresses = []string{to.String()}
+		_, err = slices.Update(ctx, s, metav1.UpdateOptions{})
+	}
+	return err
+}
+
+// waitRealServer polls Service i's virtual server until it has real
+// server want:TargetPort with a weight; the latency is from returned until
 // the start of the poll that saw it.
-func waitRealServer(i int, l measure.Layout, k int, returned time.Time, timeout time.Duration) (time.Duration, error) {
+func waitRealServer(i int, want netip.Addr, returned time.Time, timeout time.Duration) (time.Duration, error) {
 	h, err := libipvs.New("")
 	if err != nil {
 		return 0, fmt.Errorf("IPVS netlink: %w", err)
@@ -323,13 +345,13 @@ func waitRealServer(i int, l measure.Layout, k int, returned time.Time, timeout 
 	defer h.Close()
 	vs := &libipvs.Service{AddressFamily: syscall.AF_INET, Protocol: syscall.IPPROTO_TCP,
 		Address: net.IP(measure.VIP(i).AsSlice()), Port: measure.ServicePort}
-	want := net.IP(l.Replacement(k).AsSlice())
+	ip := net.IP(want.AsSlice())
 	for {
 		at := time.Now()
 		dests, err := h.GetDestinations(vs)
 		if err == nil {
 			for _, d := range dests {
-				if d.Address.Equal(want) && d.Port == measure.TargetPort && d.Weight > 0 {
+				if d.Address.Equal(ip) && d.Port == measure.TargetPort && d.Weight > 0 {
 					return at.Sub(returned), nil
 				}
 			}

@@ -134,8 +134,9 @@ func hexAddrPort(s string) (netip.AddrPort, error) {
 
 // Check compares the kernel's table with the layout: every Service's
 // virtual server (TCP, scheduler rr) with exactly its real servers
-// (masqueraded, weight 1), change k applied for every k < applied, and no
-// other virtual server in the benchmark's range (10.96.16.0 on). Virtual servers outside it
+// (masqueraded, weight 1), change k applied for every k < applied (and,
+// once any is, the warm-up change, made before change 0), and no other
+// virtual server in the benchmark's range (10.96.16.0 on). Virtual servers outside it
 // (the apiserver's own kubernetes Service) are ignored. It returns nil or
 // every difference, at most 10 of them spelled out.
 func (l Layout) Check(t IPVSTable, applied int) error {
@@ -148,6 +149,9 @@ func (l Layout) Check(t IPVSTable, applied int) error {
 	for k := 0; k < applied; k++ {
 		i := l.ChangedService(k)
 		want[i][0] = netip.AddrPortFrom(l.Replacement(k), TargetPort)
+	}
+	if w := l.WarmUpService(); applied > 0 && w >= 0 {
+		want[w][0] = netip.AddrPortFrom(l.WarmUpAddress(), TargetPort)
 	}
 	for i := 0; i < l.Services; i++ {
 		key := VSKey{Proto: "TCP", Addr: VS(i)}

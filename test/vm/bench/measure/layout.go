@@ -45,8 +45,8 @@ func (l Layout) Validate() error {
 		return fmt.Errorf("services %d, endpoints %d: both must be at least 1", l.Services, l.Endpoints)
 	case l.Services > maxAddresses:
 		return fmt.Errorf("services %d: at most %d", l.Services, maxAddresses)
-	case l.Services*l.Endpoints+l.Changes > maxAddresses:
-		return fmt.Errorf("services × endpoints + changes = %d: at most %d pod addresses", l.Services*l.Endpoints+l.Changes, maxAddresses)
+	case l.Services*l.Endpoints+l.Changes+1 > maxAddresses: // + WarmUpAddress
+		return fmt.Errorf("services × endpoints + changes + 1 = %d: at most %d pod addresses", l.Services*l.Endpoints+l.Changes+1, maxAddresses)
 	case l.Changes < 0 || l.Changes > l.Services:
 		// Two changes of one Service could coalesce, and the first's real
 		// server never reach the kernel.
@@ -79,6 +79,26 @@ func (l Layout) ChangedService(k int) int {
 // Replacement is the address change k gives endpoint 0 of its Service:
 // a pod address no initial endpoint uses.
 func (l Layout) Replacement(k int) netip.Addr { return addN(firstPod, l.Services*l.Endpoints+k) }
+
+// WarmUpService is the Service of the warm-up change, which the guest
+// makes and reverts before the timed ones: one no change touches, or -1
+// when every Service is changed.
+func (l Layout) WarmUpService() int {
+	changed := make(map[int]bool, l.Changes)
+	for k := 0; k < l.Changes; k++ {
+		changed[l.ChangedService(k)] = true
+	}
+	for i := l.Services - 1; i >= 0; i-- {
+		if !changed[i] {
+			return i
+		}
+	}
+	return -1
+}
+
+// WarmUpAddress is the address the warm-up change gives endpoint 0 of
+// WarmUpService: after every Replacement.
+func (l Layout) WarmUpAddress() netip.Addr { return l.Replacement(l.Changes) }
 
 // Want is the real servers of Service i: its endpoints on TargetPort.
 func (l Layout) Want(i int) []netip.AddrPort {

@@ -46,6 +46,18 @@ func TestLayoutAddresses(t *testing.T) {
 		}
 		seen[i] = true
 	}
+	if w := l.WarmUpService(); w != 999 || seen[w] {
+		t.Errorf("WarmUpService = %d, want 999, which no change touches", w)
+	}
+	if got := l.WarmUpAddress().String(); got != "10.244.20.176" { // after the 40 replacements
+		t.Errorf("WarmUpAddress = %s", got)
+	}
+	if w := (Layout{Services: 3, Endpoints: 1, Changes: 3}).WarmUpService(); w != -1 {
+		t.Errorf("every Service changed: WarmUpService = %d, want -1", w)
+	}
+	if w := (Layout{Services: 4, Endpoints: 1, Changes: 2}).WarmUpService(); w != 3 {
+		t.Errorf("changes touch 0 and 2: WarmUpService = %d, want 3", w)
+	}
 	if err := (Layout{Services: 20000, Endpoints: 5}).Validate(); err == nil {
 		t.Error("100,000 pod addresses validated")
 	}
@@ -90,15 +102,22 @@ func TestLayoutCheck(t *testing.T) {
 	if err := l.Check(tab, 0); err != nil {
 		t.Errorf("the expected table: %v", err)
 	}
-	// Change 0 replaces endpoint 0 (10.244.1.0) of Service 0 by 10.244.1.4.
+	// Change 0 replaces endpoint 0 (10.244.1.0) of Service 0 by 10.244.1.4,
+	// and the warm-up before it endpoint 0 (10.244.1.2) of Service 1 by
+	// 10.244.1.5.
 	if err := l.Check(tab, 1); err == nil || !strings.Contains(err.Error(), "missing 10.244.1.4:8080") ||
-		!strings.Contains(err.Error(), "unexpected 10.244.1.0:8080") {
-		t.Errorf("before change 0 is applied: %v", err)
+		!strings.Contains(err.Error(), "unexpected 10.244.1.0:8080") || !strings.Contains(err.Error(), "missing 10.244.1.5:8080") {
+		t.Errorf("before change 0 and the warm-up are applied: %v", err)
 	}
 	changed := strings.Replace(procIPVS, "0AF40100:1F90", "0AF40104:1F90", 1)
 	tab, _ = ParseIPVS([]byte(changed))
+	if err := l.Check(tab, 1); err == nil || !strings.Contains(err.Error(), "missing 10.244.1.5:8080") {
+		t.Errorf("after change 0 but not the warm-up: %v", err)
+	}
+	changed = strings.Replace(changed, "0AF40102:1F90", "0AF40105:1F90", 1)
+	tab, _ = ParseIPVS([]byte(changed))
 	if err := l.Check(tab, 1); err != nil {
-		t.Errorf("after change 0: %v", err)
+		t.Errorf("after change 0 and the warm-up: %v", err)
 	}
 	bad := strings.Replace(procIPVS, "0AF40103:1F90      Masq    1", "0AF40103:1F90      Masq    0", 1)
 	bad += "TCP  0A601005:0050 rr\n"

@@ -47,6 +47,12 @@ type Result struct {
 	// Changes are the latencies of the EndpointSlice changes, from the
 	// Update call's return until the kernel held the new real server.
 	Changes []time.Duration `json:"changes"`
+	// WarmUp is the latency of the warm-up change, made one interval
+	// before the timed ones, alike, on a Service none of them touches (0:
+	// none). It is the first change the proxy syncs after its start, its
+	// first run of the paths a change takes: a one-time cost, printed in
+	// the notes and kept out of Changes.
+	WarmUp time.Duration `json:"warmUp"`
 	// Full resyncs that ended after the proxy went idle (their count,
 	// mean and longest), from its sync-duration histogram.
 	Resyncs        int           `json:"resyncs"`
