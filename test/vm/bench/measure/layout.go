@@ -81,8 +81,8 @@ func (l Layout) ChangedService(k int) int {
 func (l Layout) Replacement(k int) netip.Addr { return addN(firstPod, l.Services*l.Endpoints+k) }
 
 // WarmUpService is the Service of the warm-up change, which the guest
-// makes and reverts before the timed ones: one no change touches, or -1
-// when every Service is changed.
+// makes one interval before the timed ones (Result.WarmUp): the last one
+// no change touches, or -1 when every Service is changed.
 func (l Layout) WarmUpService() int {
 	changed := make(map[int]bool, l.Changes)
 	for k := 0; k < l.Changes; k++ {
