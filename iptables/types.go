@@ -204,7 +204,9 @@ func (e Entry) String() string {
 	return b.String()
 }
 
-// Sets is the kernel's ipset table.
+// Sets is the kernel's ipset table. ListEntries may be called while
+// another method runs, from another goroutine: a full sync reads the sets
+// in the background.
 type Sets interface {
 	// ListSets returns the names of all ipsets, ours or not.
 	ListSets() ([]string, error)

@@ -41,14 +41,16 @@ const (
 // (MarkKey). Any whose family or address cannot be represented is left
 // out.
 //
-// It reads the kernel's dump on Batch's socket into a buffer kept for the
-// next call, and converts each message as it comes (github.com/moby/ipvs
-// allocates a receive buffer per read and every attribute of every
-// message before converting).
+// It reads the kernel's dump on a socket of its own (k's lister), so it
+// may run while another call does, into a buffer kept for the next call,
+// and converts each message as it comes (github.com/moby/ipvs allocates a
+// receive buffer per read and every attribute of every message before
+// converting).
 func (k *Kernel) ListServices() ([]Service, error) {
+	l := k.listerOf()
 	var out []Service
-	err := k.read(func() error {
-		return k.request(cmdGetService, unix.NLM_F_DUMP, nil, attrService, func(attrs []byte) {
+	err := l.read(func() error {
+		return l.request(cmdGetService, unix.NLM_F_DUMP, nil, attrService, func(attrs []byte) {
 			if s, ok := fromLibService(parseService(attrs)); ok {
 				out = append(out, s)
 			}
@@ -59,6 +61,18 @@ func (k *Kernel) ListServices() ([]Service, error) {
 	}
 	slices.SortFunc(out, func(a, b Service) int { return a.Key.Compare(b.Key) })
 	return out, nil
+}
+
+// listerOf returns k's lister, making it on first use: a Kernel of k's
+// namespace that only ListServices uses, with a socket and a lock of its
+// own.
+func (k *Kernel) listerOf() *Kernel {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.lister == nil {
+		k.lister = &Kernel{Netns: k.Netns, batchFamily: k.batchFamily}
+	}
+	return k.lister
 }
 
 // ListDestinations returns the real servers of one virtual server, sorted

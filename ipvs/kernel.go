@@ -18,9 +18,11 @@ import (
 var _ Interface = (*Kernel)(nil)
 
 // Kernel is the kernel's IPVS table, programmed over generic netlink
-// through github.com/moby/ipvs (Batch, ListServices and ListDestinations
-// use a socket of their own). The netlink socket is opened by Open or on
-// first use and kept until Close; calls are serialized on it. The embedded
+// through github.com/moby/ipvs (Batch and ListDestinations use a socket of
+// their own, and ListServices another). The netlink socket is opened by
+// Open or on first use and kept until Close; calls are serialized on it,
+// but for ListServices, which may run while another call does (see
+// lister). The embedded
 // Modules gives the explicit setup steps EnsureModules and EnsureScheduler.
 //
 // Errors wrap ErrExists (EEXIST), ErrNotFound (ESRCH: no such virtual
@@ -47,6 +49,10 @@ type Kernel struct {
 	batchSeq    uint32
 	// dumpBuf is the dumps' receive buffer, kept between calls.
 	dumpBuf []byte
+	// lister is ListServices' own Kernel (its socket, buffer and lock),
+	// made on first use: a full sync dumps the virtual servers in the
+	// background while incremental syncs write on this one.
+	lister *Kernel
 }
 
 // NewKernel returns a Kernel for the caller's network namespace. It has no
@@ -74,6 +80,9 @@ func (k *Kernel) Close() error {
 	if k.batchSock != nil {
 		k.batchSock.Close()
 		k.batchSock = nil
+	}
+	if k.lister != nil {
+		return k.lister.Close()
 	}
 	return nil
 }

@@ -243,7 +243,9 @@ var (
 )
 
 // Interface is the IPVS table. Every method is one kernel round trip
-// (ListDestinations one dump per virtual server).
+// (ListDestinations one dump per virtual server). ListServices may be
+// called while another method runs, from another goroutine: a full sync
+// dumps the virtual servers in the background.
 type Interface interface {
 	// ListServices returns every virtual server in the kernel, ours or not.
 	ListServices() ([]Service, error)

@@ -20,11 +20,13 @@ import (
 // instead of after the whole pass, which on a node of thousands of
 // Services takes seconds:
 //
-//  1. begin: ensure kipvs0 and read the VIPs into a new mirror of the
-//     kernel; then a step per set, reading its members into it, and one
-//     for the virtual servers (one dump), which makes it the mirror
-//     (p.applied); each virtual server keeps the real servers the old
-//     mirror had for it, until step 2 reads them. Then, a step each: the
+//  1. begin: ensure kipvs0, read the VIPs into a new mirror of the
+//     kernel and start reading the sets' members and the virtual servers
+//     (one dump) in the background, while the runner syncs what changes
+//     (StepReady); then read: put what the background read found into
+//     the new mirror and make it the mirror (p.applied); each virtual
+//     server keeps the real servers the old mirror had for it, until
+//     step 2 reads them. Then, a step each: the
 //     sets, each table's rules (one iptables-save, and one
 //     iptables-restore if anything differs), the sweep, and the anchors
 //     and local routes.
@@ -38,18 +40,24 @@ import (
 // go, so between two steps the mirror is as exact as after an incremental
 // sync, and an incremental sync planned against it is right; until the
 // new mirror replaces the old one, what such a sync did is replayed on
-// both (Proxier.mirror). The first full sync (no mirror yet) reads
-// everything, every real server included, in its first step.
+// both (Proxier.mirror), and the set members and virtual servers it
+// touched while the background read ran, which that read may have seen
+// before or after the change, are taken from the old mirror. The first
+// full sync (no mirror yet) reads everything, every real server included,
+// in its first step.
 type fullPass struct {
-	// reading, until the read ends, is the new mirror being read, and
-	// toRead the sets still to read into it.
+	// reading, until the read ends, is the new mirror being read, read
+	// the read of the sets and virtual servers running in the background,
+	// and touched what incremental syncs changed since it started.
 	reading *State
-	toRead  []iptables.Set
+	read    *kernelRead
+	touched touched
 	// keys are the virtual servers still to repair, in key order.
 	keys []ipvs.ServiceKey
-	// unread are those whose real servers the mirror has from before the
-	// pass: they are read before they are repaired.
-	unread map[ipvs.ServiceKey]bool
+	// readAll is set when the read read every real server (the first
+	// full sync); otherwise each chunk reads those of its keys the mirror
+	// has before it repairs them.
+	readAll bool
 	// rules, until the rules are ensured, are the steps left of that
 	// (nil in dry-run mode), and missing the sets ReadState found missing;
 	// routed is set once the anchors and routes are (step 1's tail).
@@ -86,15 +94,21 @@ func (p *Proxier) FullStep(budget time.Duration) (done bool, err error) {
 	return p.fullStep(budget)
 }
 
-// StepReady is the StepWaiter's: while a step's iptables-save runs, the
-// channel that closes when it ends.
+// StepReady is the StepWaiter's: while the background read a pass
+// begins with, or a step's iptables-save, runs, the channel that closes
+// when it ends.
 func (p *Proxier) StepReady() <-chan struct{} {
 	p.viewMu.Lock()
 	defer p.viewMu.Unlock()
-	if p.pass == nil || p.pass.rules == nil || p.pass.rules.save == nil {
+	switch pass := p.pass; {
+	case pass == nil:
 		return nil
+	case pass.reading != nil:
+		return pass.read.done
+	case pass.rules != nil && pass.rules.save != nil:
+		return pass.rules.save.done
 	}
-	return p.pass.rules.save.done
+	return nil
 }
 
 // fullSync runs a whole full sync, dropping one in progress.
@@ -123,11 +137,8 @@ func (p *Proxier) fullStep(budget time.Duration) (bool, error) {
 		step = "begin"
 		err = p.beginPass()
 	case p.pass.reading != nil:
-		step = "read virtual servers"
-		if len(p.pass.toRead) > 0 {
-			step = "read set " + p.pass.toRead[0].Name
-		}
-		err = p.readStep()
+		step = "read"
+		err = p.endRead()
 	case !p.pass.routed:
 		step, err = p.rulesStep()
 	case len(p.pass.keys) > 0:
@@ -149,12 +160,12 @@ func (p *Proxier) fullStep(budget time.Duration) (bool, error) {
 	return false, nil
 }
 
-// beginPass is step 1's first: it ensures kipvs0 and reads the addresses.
-// The sets and the virtual servers are read in steps after it (readStep),
-// into a new mirror that the incremental syncs in between keep up to date
-// as they do the old one, which they plan against until the read ends;
-// the first full sync, with no mirror to plan against, reads them all at
-// once.
+// beginPass is step 1's first: it ensures kipvs0, reads the addresses and
+// starts reading the sets and the virtual servers in the background, into
+// a new mirror that the incremental syncs in between keep up to date as
+// they do the old one, which they plan against until the read ends (see
+// endRead); the first full sync, with no mirror to plan against, waits
+// for that read and ends it at once.
 func (p *Proxier) beginPass() error {
 	if !p.opts.DryRun {
 		// Someone may have deleted or downed kipvs0; without it no VIP is
@@ -165,59 +176,64 @@ func (p *Proxier) beginPass() error {
 		}
 	}
 	p.readKubeProxy()
-	pass := &fullPass{unread: map[ipvs.ServiceKey]bool{}, failing: map[*retry]int{}, dryPlanned: map[string]struct{}{},
-		reading: NewState(), toRead: slices.Clone(p.rules.Sets)}
+	pass := &fullPass{failing: map[*retry]int{}, dryPlanned: map[string]struct{}{},
+		reading: NewState(), touched: newTouched()}
 	for _, r := range p.failures {
 		pass.failing[r] = r.attempts
 	}
 	if err := readAddrs(p.kernel, p.opts.Build.Family, pass.reading); err != nil {
 		return fmt.Errorf("reading kernel state: %w", err)
 	}
+	pass.read = startRead(p.kernel, p.opts.Build.Family, p.rules.Sets)
 	p.pass = pass
-	for p.applied == nil && pass.reading != nil {
-		if err := p.readStep(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// readStep reads one set, or, once the sets are read, the virtual servers,
-// which ends the read (see endRead).
-func (p *Proxier) readStep() error {
-	pass := p.pass
-	if len(pass.toRead) == 0 {
+	if p.applied == nil {
 		return p.endRead()
 	}
-	set := pass.toRead[0]
-	pass.toRead = pass.toRead[1:]
-	found, err := readSet(p.kernel, set, pass.reading)
-	if err != nil {
-		return fmt.Errorf("reading kernel state: %w", err)
-	}
-	if !found {
-		pass.missing = append(pass.missing, set)
-	}
 	return nil
 }
 
-// endRead reads the virtual servers (one dump) and makes the new mirror
-// the mirror: each virtual server keeps the real servers the old one had
-// for it, until its chunk reads them; the first full sync reads them all
-// now.
+// endRead is step 1's second: it waits for the background read, puts
+// what it found into the new mirror, and makes that the mirror: each
+// virtual server keeps the real servers the old one had for it, until its
+// chunk reads them; the first full sync reads them all now.
 func (p *Proxier) endRead() error {
 	pass, old, current := p.pass, p.applied, p.pass.reading
+	r := pass.read
+	<-r.done
+	if r.err != nil {
+		return fmt.Errorf("reading kernel state: %w", r.err)
+	}
+	// The replays on current's members and virtual servers are dropped:
+	// the read has them, or touched.
+	current.Entries, current.Servers, pass.missing = r.entries, r.servers, r.missing
+	// What an incremental sync did since the read began may be missing
+	// from it; the old mirror has it (mirror replays it there).
+	if old != nil {
+		for e := range pass.touched.entries {
+			if _, ok := old.Entries[e]; ok {
+				current.Entries[e] = struct{}{}
+			} else {
+				delete(current.Entries, e)
+			}
+		}
+	}
 	adopt := func(k ipvs.ServiceKey, bound bool) bool {
 		_, wanted := p.want.state.Servers[k]
 		return wanted && (bound || p.takingOver(k)) && !p.excluded(k.Addr)
 	}
-	if err := readServers(p.kernel, p.opts.Build.Family, current, adopt); err != nil {
-		return fmt.Errorf("reading kernel state: %w", err)
+	adoptServers(r.others, current, adopt)
+	if old != nil {
+		for k := range pass.touched.servers {
+			if vs, ok := old.Servers[k]; ok {
+				current.Servers[k] = vs
+			} else {
+				delete(current.Servers, k)
+			}
+		}
 	}
 	for k, vs := range current.Servers {
 		if old != nil {
 			vs.Dests = old.Servers[k].Dests
-			pass.unread[k] = true
 		} else {
 			var err error
 			if vs.Dests, err = readDests(p.kernel, k); err != nil {
@@ -226,6 +242,7 @@ func (p *Proxier) endRead() error {
 		}
 		current.Servers[k] = vs
 	}
+	pass.readAll = old == nil
 	if !p.opts.DryRun {
 		pass.rules = newRuleSync(p.kernel, p.rules)
 	}
@@ -234,18 +251,68 @@ func (p *Proxier) endRead() error {
 			p.rebuild(name, discard()) // the pass covers every key
 		}
 	}
-	keys := map[ipvs.ServiceKey]bool{}
-	for _, m := range []map[ipvs.ServiceKey]VirtualServer{current.Servers, p.want.state.Servers} {
-		for k := range m {
-			keys[k] = true
+	pass.keys = p.passKeys(current, r)
+	p.applied, pass.reading, pass.read, pass.touched = current, nil, nil, touched{}
+	return nil
+}
+
+// passKeys are the keys a pass repairs, in order: those the read found
+// recorded (in order), merged with every other the new mirror (adopted or
+// added since the read), the desired state or a drain has, sorted apart:
+// few but on a node's first sync.
+func (p *Proxier) passKeys(mirror *State, r *kernelRead) []ipvs.ServiceKey {
+	has := func(k ipvs.ServiceKey) (inMirror, elsewhere bool) {
+		_, inMirror = mirror.Servers[k]
+		_, wanted := p.want.state.Servers[k]
+		_, draining := p.drainSince[k]
+		return inMirror, wanted || draining
+	}
+	extra := map[ipvs.ServiceKey]bool{}
+	for _, svc := range r.others {
+		if in, _ := has(svc.Key); in { // adopted
+			extra[svc.Key] = true
+		}
+	}
+	for k := range p.want.state.Servers {
+		if in, _ := has(k); !in {
+			extra[k] = true
 		}
 	}
 	for k := range p.drainSince {
-		keys[k] = true
+		if in, _ := has(k); !in {
+			extra[k] = true
+		}
 	}
-	pass.keys = slices.SortedFunc(maps.Keys(keys), ipvs.ServiceKey.Compare)
-	p.applied, pass.reading = current, nil
-	return nil
+	// A virtual server touched since the read: one added is in the
+	// mirror, one deleted is no key of the pass unless wanted.
+	dropped := map[ipvs.ServiceKey]bool{}
+	for k := range p.pass.touched.servers {
+		if in, elsewhere := has(k); in || elsewhere {
+			extra[k] = true
+		} else {
+			dropped[k] = true
+		}
+	}
+	read := r.keys
+	if len(extra) == 0 && len(dropped) == 0 {
+		return read
+	}
+	more := slices.SortedFunc(maps.Keys(extra), ipvs.ServiceKey.Compare)
+	keys := make([]ipvs.ServiceKey, 0, len(read)+len(more))
+	for len(read) > 0 || len(more) > 0 {
+		switch {
+		case len(more) == 0 || (len(read) > 0 && read[0].Compare(more[0]) < 0):
+			if !dropped[read[0]] {
+				keys = append(keys, read[0])
+			}
+			read = read[1:]
+		case len(read) > 0 && read[0] == more[0]:
+			read = read[1:] // in both
+		default:
+			keys, more = append(keys, more[0]), more[1:]
+		}
+	}
+	return keys
 }
 
 // maxChunk bounds the virtual servers one step repairs, so that a step
@@ -342,10 +409,9 @@ func (p *Proxier) applyPass(ops []Op) {
 // whether it read them. A virtual server gone since the bulk read leaves
 // the mirror.
 func (p *Proxier) readServer(k ipvs.ServiceKey) (bool, error) {
-	if !p.pass.unread[k] {
+	if p.pass.readAll {
 		return false, nil
 	}
-	delete(p.pass.unread, k)
 	vs, ok := p.applied.Servers[k]
 	if !ok {
 		return false, nil // an incremental sync deleted it since
@@ -391,7 +457,13 @@ func (p *Proxier) endPass() error {
 	// members: a record goes in only with its virtual server (a Service
 	// refused for someone else's virtual server has none), and a set
 	// member of a virtual server that failed waits for its retry.
-	p.applyPass(Plan(p.want.state, p.applied, p.want.endScope(p.applied)))
+	// When the addresses and set members agree already, as they nearly
+	// always do, the end plans nothing: checking that costs a lookup per
+	// member, building its scope several (at 5,000 Services, most of a
+	// slow node's 0.1 s end step).
+	if !p.want.state.membersAgree(p.applied) {
+		p.applyPass(Plan(p.want.state, p.applied, p.want.endScope(p.applied)))
+	}
 	for name, r := range p.failures {
 		if attempts, ok := p.pass.failing[r]; ok && attempts == r.attempts {
 			p.log.Info("operations succeed again", zap.Stringer("service", name), zap.Int("failedAttempts", r.attempts))

@@ -93,10 +93,11 @@ func TestChangeDuringAFullSyncIsSyncedBetweenSteps(t *testing.T) {
 		mustSync(t, p, false)
 		during = n.ipvs.Dump()
 	})
-	// The change comes between the first step and the reads: the new
-	// mirror is read after it, the old one planned against.
-	if want := 15 + len(p.rules.Sets); count != want {
-		t.Errorf("the pass took %d steps, want %d: the addresses, each set, the virtual servers, the sets, three tables (a save and a fix each), the sweep, the routes, 3 chunks and the end", count, want)
+	// The change comes while the background read runs, or after it:
+	// the incremental sync plans against the old mirror, and the new one
+	// takes what it touched from the old.
+	if want := 15; count != want {
+		t.Errorf("the pass took %d steps, want %d: the begin, the read's end, the sets, three tables (a save and a fix each), the sweep, the routes, 3 chunks and the end", count, want)
 	}
 	for _, want := range []string{"-a -t 10.96.1.1:80 -r 10.244.200.1:8080", "-A -t 10.96.9.9:80", "-a -t 10.96.9.9:80 -r 10.244.201.1:8080"} {
 		if !strings.Contains(during, want) {
@@ -132,10 +133,10 @@ func TestSteppedFullSyncWithNothingChangedWritesNothing(t *testing.T) {
 	stepCluster(p, maxChunk+1)
 	mustSync(t, p, false)
 	n.resetCalls()
-	// The addresses, each set, the virtual servers, the sets, nat,
-	// filter and mangle (a save and a fix each), the sweep, the routes,
-	// two chunks and the end.
-	if count, want := steps(t, p, nil), 14+len(p.rules.Sets); count != want {
+	// The begin, the read's end, the sets, nat, filter and mangle (a
+	// save and a fix each), the sweep, the routes, two chunks and the
+	// end.
+	if count, want := steps(t, p, nil), 14; count != want {
 		t.Errorf("%d steps, want %d", count, want)
 	}
 	if _, w := n.calls(); w != 0 {
@@ -374,4 +375,181 @@ func TestChangeDuringASaveIsSyncedBeforeTheSaveEnds(t *testing.T) {
 	}
 	release <- struct{}{}
 	waitFor(t, func() bool { return p.StepReady() == nil })
+}
+
+// heldDump is an IPVS table whose ListServices, once armed (hold),
+// reads the table at once but answers only when the test lets it
+// (release): what changes in between is missing from its answer, and
+// from the set members a full sync's background read read before it, as
+// from a kernel read that ran while an incremental sync wrote.
+type heldDump struct {
+	*ipvs.Fake
+	mu      sync.Mutex
+	release chan struct{} // nil: answer at once
+}
+
+func (h *heldDump) hold() chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.release = make(chan struct{})
+	return h.release
+}
+
+func (h *heldDump) ListServices() ([]ipvs.Service, error) {
+	svcs, err := h.Fake.ListServices()
+	h.mu.Lock()
+	release := h.release
+	h.release = nil
+	h.mu.Unlock()
+	if release != nil {
+		<-release
+	}
+	return svcs, err
+}
+
+// fullSyncs is an Observer that hears each full sync end.
+type fullSyncs chan error
+
+func (fullSyncs) Started(time.Time) {}
+func (fullSyncs) Queued(time.Time)  {}
+func (f fullSyncs) Synced(_ time.Time, full bool, _ time.Duration, err error) {
+	if full {
+		f <- err
+	}
+}
+
+// While a full sync's background read of the sets and virtual servers
+// runs (here it answers only when the test lets it), the runner syncs the
+// changes that come in: a Service added and one deleted. The read answers
+// with the kernel from before them, and the pass, which takes their
+// virtual servers and set members from the mirror the incremental sync
+// kept, neither calls the new virtual server someone else's nor keeps
+// the deleted one, and writes nothing: the incremental sync did it all.
+func TestChangeDuringTheReadIsSyncedAndKeptByThePass(t *testing.T) {
+	n := newFakeNode()
+	h := &heldDump{Fake: n.ipvs}
+	k := n.kernel()
+	k.IPVS = h
+	if err := Setup(zap.NewNop(), k, n.sysctl, SetupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := New(zap.NewNop(), k, testOptions())
+	stepCluster(p, 3)
+	mustSync(t, p, true) // the first full sync reads in its step: no mirror to plan against meanwhile
+	release := h.hold()
+
+	r := NewRunner(zap.NewNop(), clock.RealClock{}, RunnerConfig{MinInterval: time.Millisecond, FullInterval: time.Hour}, p)
+	synced := make(fullSyncs, 1)
+	r.Observe(synced)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	stop := func() {
+		if release != nil {
+			close(release)
+			release = nil
+		}
+		cancel()
+		<-done
+	}
+	defer stop()
+	waitFor(t, func() bool { return p.StepReady() != nil })
+	p.OnService(service(ns, "late", withClusterIP("10.96.9.9")))
+	p.OnSlice(slice(ns, "late-1", "late", withEndpoints(ep("10.244.201.1"))))
+	p.OnServiceDelete(service(ns, "svc-0001"))
+	r.Request()
+	waitFor(t, func() bool {
+		d := n.ipvs.Dump()
+		return strings.Contains(d, "-a -t 10.96.9.9:80 -r 10.244.201.1:8080") && !strings.Contains(d, "-A -t 10.96.1.2:80")
+	})
+	if p.StepReady() == nil {
+		t.Fatal("the change was synced, and StepReady says no read runs")
+	}
+	n.resetCalls()
+	close(release)
+	release = nil
+	select {
+	case err := <-synced:
+		if err != nil {
+			t.Fatalf("the full sync: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the full sync never ended")
+	}
+	stop()
+	if _, w := n.calls(); w != 0 {
+		t.Errorf("the pass wrote %d times: %v", w, n.callLog())
+	}
+	if len(p.failures) > 0 {
+		t.Errorf("the pass failed Services: %v", slices.Collect(maps.Keys(p.failures)))
+	}
+	got := n.ipvs.Dump()
+	for _, want := range []string{"-A -t 10.96.9.9:80", "-a -t 10.96.9.9:80 -r 10.244.201.1:8080", "-A -t 10.96.1.1:80", "-A -t 10.96.1.3:80"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("after the pass the kernel lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "-A -t 10.96.1.2:80") {
+		t.Errorf("after the pass the deleted Service is back:\n%s", got)
+	}
+	if _, ok := p.applied.Servers[key("10.96.1.2", ipvs.TCP, 80)]; ok {
+		t.Error("the mirror holds the deleted virtual server")
+	}
+	n.resetCalls()
+	mustSync(t, p, true)
+	if _, w := n.calls(); w != 0 {
+		t.Errorf("a full sync after the pass wrote %d times: %v", w, n.callLog())
+	}
+}
+
+// The keys a pass repairs are, in order, every key of the new mirror, of
+// the desired state and of a drain, each once: passKeys merges those the
+// read found (in order) with the few others, and drops a virtual server
+// an incremental sync deleted during the read that nothing wants.
+func TestPassKeysAreTheSortedUnion(t *testing.T) {
+	p := newTestProxier(t, newFakeNode(), testOptions())
+	k := func(i int) ipvs.ServiceKey {
+		return key(fmt.Sprintf("10.96.%d.%d", i/250, 1+i%250), ipvs.TCP, 80)
+	}
+	for round := range 50 {
+		// Keys 0..99: each in the read or not, touched or not, in the
+		// mirror, wanted, draining, at random but for the invariant the
+		// read keeps: a key it read is in the mirror unless touched.
+		r := &kernelRead{}
+		mirror := NewState()
+		p.want.state = NewState()
+		p.drainSince = map[ipvs.ServiceKey]map[netip.AddrPort]time.Time{}
+		p.pass = &fullPass{touched: newTouched()}
+		want := map[ipvs.ServiceKey]bool{}
+		bit := func(i, b int) bool { return (i*7919+round*104729)>>b&1 == 1 }
+		for i := range 100 {
+			read, touched := bit(i, 1), bit(i, 2)
+			inMirror := bit(i, 3) || (read && !touched)
+			if read {
+				r.keys = append(r.keys, k(i))
+			}
+			if touched {
+				p.pass.touched.servers[k(i)] = true
+			}
+			if inMirror {
+				mirror.Servers[k(i)] = VirtualServer{}
+				want[k(i)] = true
+				if !read && !touched {
+					r.others = append(r.others, ipvs.Service{Key: k(i)}) // adopted
+				}
+			}
+			if bit(i, 4) {
+				p.want.state.Servers[k(i)] = VirtualServer{}
+				want[k(i)] = true
+			}
+			if bit(i, 5) {
+				p.drainSince[k(i)] = nil
+				want[k(i)] = true
+			}
+		}
+		got := p.passKeys(mirror, r)
+		if exp := slices.SortedFunc(maps.Keys(want), ipvs.ServiceKey.Compare); !slices.Equal(got, exp) {
+			t.Fatalf("round %d: keys\n%v\nwant\n%v", round, got, exp)
+		}
+	}
 }

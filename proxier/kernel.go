@@ -132,24 +132,50 @@ func readServers(k Kernel, family v1.IPFamily, s *State, adopt func(key ipvs.Ser
 	if err != nil {
 		return err
 	}
-	clear(s.Servers)
-	s.foreignMarks = nil
-	for _, svc := range svcs {
-		key := svc.Key
-		if familyOf(key.Addr) != family {
-			continue
-		}
-		_, recorded := s.Entries[ownedEntry(family, key)]
-		_, bound := s.Addrs[key.Addr]
-		if !recorded && (adopt == nil || !adopt(key, bound)) {
-			if key.IsMark() {
-				s.foreignMarks = append(s.foreignMarks, key.Mark)
-			}
-			continue
-		}
-		s.Servers[key] = VirtualServer{Service: svc}
-	}
+	keepServers(svcs, family, s, adopt)
 	return nil
+}
+
+// keepServers is readServers with the virtual servers listed already.
+func keepServers(svcs []ipvs.Service, family v1.IPFamily, s *State, adopt func(key ipvs.ServiceKey, bound bool) bool) {
+	var others []ipvs.Service
+	s.Servers, others = recordedServers(svcs, family, s.Entries)
+	adoptServers(others, s, adopt)
+}
+
+// recordedServers returns, of the virtual servers of family in svcs,
+// those recorded (in entries' ownership set) as kube-ipvs', without real
+// servers, and the others.
+func recordedServers(svcs []ipvs.Service, family v1.IPFamily, entries map[SetEntry]struct{}) (map[ipvs.ServiceKey]VirtualServer, []ipvs.Service) {
+	recorded := make(map[ipvs.ServiceKey]VirtualServer, len(svcs))
+	var others []ipvs.Service
+	for _, svc := range svcs {
+		if familyOf(svc.Key.Addr) != family {
+			continue
+		}
+		if _, ok := entries[ownedEntry(family, svc.Key)]; !ok {
+			others = append(others, svc)
+			continue
+		}
+		recorded[svc.Key] = VirtualServer{Service: svc}
+	}
+	return recorded, others
+}
+
+// adoptServers puts into s those of the unrecorded virtual servers that
+// adopt takes (see ReadState), and makes s's foreign marks those of the
+// rest.
+func adoptServers(unrecorded []ipvs.Service, s *State, adopt func(key ipvs.ServiceKey, bound bool) bool) {
+	s.foreignMarks = nil
+	for _, svc := range unrecorded {
+		key := svc.Key
+		_, bound := s.Addrs[key.Addr]
+		if adopt != nil && adopt(key, bound) {
+			s.Servers[key] = VirtualServer{Service: svc}
+		} else if key.IsMark() {
+			s.foreignMarks = append(s.foreignMarks, key.Mark)
+		}
+	}
 }
 
 // EnsureRules makes the kernel hold r: it creates the sets ReadState found

@@ -470,12 +470,15 @@ func (p *Proxier) run(ops []Op) map[types.NamespacedName]*Failure {
 }
 
 // mirror changes the mirror of the kernel as done changed the kernel, and
-// the new mirror a full sync is reading (see beginPass) too.
+// the new mirror a full sync is reading (see beginPass) too, noting what
+// changed for when that read ends (see endRead).
 func (p *Proxier) mirror(done []Op) {
 	p.applied.applyAll(done, p.want.state)
-	if p.pass != nil && p.pass.reading != nil {
-		p.pass.reading.applyAll(done, p.want.state)
+	if p.pass == nil || p.pass.reading == nil {
+		return
 	}
+	p.pass.reading.applyAll(done, p.want.state)
+	p.pass.touched.record(done)
 }
 
 // avoidForeignMarks gives another mark to a Service whose short circuit

@@ -27,7 +27,7 @@ type RunnerConfig struct {
 
 // DefaultStepBudget is the default RunnerConfig.StepBudget: a change that
 // comes during a full sync waits about this long, not for the whole sync.
-const DefaultStepBudget = 100 * time.Millisecond
+const DefaultStepBudget = 20 * time.Millisecond
 
 // Syncer is what a Runner drives; *Proxier is one.
 type Syncer interface {

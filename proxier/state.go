@@ -51,6 +51,25 @@ func NewState() *State {
 	}
 }
 
+// membersAgree reports whether s and o hold the same addresses and set
+// members.
+func (s *State) membersAgree(o *State) bool {
+	if len(s.Addrs) != len(o.Addrs) || len(s.Entries) != len(o.Entries) {
+		return false
+	}
+	for a := range s.Addrs {
+		if _, ok := o.Addrs[a]; !ok {
+			return false
+		}
+	}
+	for e := range s.Entries {
+		if _, ok := o.Entries[e]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // Clone returns a copy that shares no maps with s. Dest slices are shared:
 // a VirtualServer is replaced, never modified in place.
 func (s *State) Clone() *State {

@@ -14,6 +14,7 @@ package ipvstest
 import (
 	"errors"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/kube-ipvs/kube-ipvs/internal/contract"
@@ -75,6 +76,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"firewall-mark DeleteService leaves the other family's mark", testMarkDelete},
 		{"a marked connection reaches the firewall-mark virtual server", testMarkConnect},
 		{"a batch writes what the single calls write, each answered alone", testBatch},
+		{"ListServices runs beside writes from another goroutine", testListBesideWrites},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -210,6 +212,73 @@ func testListServices(t *testing.T, c *suiteCase) {
 		c.add(want[i])
 	}
 	contract.WantEqual(t, "ListServices", c.services(), want)
+}
+
+// testListBesideWrites lists the virtual servers over and over while
+// another goroutine adds and deletes one with a real server: a full sync
+// dumps them in the background while incremental syncs write. Every
+// listing must succeed, hold the virtual server that stays, sorted, and
+// hold the other or not, but whole; both goroutines yield after each
+// write and listing, so that some listings see the other and some do not
+// even on one CPU.
+func testListBesideWrites(t *testing.T, c *suiteCase) {
+	stays, comes := rr(web), ipvs.Service{Key: dns, Scheduler: "sh"}
+	c.add(stays)
+	c.t.Cleanup(func() { _ = c.h.IPVS.DeleteService(comes.Key) })
+	writes := make(chan error, 1)
+	go func() {
+		for range 50 {
+			if err := c.h.IPVS.AddService(comes); err != nil {
+				writes <- err
+				return
+			}
+			if err := c.h.IPVS.AddDestination(comes.Key, masq("10.244.240.1:8080", 1)); err != nil {
+				writes <- err
+				return
+			}
+			runtime.Gosched()
+			if err := c.h.IPVS.DeleteService(comes.Key); err != nil {
+				writes <- err
+				return
+			}
+			runtime.Gosched()
+		}
+		writes <- nil
+	}()
+	var saw, listed int
+	var werr error
+	for done := false; !done; {
+		select {
+		case werr = <-writes:
+			done = true
+		default:
+		}
+		all, err := c.h.IPVS.ListServices()
+		if err != nil {
+			t.Fatalf("ListServices beside writes: %v", err)
+		}
+		listed++
+		var mine []ipvs.Service
+		for _, s := range all {
+			if ours(s.Key) {
+				mine = append(mine, s)
+			}
+		}
+		switch {
+		case len(mine) == 1 && mine[0] == stays:
+		case len(mine) == 2 && mine[0] == stays && mine[1] == comes:
+			saw++
+		default:
+			t.Errorf("ListServices beside writes: %+v, want %+v with or without %+v", mine, stays, comes)
+		}
+		runtime.Gosched()
+	}
+	if werr != nil {
+		t.Fatalf("writes beside ListServices: %v", werr)
+	}
+	if saw == 0 || saw == listed {
+		t.Errorf("%d of %d listings saw the virtual server that came and went: the listings did not run beside the writes", saw, listed)
+	}
 }
 
 func testAddServiceExists(t *testing.T, c *suiteCase) {
