@@ -2,6 +2,8 @@ package proxier
 
 import (
 	"errors"
+	"maps"
+	"slices"
 
 	v1 "k8s.io/api/core/v1"
 
@@ -55,12 +57,7 @@ func startRead(k Kernel, family v1.IPFamily, sets []iptables.Set) *kernelRead {
 			return
 		}
 		r.servers, r.others = recordedServers(svcs, family, r.entries)
-		r.keys = make([]ipvs.ServiceKey, 0, len(r.servers))
-		for _, svc := range svcs { // in key order
-			if _, ok := r.servers[svc.Key]; ok {
-				r.keys = append(r.keys, svc.Key)
-			}
-		}
+		r.keys = slices.SortedFunc(maps.Keys(r.servers), ipvs.ServiceKey.Compare)
 	}()
 	return r
 }

@@ -221,7 +221,7 @@ func (p *Proxier) endRead() error {
 		_, wanted := p.want.state.Servers[k]
 		return wanted && (bound || p.takingOver(k)) && !p.excluded(k.Addr)
 	}
-	adoptServers(r.others, current, adopt)
+	adoptServers(r.others, p.opts.Build.Family, current, adopt)
 	if old != nil {
 		for k := range pass.touched.servers {
 			if vs, ok := old.Servers[k]; ok {
@@ -261,35 +261,34 @@ func (p *Proxier) endRead() error {
 // added since the read), the desired state or a drain has, sorted apart:
 // few but on a node's first sync.
 func (p *Proxier) passKeys(mirror *State, r *kernelRead) []ipvs.ServiceKey {
-	has := func(k ipvs.ServiceKey) (inMirror, elsewhere bool) {
-		_, inMirror = mirror.Servers[k]
-		_, wanted := p.want.state.Servers[k]
-		_, draining := p.drainSince[k]
-		return inMirror, wanted || draining
+	inMirror := func(k ipvs.ServiceKey) bool {
+		_, ok := mirror.Servers[k]
+		return ok
 	}
 	extra := map[ipvs.ServiceKey]bool{}
 	for _, svc := range r.others {
-		if in, _ := has(svc.Key); in { // adopted
+		if inMirror(svc.Key) { // adopted
 			extra[svc.Key] = true
 		}
 	}
 	for k := range p.want.state.Servers {
-		if in, _ := has(k); !in {
+		if !inMirror(k) {
 			extra[k] = true
 		}
 	}
 	for k := range p.drainSince {
-		if in, _ := has(k); !in {
+		if !inMirror(k) {
 			extra[k] = true
 		}
 	}
 	// A virtual server touched since the read: one added is in the
-	// mirror, one deleted is no key of the pass unless wanted.
+	// mirror, one deleted is no key of the pass unless wanted (extra
+	// has it then already).
 	dropped := map[ipvs.ServiceKey]bool{}
 	for k := range p.pass.touched.servers {
-		if in, elsewhere := has(k); in || elsewhere {
+		if inMirror(k) {
 			extra[k] = true
-		} else {
+		} else if !extra[k] {
 			dropped[k] = true
 		}
 	}

@@ -553,3 +553,24 @@ func TestPassKeysAreTheSortedUnion(t *testing.T) {
 		}
 	}
 }
+
+// A virtual server the background read found without a record, whose
+// record an incremental sync wrote after the read read the sets, is
+// kube-ipvs': the pass neither calls its mark someone else's nor drops
+// it; one nobody recorded or adopts stays foreign.
+func TestServerRecordedSinceTheReadIsOurs(t *testing.T) {
+	family := testOptions().Build.Family
+	ours, theirs := ipvs.MarkKey(0x2001, false), ipvs.MarkKey(0x1f01, false)
+	s := NewState()
+	s.Entries[ownedEntry(family, ours)] = struct{}{}
+	adoptServers([]ipvs.Service{{Key: ours}, {Key: theirs}}, family, s, nil)
+	if _, ok := s.Servers[ours]; !ok {
+		t.Errorf("the recorded virtual server %s is not in the mirror", ours)
+	}
+	if _, ok := s.Servers[theirs]; ok {
+		t.Errorf("someone else's virtual server %s is in the mirror", theirs)
+	}
+	if !slices.Equal(s.foreignMarks, []uint32{0x1f01}) {
+		t.Errorf("foreign marks %#x, want [0x1f01]", s.foreignMarks)
+	}
+}

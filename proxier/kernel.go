@@ -140,7 +140,7 @@ func readServers(k Kernel, family v1.IPFamily, s *State, adopt func(key ipvs.Ser
 func keepServers(svcs []ipvs.Service, family v1.IPFamily, s *State, adopt func(key ipvs.ServiceKey, bound bool) bool) {
 	var others []ipvs.Service
 	s.Servers, others = recordedServers(svcs, family, s.Entries)
-	adoptServers(others, s, adopt)
+	adoptServers(others, family, s, adopt)
 }
 
 // recordedServers returns, of the virtual servers of family in svcs,
@@ -162,15 +162,18 @@ func recordedServers(svcs []ipvs.Service, family v1.IPFamily, entries map[SetEnt
 	return recorded, others
 }
 
-// adoptServers puts into s those of the unrecorded virtual servers that
-// adopt takes (see ReadState), and makes s's foreign marks those of the
-// rest.
-func adoptServers(unrecorded []ipvs.Service, s *State, adopt func(key ipvs.ServiceKey, bound bool) bool) {
+// adoptServers puts into s those of the virtual servers that were not
+// recorded as kube-ipvs' that s's records now say are (a full sync's
+// background read may have read the records before an incremental sync
+// wrote one) or that adopt takes (see ReadState), and makes s's foreign
+// marks those of the rest.
+func adoptServers(unrecorded []ipvs.Service, family v1.IPFamily, s *State, adopt func(key ipvs.ServiceKey, bound bool) bool) {
 	s.foreignMarks = nil
 	for _, svc := range unrecorded {
 		key := svc.Key
+		_, recorded := s.Entries[ownedEntry(family, key)]
 		_, bound := s.Addrs[key.Addr]
-		if adopt != nil && adopt(key, bound) {
+		if recorded || (adopt != nil && adopt(key, bound)) {
 			s.Servers[key] = VirtualServer{Service: svc}
 		} else if key.IsMark() {
 			s.foreignMarks = append(s.foreignMarks, key.Mark)
