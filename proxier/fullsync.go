@@ -59,7 +59,7 @@ type fullPass struct {
 	// has before it repairs them.
 	readAll bool
 	// rules, until the rules are ensured, are the steps left of that
-	// (nil in dry-run mode), and missing the sets ReadState found missing;
+	// (nil in dry-run mode), and missing the sets the read found missing;
 	// routed is set once the anchors and routes are (step 1's tail).
 	rules    *ruleSync
 	missing  []iptables.Set
@@ -404,9 +404,9 @@ func (p *Proxier) applyPass(ops []Op) {
 }
 
 // readServer puts the real servers the kernel holds for k into the mirror,
-// if the pass has not read them yet and the mirror has k, and reports
-// whether it read them. A virtual server gone since the bulk read leaves
-// the mirror.
+// unless the read read them all (the first full sync) or the mirror lacks
+// k, and reports whether it read them. A virtual server gone since the
+// bulk read leaves the mirror.
 func (p *Proxier) readServer(k ipvs.ServiceKey) (bool, error) {
 	if p.pass.readAll {
 		return false, nil
