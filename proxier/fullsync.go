@@ -282,13 +282,13 @@ func (p *Proxier) passKeys(mirror *State, r *kernelRead) []ipvs.ServiceKey {
 		}
 	}
 	// A virtual server touched since the read: one added is in the
-	// mirror, one deleted is no key of the pass unless wanted (extra
-	// has it then already).
+	// mirror; one deleted is dropped from the read's keys (and is in
+	// extra if wanted or draining).
 	dropped := map[ipvs.ServiceKey]bool{}
 	for k := range p.pass.touched.servers {
 		if inMirror(k) {
 			extra[k] = true
-		} else if !extra[k] {
+		} else {
 			dropped[k] = true
 		}
 	}
