@@ -30,9 +30,10 @@ import (
 //     sets, each table's rules (one iptables-save, and one
 //     iptables-restore if anything differs), the sweep, and the anchors
 //     and local routes.
-//  2. chunks, in key order, for about a step's budget each: read the real
-//     servers of each virtual server, put them in the mirror, and repair
-//     those virtual servers (and their own set members and address).
+//  2. chunks, in key order, for about a step's budget each (reading
+//     and repairing): read the real servers of each virtual server, put
+//     them in the mirror, and repair those virtual servers (and their own
+//     set members and address).
 //  3. end: repair every address and set member, retry what failed, and
 //     remove the routes no longer configured.
 //
@@ -65,6 +66,9 @@ type fullPass struct {
 	missing  []iptables.Set
 	setsDone bool
 	routed   bool
+	// applyPerKey is how long the last chunk took to plan and apply, per
+	// virtual server, after it read them (unset in the first full sync).
+	applyPerKey time.Duration
 	// stale are the local routes to remove at the end.
 	stale []netip.Prefix
 	// failing are the retries pending when the pass began, with their
@@ -359,13 +363,19 @@ func (p *Proxier) rulesStep() (step string, err error) {
 }
 
 // repairChunk is a step 2: it takes keys until budget is spent reading
-// them (at least one, at most maxChunk; no bound for a zero budget), then
-// plans and applies those.
+// them and, by the last chunk's pace, planning and applying them (at least
+// one, at most maxChunk; no bound for a zero budget), then plans and
+// applies those. The first full sync reads nothing here and writes
+// nearly everything: its chunks are maxChunk keys.
 func (p *Proxier) repairChunk(budget time.Duration) error {
 	began := p.clock.Now()
 	var chunk, read, unread []ipvs.ServiceKey
 	more := func() bool {
-		return len(chunk) == 0 || budget <= 0 || (len(chunk) < maxChunk && p.clock.Since(began) < budget)
+		if len(chunk) == 0 || budget <= 0 {
+			return true
+		}
+		after := time.Duration(len(chunk)+1) * p.pass.applyPerKey
+		return len(chunk) < maxChunk && p.clock.Since(began)+after < budget
 	}
 	for len(p.pass.keys) > 0 && more() {
 		k := p.pass.keys[0]
@@ -381,6 +391,7 @@ func (p *Proxier) repairChunk(budget time.Duration) error {
 			unread = append(unread, k)
 		}
 	}
+	applying := p.clock.Now()
 	// The connection counts of what was just read are fresh; those of
 	// the rest the mirror may have from an operation, not the kernel.
 	sc := NewScope()
@@ -390,6 +401,9 @@ func (p *Proxier) repairChunk(budget time.Duration) error {
 		p.scopeServer(sc, k)
 	}
 	p.applyPass(Plan(p.want.state, p.applied, sc))
+	if !p.pass.readAll {
+		p.pass.applyPerKey = p.clock.Since(applying) / time.Duration(len(chunk))
+	}
 	return nil
 }
 

@@ -574,3 +574,81 @@ func TestServerRecordedSinceTheReadIsOurs(t *testing.T) {
 		t.Errorf("foreign marks %#x, want [0x1f01]", s.foreignMarks)
 	}
 }
+
+// timedIPVS makes the fake kernel's reads of real servers and its writes
+// of them take time on clk.
+type timedIPVS struct {
+	ipvs.Interface
+	clk         *testingclock.FakeClock
+	read, write time.Duration
+}
+
+func (k timedIPVS) ListDestinations(key ipvs.ServiceKey) ([]ipvs.Destination, error) {
+	k.clk.Step(k.read)
+	return k.Interface.ListDestinations(key)
+}
+
+func (k timedIPVS) UpdateDestination(key ipvs.ServiceKey, d ipvs.Destination) error {
+	k.clk.Step(k.write)
+	return k.Interface.UpdateDestination(key, d)
+}
+
+// A chunk of a full resync counts what it plans and applies in its
+// budget, not only what it reads: when every virtual server needs a write
+// that costs ten times its read, a chunk after the first (which learns the
+// pace) still ends within about the budget, and the pass repairs all.
+func TestChunkBudgetCountsTheWrites(t *testing.T) {
+	n := newFakeNode()
+	opts, clk := clocked(testOptions())
+	p := newTestProxier(t, n, opts)
+	const services = 3 * maxChunk
+	stepCluster(p, services)
+	mustSync(t, p, false)
+	// Drift on every virtual server: a weight changed by hand.
+	list, err := n.ipvs.ListServices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range list {
+		if err := n.ipvs.UpdateDestination(svc.Key, ipvs.Destination{Addr: ap("10.244.9.9:8080"), Weight: 7, Forward: ipvs.Masquerade}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := n.kernel()
+	k.IPVS = timedIPVS{Interface: n.ipvs, clk: clk, read: 100 * time.Microsecond, write: time.Millisecond}
+	p.kernel = k
+
+	const budget = 10 * time.Millisecond
+	var chunks []string
+	longest := time.Duration(0)
+	for step := 1; ; step++ {
+		before, began := -1, clk.Now()
+		if p.pass != nil && p.pass.routed {
+			before = len(p.pass.keys)
+		}
+		done, err := p.FullStep(budget)
+		if err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		if before > 0 {
+			took := clk.Since(began)
+			chunks = append(chunks, fmt.Sprintf("%d keys in %v", before-len(p.pass.keys), took))
+			if len(chunks) > 1 {
+				longest = max(longest, took)
+			}
+		}
+		if done {
+			break
+		}
+	}
+	// One key's read and write past the budget at most.
+	if limit := budget + 1100*time.Microsecond; longest > limit {
+		t.Errorf("a chunk after the first took %v, more than %v: %s", longest, limit, strings.Join(chunks, ", "))
+	}
+	if len(chunks) < 2 {
+		t.Fatalf("the pass repaired in %d chunks: %s", len(chunks), strings.Join(chunks, ", "))
+	}
+	if strings.Contains(n.ipvs.Dump(), "-w 7") {
+		t.Errorf("a drifted weight is left:\n%s", n.ipvs.Dump())
+	}
+}

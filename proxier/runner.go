@@ -19,15 +19,15 @@ type RunnerConfig struct {
 	// BackoffMin and BackoffMax bound the retry delay after a failed sync,
 	// which doubles with each consecutive failure.
 	BackoffMin, BackoffMax time.Duration
-	// StepBudget is how long a step of a full sync may read the kernel
-	// before the runner syncs what changed meanwhile (a Stepper's);
-	// zero is DefaultStepBudget.
+	// StepBudget is about how long a step of a full sync may take (its
+	// reads and its writes) before the runner syncs what changed
+	// meanwhile (a Stepper's); zero is DefaultStepBudget.
 	StepBudget time.Duration
 }
 
 // DefaultStepBudget is the default RunnerConfig.StepBudget: a change that
 // comes during a full sync waits about this long, not for the whole sync.
-const DefaultStepBudget = 20 * time.Millisecond
+const DefaultStepBudget = 10 * time.Millisecond
 
 // Syncer is what a Runner drives; *Proxier is one.
 type Syncer interface {

@@ -27,6 +27,7 @@ func main() {
 	if len(os.Args) >= 2 && (os.Args[1] == "show" || os.Args[1] == "explain") {
 		os.Exit(runInspect(os.Args[1], os.Args[2:], os.Stdout, os.Stderr))
 	}
+	gogc, chosen := setGCPercent(os.Getenv)
 	fs := flag.NewFlagSet("kube-ipvs", flag.ExitOnError)
 	flags := config.BindFlags(fs)
 	objectsDir := fs.String("objects-dir", "",
@@ -48,7 +49,8 @@ func main() {
 	defer func() { _ = log.Sync() }()
 	routeKlog(log)
 	log.Info("kube-ipvs", zap.String("version", build.Version), zap.String("commit", build.Commit),
-		zap.Bool("modified", build.Modified), zap.String("go", build.GoVersion), zap.String("platform", build.Platform))
+		zap.Bool("modified", build.Modified), zap.String("go", build.GoVersion), zap.String("platform", build.Platform),
+		zap.String("GOGC", gogc), zap.Bool("GOGCFromEnvironment", !chosen))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

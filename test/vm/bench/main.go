@@ -51,6 +51,7 @@ type options struct {
 	profile    string        // a directory for kube-ipvs' CPU and heap profiles of join
 	profileFor time.Duration // their length
 	steps      bool          // print kube-ipvs' debug log but its per-operation lines
+	kubeEnv    []string      // NAME=value pairs in kube-ipvs' environment (GOGC, GOMEMLIMIT, GODEBUG)
 }
 
 func parseFlags() (options, error) {
@@ -65,6 +66,7 @@ func parseFlags() (options, error) {
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of kube-ipvs' join and then its heap profile (from its debug socket) to DIR/N-join-{cpu,heap}.pprof")
 	flag.DurationVar(&o.profileFor, "profile-for", 30*time.Second, "how long the -profile profiles last")
 	flag.BoolVar(&o.steps, "steps", false, "run kube-ipvs at debug level and print its log but the per-operation lines: when each full sync step ran and how long it took")
+	kubeEnv := flag.String("kube-ipvs-env", "", "comma-separated NAME=value pairs added to kube-ipvs' environment only, such as GOMEMLIMIT=48MiB or GODEBUG=gctrace=1 (printed with -steps)")
 	only := flag.String("only", "", "run only the rows matching this regexp (floor, kube-ipvs join, ...)")
 	flag.Parse()
 	for _, s := range strings.Split(*services, ",") {
@@ -76,6 +78,15 @@ func parseFlags() (options, error) {
 			return o, err
 		}
 		o.sizes = append(o.sizes, n)
+	}
+	for _, kv := range strings.Split(*kubeEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" || strings.ContainsAny(kv, " \t") {
+			return o, fmt.Errorf("-kube-ipvs-env %q: want NAME=value pairs, comma-separated, without blanks", *kubeEnv)
+		}
+		o.kubeEnv = append(o.kubeEnv, kv)
 	}
 	re, err := regexp.Compile(*only)
 	if err != nil {
@@ -286,6 +297,9 @@ func (b *bench) boot(ctx context.Context, l measure.Layout, r runSpec, objs *obj
 	}
 	if b.o.steps {
 		cfg.GuestEnv["KIPVS_BENCH_STEPS"] = "1"
+	}
+	if len(b.o.kubeEnv) > 0 {
+		cfg.GuestEnv["KIPVS_BENCH_KUBE_IPVS_ENV"] = strings.Join(b.o.kubeEnv, " ")
 	}
 	if b.o.profile != "" {
 		cfg.GuestEnv["KIPVS_BENCH_PROFILE"] = strconv.Itoa(int(b.o.profileFor.Seconds()))

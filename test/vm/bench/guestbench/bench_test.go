@@ -164,6 +164,7 @@ func runProxy(t *testing.T, p params) measure.Result {
 	}
 	r.CPU = cpuAt - cpu0
 	r.PeakRSS = peakRSSOf(t, proc)
+	logRSS(t, proc)
 	if p.situation == measure.Burst {
 		r.Notes = append(r.Notes, fmt.Sprintf("CPU counted from the first create, %v before the last", origin.Sub(busyFrom).Round(time.Millisecond)))
 	}
@@ -189,7 +190,12 @@ func startProxy(t *testing.T, p params) *guest.Proc {
 	case measure.KubeIPVS:
 		cfg := filepath.Join(dir, "kube-ipvs.yaml")
 		guest.WriteFile(t, cfg, kubeIPVSConfig(p))
-		return guest.Start(t, guest.Node, guest.AgentBin, "--config", cfg)
+		args := []string{guest.AgentBin, "--config", cfg}
+		if env := strings.Fields(os.Getenv("KIPVS_BENCH_KUBE_IPVS_ENV")); len(env) > 0 {
+			// bench -kube-ipvs-env: for kube-ipvs only, through busybox env.
+			args = append(append([]string{"env"}, env...), args...)
+		}
+		return guest.Start(t, guest.Node, args...)
 	default:
 		guest.NeedKubeProxy(t)
 		cfg := filepath.Join(dir, "kube-proxy.yaml")
@@ -229,12 +235,17 @@ func logLevel() string {
 // printSteps prints kube-ipvs' log (debug level) but its per-operation
 // lines when the host asked for it (bench -steps): when each full sync
 // step ran and how long it took, so which step a slow change waited for.
+// Without -steps it prints only what is not a log line, such as the Go
+// runtime's GODEBUG=gctrace=1 lines (bench -kube-ipvs-env).
 func printSteps(p params, proc *guest.Proc) {
-	if os.Getenv("KIPVS_BENCH_STEPS") == "" || p.proxy != measure.KubeIPVS {
+	if p.proxy != measure.KubeIPVS {
 		return
 	}
+	steps := os.Getenv("KIPVS_BENCH_STEPS") != ""
 	for _, line := range strings.Split(proc.Output(), "\n") {
-		if line != "" && !strings.Contains(line, `"msg":"apply"`) {
+		switch {
+		case line == "", strings.Contains(line, `"msg":"apply"`):
+		case steps, !strings.HasPrefix(line, "{"):
 			fmt.Printf("log| %s\n", line)
 		}
 	}

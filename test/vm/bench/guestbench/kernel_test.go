@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -187,6 +188,25 @@ func peakRSSOf(t *testing.T, proc *guest.Proc) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// logRSS logs what the proxy's resident set is made of now (anonymous
+// memory, mapped files, shared memory such as its binary on the
+// initramfs), beside its peak: the breakdown of the peak itself is not
+// kept by the kernel.
+func logRSS(t *testing.T, proc *guest.Proc) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", proc.PID()))
+	if err != nil {
+		t.Fatalf("the proxy's status: %v", err)
+	}
+	var parts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && (k == "VmHWM" || k == "VmRSS" || strings.HasPrefix(k, "Rss")) {
+			parts = append(parts, k+" "+strings.Join(strings.Fields(v), " "))
+		}
+	}
+	t.Logf("resident set now: %s", strings.Join(parts, ", "))
 }
 
 // idleSample is how often waitIdle reads the proxy's CPU.
