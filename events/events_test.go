@@ -2,16 +2,23 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	v1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes/fake"
 	clientevents "k8s.io/client-go/tools/events"
 	testclock "k8s.io/utils/clock/testing"
 )
@@ -80,28 +87,105 @@ func TestRecorderRateLimits(t *testing.T) {
 
 // Through the real broadcaster, an Event lands in events.k8s.io/v1 on the
 // Service, from kube-ipvs.
+// creator keeps the Events it is asked to create, failing the first
+// failures calls with a server timeout.
+type creator struct {
+	mu       sync.Mutex
+	failures int
+	calls    int
+	created  []*eventsv1.Event
+}
+
+func (c *creator) CreateEvent(_ context.Context, e *eventsv1.Event) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	if c.calls <= c.failures {
+		return apierrors.NewServerTimeout(schema.GroupResource{Group: "events.k8s.io", Resource: "events"}, "create", 1)
+	}
+	c.created = append(c.created, e)
+	return nil
+}
+
+func (c *creator) events() []*eventsv1.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.created)
+}
+
+// A Service's warning and a Node's become events.k8s.io Events made as
+// client-go's recorder makes them; a failure that may pass is retried.
 func TestRecorderSendsToTheAPI(t *testing.T) {
-	client := fake.NewClientset()
+	c := &creator{failures: 1}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, stop := New(ctx, client, "node-a")
+	r, stop := New(ctx, c, "node-a")
 	defer stop()
-	r.Service(svc("web"), "virtual server claimed by another Service", "TCP/192.0.2.5:80 is claimed by default/api and default/web; default/api wins")
-	var got string
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		evs, err := client.EventsV1().Events("default").List(ctx, metav1.ListOptions{})
-		if err != nil || len(evs.Items) == 0 {
-			return false, err
-		}
-		e := evs.Items[0]
-		got = fmt.Sprintf("%s %s %s %s/%s %s %s", e.Type, e.Reason, e.Action, e.Regarding.Kind, e.Regarding.Name, e.ReportingController, e.Note)
-		return true, nil
+	s := svc("web")
+	s.ResourceVersion = "42"
+	r.Service(s, "virtual server claimed by another Service", "TCP/192.0.2.5:80 is claimed by default/api and default/web; default/api wins")
+	r.Node("configuration warning", strings.Repeat("é", 600))
+	var got []*eventsv1.Event
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		got = c.events()
+		return len(got) == 2, nil
 	})
 	if err != nil {
-		t.Fatalf("no Event recorded: %v", err)
+		t.Fatalf("%d Events created, want 2", len(got))
 	}
-	want := "Warning VirtualServerClaimedByAnotherService Sync Service/web kube-ipvs TCP/192.0.2.5:80 is claimed by default/api and default/web; default/api wins"
-	if got != want {
-		t.Errorf("event\n%s\nwant\n%s", got, want)
+	host, _ := os.Hostname()
+	e := got[0]
+	line := fmt.Sprintf("%s %s %s %s %s/%s %s/%s uid=%s rv=%s %s %s %s", e.Namespace, e.Type, e.Reason, e.Action, e.Regarding.APIVersion, e.Regarding.Kind,
+		e.Regarding.Namespace, e.Regarding.Name, e.Regarding.UID, e.Regarding.ResourceVersion, e.ReportingController, e.ReportingInstance, e.Note)
+	want := "default Warning VirtualServerClaimedByAnotherService Sync v1/Service default/web uid=" + string(s.UID) + " rv=42 kube-ipvs kube-ipvs-" + host +
+		" TCP/192.0.2.5:80 is claimed by default/api and default/web; default/api wins"
+	if line != want {
+		t.Errorf("event\n%s\nwant\n%s", line, want)
+	}
+	if !strings.HasPrefix(e.Name, "web.") || e.EventTime.IsZero() || e.Series != nil {
+		t.Errorf("event name %q, time %v, series %v: want web.<hex time>, a time and no series", e.Name, e.EventTime, e.Series)
+	}
+	n := got[1]
+	if n.Namespace != "default" || n.Regarding.Kind != "Node" || n.Regarding.Name != "node-a" || n.Reason != "ConfigurationWarning" {
+		t.Errorf("node event %s/%s about %s %s: %s", n.Namespace, n.Name, n.Regarding.Kind, n.Regarding.Name, n.Reason)
+	}
+	if len(n.Note) > 1024 || !utf8.ValidString(n.Note) || !strings.HasPrefix(n.Note, "éé") {
+		t.Errorf("a 1,200-byte note became %d bytes (valid UTF-8: %v), want at most the API's 1,024", len(n.Note), utf8.ValidString(n.Note))
+	}
+	if c.calls != 3 {
+		t.Errorf("%d create calls, want 3 (the first failed and was tried again)", c.calls)
+	}
+}
+
+// An Event the apiserver refuses is not sent again.
+func TestRecorderDoesNotRetryARefusal(t *testing.T) {
+	c := refusing{calls: make(chan struct{}, 10)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, stop := New(ctx, c, "node-a")
+	defer stop()
+	r.Node("configuration warning", "one")
+	<-c.calls
+	select {
+	case <-c.calls:
+		t.Error("a forbidden Event was sent again")
+	case <-time.After(sendRetry + time.Second):
+	}
+}
+
+type refusing struct{ calls chan struct{} }
+
+func (c refusing) CreateEvent(context.Context, *eventsv1.Event) error {
+	c.calls <- struct{}{}
+	return apierrors.NewForbidden(schema.GroupResource{Group: "events.k8s.io", Resource: "events"}, "x", errors.New("no RBAC"))
+}
+
+func TestEventName(t *testing.T) {
+	at := time.Unix(0, 0x1234)
+	if got := eventName("web", at); got != "web.1234" {
+		t.Errorf("eventName(web) = %q", got)
+	}
+	if got := eventName("Not_A_Name", at); got != "kube-ipvs.1234" {
+		t.Errorf("eventName(Not_A_Name) = %q, want kube-ipvs.1234", got)
 	}
 }

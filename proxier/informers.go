@@ -6,12 +6,9 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -48,25 +45,42 @@ type Watcher struct {
 	synced []cache.InformerSynced
 }
 
-// NewWatcher sets up informers on Services and EndpointSlices (filtered by
-// Selector(proxyName)) and on the Node named nodeName. Every event is
-// recorded in p and then poke is called; handlers never touch the kernel.
-func NewWatcher(client kubernetes.Interface, nodeName, proxyName string, p *Proxier, poke func()) (*Watcher, error) {
+// Source is where a Watcher lists and watches its objects: the apiserver
+// (kubeapi.Client), or memory in tests and with --objects-dir.
+type Source interface {
+	// Services lists and watches the Services of every namespace that
+	// sel selects.
+	Services(sel labels.Selector) cache.ListerWatcher
+	// EndpointSlices lists and watches the EndpointSlices of every
+	// namespace that sel selects.
+	EndpointSlices(sel labels.Selector) cache.ListerWatcher
+	// Node lists and watches the Node called name.
+	Node(name string) cache.ListerWatcher
+}
+
+// NewWatcher sets up informers on src's Services and EndpointSlices
+// (filtered by Selector(proxyName)) and on the Node named nodeName, none
+// of them resynced. Every event is recorded in p and then poke is called;
+// handlers never touch the kernel.
+func NewWatcher(src Source, nodeName, proxyName string, p *Proxier, poke func()) (*Watcher, error) {
 	sel, err := Selector(proxyName)
 	if err != nil {
 		return nil, err
 	}
-	objs := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel.String() }))
-	nodes := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", nodeName).String()
-		}))
+	// No index: nothing looks objects up in the caches (the handlers
+	// record every change), so none is kept beside them.
+	informer := func(lw cache.ListerWatcher, obj runtime.Object, name string) cache.SharedIndexInformer {
+		return cache.NewSharedIndexInformerWithOptions(lw, obj, cache.SharedIndexInformerOptions{ObjectDescription: name})
+	}
 	w := &Watcher{
-		services: objs.Core().V1().Services().Informer(),
-		slices:   objs.Discovery().V1().EndpointSlices().Informer(),
-		node:     nodes.Core().V1().Nodes().Informer(),
-		start:    func(stop <-chan struct{}) { objs.Start(stop); nodes.Start(stop) },
+		services: informer(src.Services(sel), &v1.Service{}, "services"),
+		slices:   informer(src.EndpointSlices(sel), &discovery.EndpointSlice{}, "endpointslices"),
+		node:     informer(src.Node(nodeName), &v1.Node{}, "nodes"),
+	}
+	w.start = func(stop <-chan struct{}) {
+		for _, inf := range []cache.SharedIndexInformer{w.services, w.slices, w.node} {
+			go inf.Run(stop)
+		}
 	}
 	for _, inf := range []cache.SharedIndexInformer{w.services, w.slices, w.node} {
 		if err := inf.SetTransform(SlimForCache); err != nil {

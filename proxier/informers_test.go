@@ -12,9 +12,13 @@ import (
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 )
@@ -38,11 +42,52 @@ func TestSelector(t *testing.T) {
 	}
 }
 
+// clientSource is a Source over a fake clientset, whose actions record
+// the selectors the Watcher asked for.
+type clientSource struct{ c *fake.Clientset }
+
+func (s clientSource) Services(sel labels.Selector) cache.ListerWatcher {
+	c := s.c.CoreV1().Services("")
+	return fakeListWatch(s.c, bySelector(sel), c.List, c.Watch)
+}
+
+func (s clientSource) EndpointSlices(sel labels.Selector) cache.ListerWatcher {
+	c := s.c.DiscoveryV1().EndpointSlices("")
+	return fakeListWatch(s.c, bySelector(sel), c.List, c.Watch)
+}
+
+func (s clientSource) Node(name string) cache.ListerWatcher {
+	c := s.c.CoreV1().Nodes()
+	return fakeListWatch(s.c, func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+	}, c.List, c.Watch)
+}
+
+func bySelector(sel labels.Selector) func(*metav1.ListOptions) {
+	return func(o *metav1.ListOptions) { o.LabelSelector = sel.String() }
+}
+
+// fakeListWatch lists and watches with a typed fake client, as a
+// generated informer does (the fake clientset has no watch-list).
+func fakeListWatch[L runtime.Object](c *fake.Clientset, tweak func(*metav1.ListOptions),
+	list func(context.Context, metav1.ListOptions) (L, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.ListerWatcher {
+	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			tweak(&o)
+			return list(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			tweak(&o)
+			return watchFn(ctx, o)
+		},
+	}, c)
+}
+
 // startWatcher runs the informers of a Watcher on a fake clientset and
 // waits for their first sync.
 func startWatcher(t *testing.T, client *fake.Clientset, proxyName string, p *Proxier, poke func()) {
 	t.Helper()
-	w, err := NewWatcher(client, testNode, proxyName, p, poke)
+	w, err := NewWatcher(clientSource{client}, testNode, proxyName, p, poke)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +178,7 @@ func TestRunWritesNothingBeforeTheCachesSynced(t *testing.T) {
 	p := newTestProxier(t, n, testOptions())
 	n.resetCalls()
 	r := NewRunner(zap.NewNop(), clock.RealClock{}, RunnerConfig{MinInterval: time.Millisecond, FullInterval: time.Minute}, p)
-	w, err := NewWatcher(client, testNode, "", p, r.Request)
+	w, err := NewWatcher(clientSource{client}, testNode, "", p, r.Request)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,15 +126,25 @@ func (a *agent) run(ctx context.Context) error {
 	if err := a.prepare(); err != nil {
 		return err
 	}
-	client, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	if a.objectsDir == "" {
+	var src proxier.Source
+	var rec *events.Recorder // nil records nothing: with objectsDir, warnings are only logged
+	if a.objectsDir != "" {
+		files, err := startFileSource(ctx, a.log, a.objectsDir, time.Second)
+		if err != nil {
+			return err
+		}
+		src = files
+	} else {
+		client, err := a.client()
+		if err != nil {
+			return err
+		}
 		a.waitForAPIServer(ctx, client)
+		var stopEvents func()
+		rec, stopEvents = events.New(ctx, client, a.cfg.NodeName)
+		defer stopEvents()
+		src = client
 	}
-	rec, stopEvents := events.New(ctx, client, a.cfg.NodeName)
-	defer stopEvents()
 	for _, w := range a.warnings {
 		rec.Node("configuration warning", w)
 	}
@@ -158,7 +168,7 @@ func (a *agent) run(ctx context.Context) error {
 	if a.cfg.VirtualServerMetrics {
 		m.Registry().MustRegister(metrics.NewTraffic(p.ServerOwners, a.ipvs))
 	}
-	w, err := proxier.NewWatcher(client, a.cfg.NodeName, a.cfg.ServiceProxyName, p, r.Request)
+	w, err := proxier.NewWatcher(src, a.cfg.NodeName, a.cfg.ServiceProxyName, p, r.Request)
 	if err != nil {
 		return err
 	}

@@ -11,8 +11,9 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/kube-ipvs/kube-ipvs/kubeapi"
 )
 
 // An apiserver that does not answer at start-up is one error line naming
@@ -24,7 +25,7 @@ func TestWaitForAPIServerSaysOnceWhatIsWrong(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	client, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + addr, Timeout: time.Second})
+	client, err := kubeapi.New(&rest.Config{Host: "http://" + addr, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestWaitForAPIServerSaysOnceWhatIsWrong(t *testing.T) {
 		_, _ = w.Write([]byte(`{"major":"1","minor":"37","gitVersion":"v1.37.2"}`))
 	}))
 	defer up.Close()
-	client, err = kubernetes.NewForConfig(&rest.Config{Host: up.URL})
+	client, err = kubeapi.New(&rest.Config{Host: up.URL})
 	if err != nil {
 		t.Fatal(err)
 	}

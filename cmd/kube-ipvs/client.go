@@ -12,30 +12,26 @@ import (
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/kube-ipvs/kube-ipvs/config"
+	"github.com/kube-ipvs/kube-ipvs/kubeapi"
 )
 
 // serviceAccountDir is where kubelet mounts the pod's ServiceAccount token
 // and the cluster's CA, the files client-go's in-cluster config reads.
 const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-// client connects to the apiserver (see restConfig), or serves objects from
-// files when objectsDir is set.
-func (a *agent) client(ctx context.Context) (kubernetes.Interface, error) {
-	if a.objectsDir != "" {
-		return startFileSource(ctx, a.log, a.objectsDir, time.Second)
-	}
+// client connects to the apiserver (see restConfig).
+func (a *agent) client() (*kubeapi.Client, error) {
 	rc, err := restConfig(a.log, a.cfg, serviceAccountDir, os.Getenv)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the apiserver: %w", err)
 	}
 	tune(rc)
-	return kubernetes.NewForConfig(rc)
+	return kubeapi.New(rc)
 }
 
 // tune sets how kube-ipvs talks to the apiserver, whatever the
@@ -128,16 +124,11 @@ func serviceAccount(log *zap.Logger, dir, server string) (*rest.Config, error) {
 // is done, logging each distinct failure once with the server it tried, so
 // an unreachable apiserver at start-up is one clear line, not the
 // informers' retries. Nothing in the kernel changes meanwhile.
-func (a *agent) waitForAPIServer(ctx context.Context, client kubernetes.Interface) {
-	host := "the apiserver"
-	if rc, ok := client.(*kubernetes.Clientset); ok && rc.RESTClient() != nil {
-		if u := rc.CoreV1().RESTClient().Get().URL(); u != nil {
-			host = u.Scheme + "://" + u.Host
-		}
-	}
+func (a *agent) waitForAPIServer(ctx context.Context, client *kubeapi.Client) {
+	host := client.Host()
 	last := ""
 	for {
-		_, err := client.Discovery().ServerVersion()
+		_, err := client.ServerVersion(ctx)
 		if err == nil {
 			if last != "" {
 				a.log.Info("the apiserver answers", zap.String("server", host))

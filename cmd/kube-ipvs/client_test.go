@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,11 +12,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/kube-ipvs/kube-ipvs/config"
+	"github.com/kube-ipvs/kube-ipvs/kubeapi"
 	"github.com/kube-ipvs/kube-ipvs/test/deploy"
 )
 
@@ -179,11 +179,11 @@ func TestClientAsksForUncompressedProtobuf(t *testing.T) {
 	// default transport, which asks for gzip whatever the config says.
 	rc := &rest.Config{Host: srv.URL, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
 	tune(rc)
-	c, err := kubernetes.NewForConfig(rc)
+	c, err := kubeapi.New(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CoreV1().Services("").List(context.Background(), metav1.ListOptions{}); err != nil {
+	if _, err := c.Services(labels.Everything()).List(metav1.ListOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if enc := got.Get("Accept-Encoding"); strings.Contains(enc, "gzip") {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,10 +11,13 @@ import (
 
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 )
 
 const webYAML = `apiVersion: v1
@@ -37,18 +41,20 @@ func write(t *testing.T, dir, name, text string) {
 	}
 }
 
-// objects lists what the clientset serves, as "Kind ns/name detail" lines.
-func objects(t *testing.T, c kubernetes.Interface) string {
+func list[L runtime.Object](t *testing.T, lw cache.ListerWatcher) L {
 	t.Helper()
-	ctx := context.Background()
-	svcs, err := c.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	l, err := lw.List(metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices, err := c.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	return l.(L)
+}
+
+// objects lists what the source serves, as "Kind ns/name detail" lines.
+func objects(t *testing.T, c *fileSource) string {
+	t.Helper()
+	svcs := list[*v1.ServiceList](t, c.Services(labels.Everything()))
+	slices := list[*discovery.EndpointSliceList](t, c.EndpointSlices(labels.Everything()))
 	var out []string
 	for _, s := range svcs.Items {
 		out = append(out, "Service "+s.Namespace+"/"+s.Name+" "+s.Spec.ClusterIP)
@@ -63,7 +69,7 @@ func objects(t *testing.T, c kubernetes.Interface) string {
 	return strings.Join(out, "\n")
 }
 
-func waitObjects(t *testing.T, c kubernetes.Interface, want string) {
+func waitObjects(t *testing.T, c *fileSource, want string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -134,18 +140,14 @@ status: {addresses: [{type: InternalIP, address: 192.168.60.12}]}
 // nodes lists the Nodes that a list and a watch with the field selector
 // metadata.name=NAME see (as the agent's Node informer asks), as
 // "name internalIP" lines; empty name lists every Node.
-func nodes(t *testing.T, c kubernetes.Interface, name string) string {
+func nodes(t *testing.T, c *fileSource, name string) string {
 	t.Helper()
-	opts := metav1.ListOptions{}
-	if name != "" {
-		opts.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-	}
-	list, err := c.CoreV1().Nodes().List(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
+	lw := c.Node(name)
+	if name == "" {
+		lw = c.listWatch("Node", func() runtime.Object { return &v1.NodeList{} }, func(metav1.Object) bool { return true })
 	}
 	var out []string
-	for _, n := range list.Items {
+	for _, n := range list[*v1.NodeList](t, lw).Items {
 		out = append(out, n.Name+" "+n.Namespace+n.Status.Addresses[0].Address)
 	}
 	return strings.Join(out, "\n")
@@ -168,9 +170,7 @@ func TestFileSourceServesNodesBySelector(t *testing.T) {
 	}
 
 	// The agent's Node informer: only node-a's events, with the update.
-	w, err := c.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", "node-a").String(),
-	})
+	w, err := c.Node("node-a").Watch(metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,5 +204,162 @@ func TestFileSourceServesNodesBySelector(t *testing.T) {
 	case e := <-w.ResultChan():
 		t.Fatalf("an event for another Node passed the selector: %v %v", e.Type, e.Object)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// nextEvent is the next event of w, as "TYPE ns/name rv"; "" when none
+// comes within wait.
+func nextEvent(t *testing.T, w watch.Interface, wait time.Duration) string {
+	t.Helper()
+	select {
+	case e := <-w.ResultChan():
+		m, ok := e.Object.(metav1.Object)
+		if !ok {
+			t.Fatalf("event %s of a %T", e.Type, e.Object)
+		}
+		return fmt.Sprintf("%s %s/%s %s", e.Type, m.GetNamespace(), m.GetName(), m.GetResourceVersion())
+	case <-time.After(wait):
+		return ""
+	}
+}
+
+// As from the apiserver: a watch from a list's version gets every change
+// made since, even those before the watch began; one from a version the
+// source no longer keeps is told so (410), and the informer relists.
+func TestFileSourceWatchesFromAListsVersion(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "web.yaml", webYAML)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := startFileSource(ctx, zap.NewNop(), dir, time.Hour) // reloaded by hand
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs := c.Services(labels.Everything())
+	l := list[*v1.ServiceList](t, svcs)
+	if len(l.Items) != 1 || l.ResourceVersion != "2" || l.Items[0].ResourceVersion == "" {
+		t.Fatalf("list at version %q with %d Services (version %q), want version 2 and web", l.ResourceVersion, len(l.Items), l.Items[0].ResourceVersion)
+	}
+	write(t, dir, "web.yaml", strings.Replace(webYAML, "10.96.0.10", "10.96.0.11", 1))
+	if err := c.reload(); err != nil {
+		t.Fatal(err)
+	}
+	w, err := svcs.Watch(metav1.ListOptions{ResourceVersion: l.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if got := nextEvent(t, w, 5*time.Second); got != "MODIFIED default/web 3" {
+		t.Errorf("first event from version 2: %q, want the change made before the watch began", got)
+	}
+	if err := os.Remove(filepath.Join(dir, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := nextEvent(t, w, 5*time.Second); got != "DELETED default/web 4" {
+		t.Errorf("after the removal: %q, want the Service's last state at the deletion's version", got)
+	}
+	if got := nextEvent(t, w, 50*time.Millisecond); got != "" {
+		t.Errorf("a Services watch saw %q (an EndpointSlice?)", got)
+	}
+
+	for range historyLength { // push version 2 out of the history
+		write(t, dir, "web.yaml", webYAML)
+		if err := c.reload(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, "web.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := svcs.Watch(metav1.ListOptions{ResourceVersion: "2"}); !apierrors.IsResourceExpired(err) {
+		t.Errorf("watch from a version no longer kept: %v, want 410 Expired", err)
+	}
+}
+
+// A label selector is applied to every version of an object: a Service
+// relabelled out of it is DELETED for that watch, and ADDED back.
+func TestFileSourceSelectsByLabel(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "web.yaml", webYAML)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := startFileSource(ctx, zap.NewNop(), dir, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := labels.Parse("!service.kubernetes.io/service-proxy-name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Services(sel).Watch(metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if got := nextEvent(t, w, 5*time.Second); got != "ADDED default/web 1" {
+		t.Fatalf("first event: %q", got)
+	}
+	for _, step := range []struct{ yaml, want string }{
+		{strings.Replace(webYAML, "metadata: {name: web}", "metadata: {name: web, labels: {service.kubernetes.io/service-proxy-name: other}}", 1), "DELETED default/web 3"},
+		{webYAML, "ADDED default/web 4"},
+	} {
+		write(t, dir, "web.yaml", step.yaml)
+		if err := c.reload(); err != nil {
+			t.Fatal(err)
+		}
+		if got := nextEvent(t, w, 5*time.Second); got != step.want {
+			t.Errorf("after relabelling: %q, want %q", got, step.want)
+		}
+	}
+}
+
+// The agent's informers run on a fileSource: they sync, see a change,
+// and every object they store is their own copy.
+func TestFileSourceFeedsAnInformer(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "web.yaml", webYAML)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := startFileSource(ctx, zap.NewNop(), dir, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inf := cache.NewSharedIndexInformer(c.EndpointSlices(labels.Everything()), &discovery.EndpointSlice{}, 0, cache.Indexers{})
+	seen := make(chan string, 10)
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { seen <- "add " + obj.(*discovery.EndpointSlice).Endpoints[0].Addresses[0] },
+		UpdateFunc: func(_, obj any) { seen <- "update " + obj.(*discovery.EndpointSlice).Endpoints[0].Addresses[0] },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan struct{})
+	go func() { inf.Run(ctx.Done()); close(ran) }()
+	defer func() { cancel(); <-ran }() // nothing of it runs on into other tests
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		t.Fatal("the informer did not sync")
+	}
+	if got := <-seen; got != "add 10.244.1.2" {
+		t.Fatalf("first event %q", got)
+	}
+	for _, obj := range inf.GetStore().List() {
+		obj.(*discovery.EndpointSlice).Endpoints = nil // as the cache transform slims objects in place
+	}
+	write(t, dir, "web.yaml", strings.Replace(webYAML, "10.244.1.2", "10.244.1.3", 1))
+	select {
+	case got := <-seen:
+		if got != "update 10.244.1.3" {
+			t.Errorf("after the change: %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the informer saw no change")
+	}
+	if got := objects(t, c); !strings.Contains(got, "EndpointSlice default/web-1 10.244.1.3") {
+		t.Errorf("the source serves %q: the informer's edit reached it", got)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/kube-ipvs/kube-ipvs/events"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
+	"github.com/kube-ipvs/kube-ipvs/kubeapi"
 	"github.com/kube-ipvs/kube-ipvs/metrics"
 	"github.com/kube-ipvs/kube-ipvs/netif"
 	"github.com/kube-ipvs/kube-ipvs/proxier"
@@ -31,7 +32,7 @@ import (
 // permission; an EndpointSlice change through the apiserver, stamped as
 // the EndpointSlice controller stamps it, is counted by the network
 // programming histogram once it is synced.
-func checkEventsAndMetrics(ctx context.Context, t *testing.T, admin, sa kubernetes.Interface) {
+func checkEventsAndMetrics(ctx context.Context, t *testing.T, admin kubernetes.Interface, sa *kubeapi.Client) {
 	ipt, sets := iptables.NewFakeKernel()
 	k := proxier.Kernel{IPVS: ipvs.NewFake(), Addrs: netif.NewFakeAddrs(netif.DefaultLink), IPTables: ipt, Sets: sets}
 	m := metrics.New("IPv4", metrics.Build{Version: "test"})

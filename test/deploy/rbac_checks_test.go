@@ -25,6 +25,7 @@ import (
 	"github.com/kube-ipvs/kube-ipvs/config"
 	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
+	"github.com/kube-ipvs/kube-ipvs/kubeapi"
 	"github.com/kube-ipvs/kube-ipvs/netif"
 	"github.com/kube-ipvs/kube-ipvs/proxier"
 )
@@ -379,7 +380,7 @@ func firstLine(s string) string {
 // the kube-ipvs token and the ConfigMap's configuration, on the fake
 // kernel: they must sync, and one sync must program the served Service and
 // leave the other proxy's alone.
-func checkAgentSyncs(ctx context.Context, t *testing.T, admin, sa kubernetes.Interface, objs []Object) {
+func checkAgentSyncs(ctx context.Context, t *testing.T, admin kubernetes.Interface, sa *kubeapi.Client, objs []Object) {
 	cm := only[*corev1.ConfigMap](t, objs)
 	cfg, err := config.Load([]byte(cm.Data["config.yaml"]))
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kube-ipvs/kube-ipvs/kubeapi"
 	"github.com/kube-ipvs/kube-ipvs/proxier"
 	"github.com/kube-ipvs/kube-ipvs/test/controlplane"
 )
@@ -54,6 +55,11 @@ func TestDeployOnRealAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The agent's own client (kubeapi), with the same token.
+	agent, err := kubeapi.New(cp.ConfigFor(token))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Run("token authenticates as the kube-ipvs service account", func(t *testing.T) {
 		r, err := sa.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 		if err != nil {
@@ -70,9 +76,9 @@ func TestDeployOnRealAPIServer(t *testing.T) {
 	t.Run("allowed: create and patch Events", func(t *testing.T) { checkEvents(ctx, t, sa) })
 	t.Run("refused: real requests get 403", func(t *testing.T) { checkRefusals(ctx, t, admin, sa) })
 	t.Run("the agent's informers sync with this RBAC and program the fake kernel", func(t *testing.T) {
-		checkAgentSyncs(ctx, t, admin, sa, objs)
+		checkAgentSyncs(ctx, t, admin, agent, objs)
 	})
-	t.Run("the agent's Events and metrics with this RBAC", func(t *testing.T) { checkEventsAndMetrics(ctx, t, admin, sa) })
+	t.Run("the agent's Events and metrics with this RBAC", func(t *testing.T) { checkEventsAndMetrics(ctx, t, admin, agent) })
 }
 
 // waitForNamespace waits for the apiserver's bootstrap to create ns.

@@ -1,0 +1,168 @@
+package kubeapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+)
+
+// apiserver answers what a Client asks with JSON, and keeps each request
+// as "METHOD path?query" with its content type.
+type apiserver struct {
+	mu       sync.Mutex
+	requests []string
+	bodies   []string
+	handle   func(w http.ResponseWriter, r *http.Request)
+}
+
+func (a *apiserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	a.mu.Lock()
+	a.requests = append(a.requests, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery+" "+r.Header.Get("Content-Type"))
+	a.bodies = append(a.bodies, string(body))
+	a.mu.Unlock()
+	a.handle(w, r)
+}
+
+func (a *apiserver) seen() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.requests...)
+}
+
+func start(t *testing.T, handle func(w http.ResponseWriter, r *http.Request)) (*apiserver, *Client) {
+	t.Helper()
+	a := &apiserver{handle: handle}
+	srv := httptest.NewServer(a)
+	t.Cleanup(srv.Close)
+	rc := &rest.Config{Host: srv.URL}
+	rc.ContentType = runtime.ContentTypeProtobuf
+	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	c, err := New(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, c
+}
+
+func jsonList(kind, apiVersion string) func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"kind":%q,"apiVersion":%q,"metadata":{"resourceVersion":"7"},"items":[]}`, kind, apiVersion)
+	}
+}
+
+// Each list goes where the generated clients send it, with its selector.
+func TestListPaths(t *testing.T) {
+	sel, err := labels.Parse("!service.kubernetes.io/headless")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		lw               func(*Client) cache.ListerWatcher
+		kind, apiVersion string
+		want             string
+	}{
+		{func(c *Client) cache.ListerWatcher { return c.Services(sel) }, "ServiceList", "v1",
+			"GET /api/v1/services?labelSelector=%21service.kubernetes.io%2Fheadless&limit=500"},
+		{func(c *Client) cache.ListerWatcher { return c.EndpointSlices(sel) }, "EndpointSliceList", "discovery.k8s.io/v1",
+			"GET /apis/discovery.k8s.io/v1/endpointslices?labelSelector=%21service.kubernetes.io%2Fheadless&limit=500"},
+		{func(c *Client) cache.ListerWatcher { return c.Node("node-a") }, "NodeList", "v1",
+			"GET /api/v1/nodes?fieldSelector=metadata.name%3Dnode-a&limit=500"},
+	} {
+		a, c := start(t, jsonList(tc.kind, tc.apiVersion))
+		obj, err := tc.lw(c).List(metav1.ListOptions{Limit: 500})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.kind, err)
+		}
+		if l, ok := obj.(metav1.ListInterface); !ok || l.GetResourceVersion() != "7" {
+			t.Errorf("%s: decoded %T", tc.kind, obj)
+		}
+		if got := a.seen(); len(got) != 1 || got[0] != tc.want+" " {
+			t.Errorf("%s: requests %q, want %q", tc.kind, got, tc.want)
+		}
+	}
+}
+
+// An informer on a Client's Services streams its first objects with a
+// watch-list (sendInitialEvents), as the generated informers do, and
+// syncs on the initial-events-end bookmark.
+func TestInformersUseWatchList(t *testing.T) {
+	a, c := start(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("watch") != "true" {
+			http.Error(w, "want a watch-list, not a list", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"type":"ADDED","object":{"kind":"Service","apiVersion":"v1","metadata":{"name":"web","namespace":"default","resourceVersion":"5"}}}`+"\n")
+		fmt.Fprint(w, `{"type":"BOOKMARK","object":{"kind":"Service","apiVersion":"v1","metadata":{"resourceVersion":"6","annotations":{"k8s.io/initial-events-end":"true"}}}}`+"\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	inf := cache.NewSharedIndexInformer(c.Services(labels.Everything()), &v1.Service{}, 0, cache.Indexers{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go inf.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		t.Fatalf("the informer did not sync; requests %q", a.seen())
+	}
+	if keys := inf.GetStore().ListKeys(); len(keys) != 1 || keys[0] != "default/web" {
+		t.Errorf("cache holds %q, want default/web", keys)
+	}
+	got := a.seen()[0]
+	for _, p := range []string{"GET /api/v1/services?", "sendInitialEvents=true", "allowWatchBookmarks=true", "resourceVersionMatch=NotOlderThan", "watch=true"} {
+		if !strings.Contains(got, p) {
+			t.Errorf("first request %q lacks %q", got, p)
+		}
+	}
+}
+
+// An Event is created in its namespace, in protobuf; the version comes
+// from /version.
+func TestCreateEventAndServerVersion(t *testing.T) {
+	a, c := start(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/version" {
+			fmt.Fprint(w, `{"major":"1","minor":"37","gitVersion":"v1.37.2"}`)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprint(w, `{"kind":"Event","apiVersion":"events.k8s.io/v1","metadata":{"name":"web.1","namespace":"shop"}}`)
+	})
+	info, err := c.ServerVersion(context.Background())
+	if err != nil || info.GitVersion != "v1.37.2" {
+		t.Fatalf("ServerVersion = %+v, %v", info, err)
+	}
+	e := &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Name: "web.1", Namespace: "shop"}, Reason: "R", Note: "n", Type: "Warning",
+		EventTime: metav1.NewMicroTime(time.Now()), ReportingController: "kube-ipvs", ReportingInstance: "kube-ipvs-h", Action: "Sync"}
+	if err := c.CreateEvent(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	got := a.seen()
+	want := []string{"GET /version? ", "POST /apis/events.k8s.io/v1/namespaces/shop/events? application/vnd.kubernetes.protobuf"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("requests\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var decoded eventsv1.Event
+	if _, _, err := Codecs.UniversalDeserializer().Decode([]byte(a.bodies[1]), nil, &decoded); err != nil || decoded.Reason != "R" {
+		t.Errorf("the body decodes to %+v, %v", decoded, err)
+	}
+	if b, _ := json.Marshal(info); !strings.Contains(string(b), "v1.37.2") {
+		t.Errorf("version %s", b)
+	}
+}
