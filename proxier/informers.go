@@ -69,13 +69,13 @@ func NewWatcher(src Source, nodeName, proxyName string, p *Proxier, poke func())
 	}
 	// No index: nothing looks objects up in the caches (the handlers
 	// record every change), so none is kept beside them.
-	informer := func(lw cache.ListerWatcher, obj runtime.Object, name string) cache.SharedIndexInformer {
-		return cache.NewSharedIndexInformerWithOptions(lw, obj, cache.SharedIndexInformerOptions{ObjectDescription: name})
+	informer := func(lw cache.ListerWatcher, obj runtime.Object) cache.SharedIndexInformer {
+		return cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{})
 	}
 	w := &Watcher{
-		services: informer(src.Services(sel), &v1.Service{}, "services"),
-		slices:   informer(src.EndpointSlices(sel), &discovery.EndpointSlice{}, "endpointslices"),
-		node:     informer(src.Node(nodeName), &v1.Node{}, "nodes"),
+		services: informer(src.Services(sel), &v1.Service{}),
+		slices:   informer(src.EndpointSlices(sel), &discovery.EndpointSlice{}),
+		node:     informer(src.Node(nodeName), &v1.Node{}),
 	}
 	w.start = func(stop <-chan struct{}) {
 		for _, inf := range []cache.SharedIndexInformer{w.services, w.slices, w.node} {

@@ -73,7 +73,7 @@ func TestDeployOnRealAPIServer(t *testing.T) {
 	t.Run("allowed: list and watch Services across namespaces", func(t *testing.T) { checkServices(ctx, t, admin, sa) })
 	t.Run("allowed: list and watch EndpointSlices across namespaces", func(t *testing.T) { checkSlices(ctx, t, admin, sa) })
 	t.Run("allowed: get, list and watch its Node", func(t *testing.T) { checkNodes(ctx, t, admin, sa) })
-	t.Run("allowed: create and patch Events", func(t *testing.T) { checkEvents(ctx, t, sa) })
+	t.Run("allowed: create Events (patching them is refused)", func(t *testing.T) { checkEvents(ctx, t, sa) })
 	t.Run("refused: real requests get 403", func(t *testing.T) { checkRefusals(ctx, t, admin, sa) })
 	t.Run("the agent's informers sync with this RBAC and program the fake kernel", func(t *testing.T) {
 		checkAgentSyncs(ctx, t, admin, agent, objs)
