@@ -238,7 +238,7 @@ func (lw *fileListWatch) Watch(opts metav1.ListOptions) (watch.Interface, error)
 			return nil, apierrors.NewBadRequest(fmt.Sprintf("resourceVersion %q is not a number", rv))
 		}
 		if len(s.history) > 0 && from+1 < s.history[0].rv || from > s.rv {
-			return nil, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", from, s.rv))
+			return nil, apierrors.NewResourceExpired(fmt.Sprintf("resource version %d is not kept (the source is at %d)", from, s.rv))
 		}
 		for _, c := range s.history {
 			if c.rv > from {
