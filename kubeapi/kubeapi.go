@@ -81,11 +81,11 @@ func New(rc *rest.Config) (*Client, error) {
 		if cfg.UserAgent == "" {
 			cfg.UserAgent = rest.DefaultKubernetesUserAgent()
 		}
-		rc, err := rest.RESTClientForConfigAndClient(cfg, httpClient)
+		group, err := rest.RESTClientForConfigAndClient(cfg, httpClient)
 		if err != nil {
 			return nil, fmt.Errorf("%s client: %w", g.gv, err)
 		}
-		*g.client = rc
+		*g.client = group
 	}
 	return c, nil
 }
