@@ -85,17 +85,17 @@ func (x *index) server(sv *proxier.ServerView) VirtualServer {
 	}
 	out.TrafficPolicy = policy(out.Kind, svc)
 	for _, e := range sv.Entries {
-		switch e.Set {
+		switch e.Set() {
 		case x.set(proxier.SetSourceRanges):
-			out.SourceRanges = append(out.SourceRanges, prefixString(e.Entry.Net))
+			out.SourceRanges = append(out.SourceRanges, prefixString(e.Entry().Net))
 		case x.set(proxier.SetShortCircuit):
-			out.ShortCircuitMark = e.Entry.Mark
+			out.ShortCircuitMark = e.Entry().Mark
 		}
 	}
 	if k.IsMark() {
 		for _, e := range x.v.Entries {
-			if e.Set == x.set(proxier.SetShortCircuit) && e.Entry.Mark == k.Mark {
-				out.ShortCircuitOf = append(out.ShortCircuitOf, netip.AddrPortFrom(e.Entry.Addr, e.Entry.Port).String()+"/"+e.Entry.Proto)
+			if m := e.Entry(); e.Set() == x.set(proxier.SetShortCircuit) && m.Mark == k.Mark {
+				out.ShortCircuitOf = append(out.ShortCircuitOf, netip.AddrPortFrom(m.Addr, m.Port).String()+"/"+m.Proto)
 			}
 		}
 	}
@@ -116,7 +116,7 @@ func (x *index) kind(sv *proxier.ServerView) string {
 		x.set(proxier.SetLoadBalancer): KindLoadBalancer, x.set(proxier.SetExternalIP): KindExternalIP,
 	}
 	for _, e := range sv.Entries {
-		if kind, ok := kinds[e.Set]; ok && e.Entry.Addr == k.Addr && e.Entry.Port == k.Port {
+		if kind, ok := kinds[e.Set()]; ok && e.Entry().Addr == k.Addr && e.Entry().Port == k.Port {
 			return kind
 		}
 	}
@@ -137,7 +137,7 @@ func (x *index) port(sv *proxier.ServerView, kind string, svc *proxier.ServiceVi
 				continue
 			}
 			for _, e := range o.Entries {
-				if e.Set == x.set(proxier.SetShortCircuit) && e.Entry.Mark == k.Mark {
+				if e.Set() == x.set(proxier.SetShortCircuit) && e.Entry().Mark == k.Mark {
 					return x.port(&o, x.kind(&o), svc)
 				}
 			}

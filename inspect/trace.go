@@ -88,8 +88,8 @@ func newNetfilter(r proxier.Rules, entries []proxier.SetEntry) *netfilter {
 		nf.sets[l.Set.Name] = &ipset{typ: l.Set.Type, members: l.Members}
 	}
 	for _, e := range entries {
-		if s := nf.sets[e.Set]; s != nil {
-			s.members = append(s.members, e.Entry)
+		if s := nf.sets[e.Set()]; s != nil {
+			s.members = append(s.members, e.Entry())
 		}
 	}
 	return nf

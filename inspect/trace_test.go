@@ -96,7 +96,7 @@ func TestMarkTargets(t *testing.T) {
 			{"-m", "set", "--match-set", "SC", "dst,dst", "-j", "SET", "--map-set", "SC", "dst,dst", "--map-mark"},
 			{"-m", "mark", "--mark", "0x2001", "-j", "ACCEPT"},
 		}}}},
-	}, []proxier.SetEntry{{Set: "SC", Entry: iptables.Entry{Addr: netip.MustParseAddr("10.0.0.1"), Proto: "tcp", Port: 80, Mark: 0x2001}}})
+	}, []proxier.SetEntry{proxier.NewSetEntry("SC", iptables.Entry{Addr: netip.MustParseAddr("10.0.0.1"), Proto: "tcp", Port: 80, Mark: 0x2001})})
 	tr := &tracer{nf: nf, describe: func(string, string, []string) string { return "" }}
 	p := &packet{src: source{kind: FromOutside}, dst: netip.MustParseAddrPort("10.0.0.1:80"), proto: ipvs.TCP}
 	if v := tr.chain("mangle", "C", p, 0); v != vAccept || p.mark != 0x2001 || tr.err != nil {

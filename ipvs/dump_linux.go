@@ -46,6 +46,11 @@ const (
 // and converts each message as it comes (github.com/moby/ipvs allocates a
 // receive buffer per read and every attribute of every message before
 // converting).
+//
+// A virtual server appears once even when a write lands between two parts
+// of the dump: the kernel resumes a dump at the count of virtual servers
+// it has sent, so one added in an earlier hash bucket meanwhile makes it
+// send again the one at that count. The later copy is kept.
 func (k *Kernel) ListServices() ([]Service, error) {
 	l := k.listerOf()
 	var out []Service
@@ -59,8 +64,21 @@ func (k *Kernel) ListServices() ([]Service, error) {
 	if err != nil {
 		return nil, opError(MethodListServices, ServiceKey{}, netip.AddrPort{}, mapErrno(err, ErrNotFound))
 	}
-	slices.SortFunc(out, func(a, b Service) int { return a.Key.Compare(b.Key) })
-	return out, nil
+	slices.SortStableFunc(out, func(a, b Service) int { return a.Key.Compare(b.Key) })
+	return lastOfEachKey(out), nil
+}
+
+// lastOfEachKey drops from sorted, whose equal keys are in the order they
+// were read, all but the last service of each key.
+func lastOfEachKey(sorted []Service) []Service {
+	out := sorted[:0]
+	for i, s := range sorted {
+		if i+1 < len(sorted) && sorted[i+1].Key == s.Key {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // listerOf returns k's lister, making it on first use: a Kernel of k's

@@ -161,3 +161,23 @@ func TestParseServiceReadsWhatTheKernelSends(t *testing.T) {
 		"-A -f 8193 -6 -s someday",
 	))
 }
+
+// TestLastOfEachKey: a virtual server the kernel sent twice in one dump
+// (a write between its parts) is listed once, as read the second time.
+func TestLastOfEachKey(t *testing.T) {
+	a, b, c := key(TCP, "10.96.0.1:80"), key(TCP, "10.96.0.2:80"), key(UDP, "10.96.0.2:53")
+	read := []Service{
+		{Key: b, Scheduler: "rr"}, {Key: a, Scheduler: "rr"}, {Key: c, Scheduler: "sh"},
+		{Key: b, Scheduler: "wlc"}, {Key: b, Scheduler: "mh"},
+	}
+	slices.SortStableFunc(read, func(x, y Service) int { return x.Key.Compare(y.Key) })
+	got := lastOfEachKey(read)
+	want := []Service{{Key: a, Scheduler: "rr"}, {Key: b, Scheduler: "mh"}, {Key: c, Scheduler: "sh"}}
+	slices.SortFunc(want, func(x, y Service) int { return x.Key.Compare(y.Key) })
+	if !slices.Equal(got, want) {
+		t.Errorf("lastOfEachKey = %+v, want %+v", got, want)
+	}
+	if got := lastOfEachKey(nil); len(got) != 0 {
+		t.Errorf("lastOfEachKey(nil) = %+v", got)
+	}
+}

@@ -432,7 +432,7 @@ func clusterIPEntry(f v1.IPFamily, k ipvs.ServiceKey) SetEntry { return keyEntry
 
 // keyEntry is virtual server k as a member of hash:ip,port set base.
 func keyEntry(base string, f v1.IPFamily, k ipvs.ServiceKey) SetEntry {
-	return SetEntry{Set: setName(base, f), Entry: iptables.Entry{Addr: k.Addr, Proto: k.Proto.String(), Port: k.Port}}
+	return NewSetEntry(setName(base, f), iptables.Entry{Addr: k.Addr, Proto: k.Proto.String(), Port: k.Port})
 }
 
 // localEntries are the members that external virtual server k of a Local
@@ -443,19 +443,17 @@ func localEntries(f v1.IPFamily, k ipvs.ServiceKey, mark uint32) []SetEntry {
 	if mark == 0 {
 		return nil
 	}
-	sc := keyEntry(SetShortCircuit, f, k)
-	sc.Entry.Mark = mark
-	return []SetEntry{keyEntry(SetExternalLocal, f, k), sc}
+	return []SetEntry{keyEntry(SetExternalLocal, f, k), keyEntry(SetShortCircuit, f, k).withMark(mark)}
 }
 
 func vipEntry(f v1.IPFamily, a netip.Addr) SetEntry {
-	return SetEntry{Set: setName(SetVIP, f), Entry: iptables.Entry{Addr: a}}
+	return NewSetEntry(setName(SetVIP, f), iptables.Entry{Addr: a})
 }
 
 func loopBackEntry(f v1.IPFamily, ep netip.AddrPort, p ipvs.Protocol) SetEntry {
-	return SetEntry{Set: setName(SetLoopBack, f), Entry: iptables.Entry{
+	return NewSetEntry(setName(SetLoopBack, f), iptables.Entry{
 		Addr: ep.Addr(), Proto: p.String(), Port: ep.Port(), Addr2: ep.Addr(),
-	}}
+	})
 }
 
 // inPrefixes reports whether a is in one of ps.

@@ -61,11 +61,9 @@ func compareNames(a, b types.NamespacedName) int {
 // server its mark in SetOwnedMark.
 func ownedEntry(f v1.IPFamily, k ipvs.ServiceKey) SetEntry {
 	if k.Mark != 0 {
-		return SetEntry{Set: setName(SetOwnedMark, f), Entry: iptables.Entry{Port: uint16(k.Mark)}}
+		return NewSetEntry(setName(SetOwnedMark, f), iptables.Entry{Port: uint16(k.Mark)})
 	}
-	e := clusterIPEntry(f, k)
-	e.Set = setName(SetOwned, f)
-	return e
+	return keyEntry(SetOwned, f, k)
 }
 
 // replace swaps a Service's fragment (nil removes it) and adds to sc every

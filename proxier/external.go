@@ -51,9 +51,9 @@ func (a extAddr) entries(f v1.IPFamily, k ipvs.ServiceKey, mark uint32) []SetEnt
 	if a.firewall {
 		entries = append(entries, keyEntry(SetFirewall, f, k))
 		for _, r := range a.ranges {
-			entries = append(entries, SetEntry{Set: setName(SetSourceRanges, f), Entry: iptables.Entry{
+			entries = append(entries, NewSetEntry(setName(SetSourceRanges, f), iptables.Entry{
 				Addr: k.Addr, Proto: k.Proto.String(), Port: k.Port, Net: r,
-			}})
+			}))
 		}
 	}
 	return entries

@@ -48,7 +48,7 @@ func startRead(k Kernel, family v1.IPFamily, sets []iptables.Set) *kernelRead {
 				return
 			}
 			for _, e := range entries {
-				r.entries[SetEntry{Set: set.Name, Entry: e}] = struct{}{}
+				r.entries[NewSetEntry(set.Name, e)] = struct{}{}
 			}
 		}
 		svcs, err := k.IPVS.ListServices()

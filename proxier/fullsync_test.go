@@ -250,7 +250,9 @@ func TestEndScopeIsEverythingButWhatTheChunksRepair(t *testing.T) {
 		stale = e
 		break
 	}
-	stale.Entry.Port++
+	m := stale.Entry()
+	m.Port++
+	stale = NewSetEntry(stale.Set(), m)
 	p.applied.Entries[stale] = struct{}{}
 	p.applied.Addrs[netip.MustParseAddr("10.99.0.1")] = struct{}{}
 
@@ -315,7 +317,7 @@ func TestVirtualAndRealServersAreAddedInBatches(t *testing.T) {
 		t.Errorf("someone else's virtual server changed:\n%s", got)
 	}
 	owned := ownedEntry(v1.IPv4Protocol, foreign)
-	if members, err := n.sets.ListEntries(owned.Set); err != nil || slices.Contains(members, owned.Entry) {
+	if members, err := n.sets.ListEntries(owned.Set()); err != nil || slices.Contains(members, owned.Entry()) {
 		t.Errorf("the record of someone else's virtual server stayed (%v): %v", err, members)
 	}
 	if got := n.ipvs.DumpService(key("10.96.1.11", ipvs.TCP, 80)); !strings.Contains(got, "-a -t 10.96.1.11:80 -r 10.244.9.9:8080") {

@@ -91,13 +91,13 @@ func checkFragment(t *testing.T, f *Fragment, family v1.IPFamily) {
 		entries = append(entries, p.Entries...)
 	}
 	for _, e := range entries {
-		if !e.Entry.Addr.IsValid() || familyOf(e.Entry.Addr) != family {
+		if !e.Entry().Addr.IsValid() || familyOf(e.Entry().Addr) != family {
 			t.Fatalf("bad set entry %s", e)
 		}
-		if (e.Set == setName(SetShortCircuit, family)) != (e.Entry.Mark != 0) {
+		if (e.Set() == setName(SetShortCircuit, family)) != (e.Entry().Mark != 0) {
 			t.Fatalf("set entry %s: a mark belongs to SHORT-CIRCUIT members, and they all have one", e)
 		}
-		marked[e.Entry.Mark] = e.Entry.Mark != 0
+		marked[e.Entry().Mark] = e.Entry().Mark != 0
 	}
 	for m := range shortCircuits {
 		if !marked[uint32(m+1)] {
@@ -156,7 +156,7 @@ func FuzzBuildNorthSouth(f *testing.F) {
 			checkFragment(t, frag, family)
 			for _, p := range frag.Servers {
 				for _, e := range p.Entries {
-					if e.Set == setName(SetNodePort, family) && !slices.Contains(cfg.NodePortAddrs, e.Entry.Addr) {
+					if e.Set() == setName(SetNodePort, family) && !slices.Contains(cfg.NodePortAddrs, e.Entry().Addr) {
 						t.Fatalf("NodePort member %s off the NodePort addresses", e)
 					}
 				}

@@ -96,7 +96,7 @@ func TestViewCopiesWhatTheProxierKnows(t *testing.T) {
 
 func hasEntry(entries []SetEntry, base, entry string) bool {
 	for _, e := range entries {
-		if e.Set == SetName(base, v1.IPv4Protocol) && e.Entry.String() == entry {
+		if e.Set() == SetName(base, v1.IPv4Protocol) && e.Entry().String() == entry {
 			return true
 		}
 	}

@@ -113,12 +113,12 @@ func readSet(k Kernel, set iptables.Set, s *State) (bool, error) {
 		return false, err
 	}
 	for e := range s.Entries {
-		if e.Set == set.Name {
+		if e.Set() == set.Name {
 			delete(s.Entries, e)
 		}
 	}
 	for _, e := range entries {
-		s.Entries[SetEntry{Set: set.Name, Entry: e}] = struct{}{}
+		s.Entries[NewSetEntry(set.Name, e)] = struct{}{}
 	}
 	return err == nil, nil
 }
@@ -469,7 +469,7 @@ func (res *ApplyResult) batchRun(ops []Op) int {
 	n := 0
 	for n < len(ops) && n < maxBatch {
 		o := ops[n]
-		if o.Kind != ops[0].Kind || (o.Kind == OpAddEntry && o.Entry.Set != ops[0].Entry.Set) || res.Failed[o.Owner] != nil {
+		if o.Kind != ops[0].Kind || (o.Kind == OpAddEntry && !o.Entry.sameSet(ops[0].Entry)) || res.Failed[o.Owner] != nil {
 			break
 		}
 		n++
@@ -506,9 +506,9 @@ func (res *ApplyResult) writeBatch(k Kernel, b ipvs.Batcher, run []Op) {
 func addBatch(adder iptables.EntryAdder, run []Op) bool {
 	entries := make([]iptables.Entry, len(run))
 	for i, o := range run {
-		entries[i] = o.Entry.Entry
+		entries[i] = o.Entry.Entry()
 	}
-	return adder.AddEntries(run[0].Entry.Set, entries) == nil
+	return adder.AddEntries(run[0].Entry.Set(), entries) == nil
 }
 
 // apply runs one operation, unless its Service failed already, and records
@@ -541,9 +541,9 @@ var errForeign = errors.New("a virtual server not made by kube-ipvs holds this a
 func applyOne(k Kernel, o Op) error {
 	switch o.Kind {
 	case OpAddEntry:
-		return tolerate(k.Sets.AddEntry(o.Entry.Set, o.Entry.Entry), iptables.ErrExists)
+		return tolerate(k.Sets.AddEntry(o.Entry.Set(), o.Entry.Entry()), iptables.ErrExists)
 	case OpDelEntry:
-		return tolerate(k.Sets.DelEntry(o.Entry.Set, o.Entry.Entry), iptables.ErrNotFound)
+		return tolerate(k.Sets.DelEntry(o.Entry.Set(), o.Entry.Entry()), iptables.ErrNotFound)
 	case OpBindAddr:
 		return tolerate(k.Addrs.AddAddr(o.Addr), netif.ErrExists)
 	case OpUnbindAddr:

@@ -65,9 +65,7 @@ func (m *marks) seedFrom(set string, entries []iptables.Entry) {
 	m.seed = map[SetEntry]uint32{}
 	for _, e := range entries {
 		if e.Mark >= MarkFirst && e.Mark <= MarkLast {
-			mark := e.Mark
-			e.Mark = 0
-			m.seed[SetEntry{Set: set, Entry: e}] = mark
+			m.seed[NewSetEntry(set, e).unmarked()] = e.Mark
 		}
 	}
 }
@@ -120,12 +118,11 @@ func (m *marks) assign(name types.NamespacedName, f *Fragment) []Skip {
 func (m *marks) take(f *Fragment, i uint32) uint32 {
 	for _, p := range f.Servers {
 		for _, e := range p.Entries {
-			if e.Entry.Mark != i {
+			if e.Mark() != i {
 				continue
 			}
-			e.Entry.Mark = 0
-			if mark, ok := m.seed[e]; ok && m.free(mark) {
-				delete(m.seed, e)
+			if mark, ok := m.seed[e.unmarked()]; ok && m.free(mark) {
+				delete(m.seed, e.unmarked())
 				m.used[mark] = true
 				return mark
 			}
@@ -158,11 +155,11 @@ func rewrite(f *Fragment, held []uint32) {
 		}
 		entries := p.Entries[:0]
 		for _, e := range p.Entries {
-			if e.Entry.Mark != 0 {
-				if held[e.Entry.Mark-1] == 0 {
+			if e.Mark() != 0 {
+				if held[e.Mark()-1] == 0 {
 					continue
 				}
-				e.Entry.Mark = held[e.Entry.Mark-1]
+				e = e.withMark(held[e.Mark()-1])
 			}
 			entries = append(entries, e)
 		}

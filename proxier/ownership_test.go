@@ -112,7 +112,7 @@ func TestCrashBetweenRecordAndVirtualServerLeaksNothing(t *testing.T) {
 	// between): one a Service still wants, one nobody wants any more.
 	for _, k := range []ipvs.ServiceKey{key("10.96.0.10", ipvs.TCP, 80), key("10.96.0.99", ipvs.TCP, 80)} {
 		e := ownedEntry(testOptions().Build.Family, k)
-		if err := n.sets.AddEntry(e.Set, e.Entry); err != nil {
+		if err := n.sets.AddEntry(e.Set(), e.Entry()); err != nil {
 			t.Fatal(err)
 		}
 	}

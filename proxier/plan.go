@@ -1,7 +1,6 @@
 package proxier
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -144,9 +143,9 @@ func Plan(desired, current *State, scope *Scope) []Op {
 			_, have := current.Entries[e]
 			switch {
 			case want && !have:
-				add(Op{Kind: OpAddEntry, Entry: e, Replaces: haveMark[unmarked(e)], Owner: scope.Entries[e]})
+				add(Op{Kind: OpAddEntry, Entry: e, Replaces: haveMark[e.unmarked()], Owner: scope.Entries[e]})
 			case have && !want:
-				if _, replaced := wantMark[unmarked(e)]; !replaced {
+				if _, replaced := wantMark[e.unmarked()]; !replaced {
 					add(Op{Kind: OpDelEntry, Entry: e, Owner: scope.Entries[e]})
 				}
 			}
@@ -251,7 +250,7 @@ func planServer(add func(Op), k ipvs.ServiceKey, desired, current map[ipvs.Servi
 func markedByKey(entries []SetEntry, s *State) map[SetEntry]*SetEntry {
 	var out map[SetEntry]*SetEntry
 	for _, e := range entries {
-		if e.Entry.Mark == 0 {
+		if e.Mark() == 0 {
 			continue
 		}
 		if _, ok := s.Entries[e]; ok {
@@ -259,29 +258,12 @@ func markedByKey(entries []SetEntry, s *State) map[SetEntry]*SetEntry {
 				out = map[SetEntry]*SetEntry{}
 			}
 			r := e // its own copy: an op may outlive entries
-			out[unmarked(e)] = &r
+			out[e.unmarked()] = &r
 		}
 	}
 	return out
 }
 
-// unmarked is e without its mark: the member's identity in the kernel.
-func unmarked(e SetEntry) SetEntry {
-	e.Entry.Mark = 0
-	return e
-}
-
 // compareEntries orders set members by set, then by their fields, the
 // way `ipset save` lists them.
-func compareEntries(a, b SetEntry) int {
-	return cmp.Or(
-		cmp.Compare(a.Set, b.Set),
-		a.Entry.Addr.Compare(b.Entry.Addr),
-		cmp.Compare(a.Entry.Proto, b.Entry.Proto),
-		cmp.Compare(a.Entry.Port, b.Entry.Port),
-		a.Entry.Addr2.Compare(b.Entry.Addr2),
-		a.Entry.Net.Addr().Compare(b.Entry.Net.Addr()),
-		cmp.Compare(a.Entry.Net.Bits(), b.Entry.Net.Bits()),
-		cmp.Compare(a.Entry.Mark, b.Entry.Mark),
-	)
-}
+func compareEntries(a, b SetEntry) int { return a.compare(b) }

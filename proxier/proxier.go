@@ -535,8 +535,11 @@ func conntrackFlows(done []Op, was *State) []conntrack.Flow {
 func udpShortCircuits(s *State) map[uint32][]netip.AddrPort {
 	out := map[uint32][]netip.AddrPort{}
 	for e := range s.Entries {
-		if e.Entry.Mark != 0 && e.Entry.Proto == ipvs.UDP.String() {
-			out[e.Entry.Mark] = append(out[e.Entry.Mark], netip.AddrPortFrom(e.Entry.Addr, e.Entry.Port))
+		if e.Mark() == 0 {
+			continue
+		}
+		if m := e.Entry(); m.Proto == ipvs.UDP.String() {
+			out[m.Mark] = append(out[m.Mark], netip.AddrPortFrom(m.Addr, m.Port))
 		}
 	}
 	for _, addrs := range out {

@@ -8,7 +8,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/kube-ipvs/kube-ipvs/iptables"
 	"github.com/kube-ipvs/kube-ipvs/ipvs"
 )
 
@@ -18,15 +17,6 @@ type VirtualServer struct {
 	Service ipvs.Service
 	Dests   []ipvs.Destination
 }
-
-// SetEntry is one member of one of kube-ipvs' ipsets.
-type SetEntry struct {
-	Set   string
-	Entry iptables.Entry
-}
-
-// String renders the entry as `ipset add` takes it.
-func (e SetEntry) String() string { return e.Set + " " + e.Entry.String() }
 
 // State is what kube-ipvs wants the kernel to hold, or what it found there,
 // restricted to what kube-ipvs owns: the virtual servers recorded in its

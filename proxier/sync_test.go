@@ -284,7 +284,7 @@ func TestFullResyncRepairsDrift(t *testing.T) {
 	// And leaves a record and an address of a virtual server nobody
 	// wants: only the pass's end, not a chunk, looks at those.
 	stray := ownedEntry(testOptions().Build.Family, key("10.96.0.99", ipvs.TCP, 80))
-	if err := n.sets.AddEntry(stray.Set, stray.Entry); err != nil {
+	if err := n.sets.AddEntry(stray.Set(), stray.Entry()); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.addrs.AddAddr(netip.MustParseAddr("10.96.0.99")); err != nil {
