@@ -22,8 +22,9 @@ import (
 // The set's name and the protocol are numbers in two tables that only
 // grow, by one row for each name ever seen (kube-ipvs' own sets, a few
 // dozen at most, and the protocols ipset prints). An address's zone is not
-// kept: ipset members have none. Two SetEntry values are equal exactly
-// when their sets' names and their entries are.
+// kept (ipset members have none), nor is a prefix that is not valid. Two
+// SetEntry values are equal exactly when their sets' names and their
+// entries, so kept, are.
 type SetEntry struct {
 	addr, addr2, net [16]byte
 	mark             uint32
