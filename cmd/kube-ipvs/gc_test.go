@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// Without GOGC in the environment kube-ipvs collects at 50% heap growth;
+// Without GOGC in the environment kube-ipvs collects at 40% heap growth;
 // an operator's GOGC, including "off", is left to Go's runtime.
 func TestGCPercent(t *testing.T) {
 	was := debug.SetGCPercent(100)
@@ -13,8 +13,8 @@ func TestGCPercent(t *testing.T) {
 
 	env := map[string]string{}
 	getenv := func(k string) string { return env[k] }
-	if gogc, chosen := setGCPercent(getenv); gogc != "50" || !chosen {
-		t.Errorf("no GOGC: got %q (chosen %v), want 50 chosen", gogc, chosen)
+	if gogc, chosen := setGCPercent(getenv); gogc != "40" || !chosen {
+		t.Errorf("no GOGC: got %q (chosen %v), want 40 chosen", gogc, chosen)
 	}
 	if got := debug.SetGCPercent(100); got != defaultGCPercent {
 		t.Errorf("no GOGC: the runtime's GC percent is %d, want %d", got, defaultGCPercent)
