@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -172,6 +173,9 @@ type nameSnapshot struct {
 var setNames, protoNames nameTable
 
 func (t *nameTable) row(s string, limit int) int {
+	if s == "" {
+		return 0
+	}
 	if snap := t.snap.Load(); snap != nil {
 		if r, ok := snap.rows[s]; ok {
 			return r
@@ -182,22 +186,18 @@ func (t *nameTable) row(s string, limit int) int {
 	old := t.snap.Load()
 	if old == nil {
 		old = &nameSnapshot{rows: map[string]int{"": 0}, names: []string{""}}
-	}
-	if r, ok := old.rows[s]; ok {
-		t.snap.Store(old)
-		return r
+	} else if r, ok := old.rows[s]; ok {
+		return r // another goroutine added it meanwhile
 	}
 	if len(old.names) >= limit {
 		// kube-ipvs' sets and ipset's protocols are far fewer.
 		panic(fmt.Sprintf("proxier: more than %d distinct set names or protocols in set members", limit))
 	}
-	next := &nameSnapshot{rows: make(map[string]int, len(old.rows)+1), names: append(old.names[:len(old.names):len(old.names)], s)}
-	for k, v := range old.rows {
-		next.rows[k] = v
-	}
-	next.rows[s] = len(old.names)
+	r := len(old.names)
+	next := &nameSnapshot{rows: maps.Clone(old.rows), names: append(old.names[:r:r], s)}
+	next.rows[s] = r
 	t.snap.Store(next)
-	return len(old.names)
+	return r
 }
 
 func (t *nameTable) name(r int) string {
