@@ -4,10 +4,13 @@ package ipvs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"syscall"
 	"time"
+	"unsafe"
 
 	libipvs "github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
@@ -102,23 +105,116 @@ func (k *Kernel) batchLocked(buf []byte, seq map[uint32]int, errs []error, ws []
 	if err := unix.Sendto(fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("sending: %w", err)
 	}
+	settle := func(s uint32, errno syscall.Errno) {
+		if i, ok := seq[s]; ok {
+			delete(seq, s)
+			if errno != 0 {
+				errs[i] = writeError(ws[i], errno)
+			}
+		}
+	}
+	if k.acks == nil {
+		k.acks = newAckReader(ackSlots)
+	}
 	for len(seq) > 0 {
-		msgs, _, err := k.batchSock.Receive()
+		n, err := k.acks.read(fd)
+		if errors.Is(err, unix.EAGAIN) {
+			// None is queued, which the kernel does not do (it answers
+			// each request while the batch is sent): wait for one.
+			msgs, _, err := k.batchSock.Receive()
+			if err != nil {
+				return fmt.Errorf("receiving: %w", err)
+			}
+			for _, m := range msgs {
+				if m.Header.Type == unix.NLMSG_ERROR && len(m.Data) >= 4 {
+					settle(m.Header.Seq, syscall.Errno(-int32(binary.NativeEndian.Uint32(m.Data[:4]))))
+				}
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("receiving: %w", err)
 		}
-		for _, m := range msgs {
-			i, ok := seq[m.Header.Seq]
-			if !ok || m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
-				continue // not an acknowledgement of this batch
-			}
-			delete(seq, m.Header.Seq)
-			if errno := -int32(binary.NativeEndian.Uint32(m.Data[:4])); errno != 0 {
-				errs[i] = writeError(ws[i], syscall.Errno(errno))
+		for i := range n {
+			if s, errno, ok := parseAck(k.acks.message(i)); ok {
+				settle(s, errno)
 			}
 		}
 	}
 	return nil
+}
+
+// ackSlots is how many acknowledgements one read takes at most.
+const ackSlots = 64
+
+// ackSlotSize is the room for one acknowledgement: with NETLINK_CAP_ACK
+// one is 36 bytes; without it (a kernel before 4.3) an error's carries
+// the request, which is cut short (its first bytes are all that is read).
+const ackSlotSize = 128
+
+// ackReader reads queued acknowledgements with one recvmmsg(2) each
+// time, into buffers kept between batches (nl.NetlinkSocket.Receive
+// clears a 64 KiB buffer and waits on the poller for each one, which
+// costs more than the write it answers).
+type ackReader struct {
+	buf  []byte
+	iovs []unix.Iovec
+	hdrs []mmsghdr
+}
+
+// mmsghdr is struct mmsghdr of <sys/socket.h>; Go pads it as C does.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+}
+
+func newAckReader(slots int) *ackReader {
+	r := &ackReader{
+		buf:  make([]byte, slots*ackSlotSize),
+		iovs: make([]unix.Iovec, slots),
+		hdrs: make([]mmsghdr, slots),
+	}
+	for i := range slots {
+		r.iovs[i].Base = &r.buf[i*ackSlotSize]
+		r.iovs[i].SetLen(ackSlotSize)
+		r.hdrs[i].hdr.Iov = &r.iovs[i]
+		r.hdrs[i].hdr.SetIovlen(1)
+	}
+	return r
+}
+
+// read takes what is queued on fd, up to one message per slot, without
+// waiting: EAGAIN when nothing is.
+func (r *ackReader) read(fd int) (int, error) {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd),
+			uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+		runtime.KeepAlive(r)
+		switch errno {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, errno
+	}
+}
+
+// message is what the i-th slot of the last read holds (cut to the slot
+// when longer).
+func (r *ackReader) message(i int) []byte {
+	n := min(int(r.hdrs[i].len), ackSlotSize)
+	return r.buf[i*ackSlotSize : i*ackSlotSize+n]
+}
+
+// parseAck reads an acknowledgement: its sequence number and the
+// request's errno (0 for success). Anything else is not one (ok false).
+func parseAck(b []byte) (seq uint32, errno syscall.Errno, ok bool) {
+	if len(b) < unix.NLMSG_HDRLEN+4 || binary.NativeEndian.Uint16(b[4:6]) != unix.NLMSG_ERROR {
+		return 0, 0, false
+	}
+	seq = binary.NativeEndian.Uint32(b[8:12])
+	return seq, syscall.Errno(-int32(binary.NativeEndian.Uint32(b[unix.NLMSG_HDRLEN:]))), true
 }
 
 // batchOpen opens the batch socket in k's namespace and learns the IPVS

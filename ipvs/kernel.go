@@ -47,8 +47,10 @@ type Kernel struct {
 	batchSock   *nl.NetlinkSocket
 	batchFamily uint16
 	batchSeq    uint32
-	// dumpBuf is the dumps' receive buffer, kept between calls.
+	// dumpBuf is the dumps' receive buffer, kept between calls, and acks
+	// Batch's.
 	dumpBuf []byte
+	acks    *ackReader
 	// lister is ListServices' own Kernel (its socket, buffer and lock),
 	// made on first use: a full sync dumps the virtual servers in the
 	// background while incremental syncs write on this one.

@@ -13,8 +13,10 @@ package ipvstest
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/kube-ipvs/kube-ipvs/internal/contract"
@@ -76,6 +78,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"firewall-mark DeleteService leaves the other family's mark", testMarkDelete},
 		{"a marked connection reaches the firewall-mark virtual server", testMarkConnect},
 		{"a batch writes what the single calls write, each answered alone", testBatch},
+		{"a long batch's answers each reach their own write", testLongBatch},
 		{"ListServices runs beside writes from another goroutine", testListBesideWrites},
 	}
 	for _, tc := range cases {
@@ -535,6 +538,43 @@ func testBatch(t *testing.T, c *suiteCase) {
 	if errs := b.Batch(nil); len(errs) != 0 {
 		t.Errorf("an empty batch: %v", errs)
 	}
+}
+
+// testLongBatch: a batch of more writes than the Kernel reads answers of
+// at once (its ackSlots) gets every answer to its own write: here every
+// seventh real server is one added before, so it alone fails.
+func testLongBatch(t *testing.T, c *suiteCase) {
+	b, ok := c.h.IPVS.(ipvs.Batcher)
+	if !ok {
+		t.Fatalf("%T does not batch: both the Kernel and the Fake must", c.h.IPVS)
+	}
+	c.add(rr(web))
+	var ws []ipvs.Write
+	var want []ipvs.Destination
+	for i := range 200 {
+		d := masq(fmt.Sprintf("10.244.%d.%d:8080", 241+i/250, 1+i%250), 1)
+		if i%7 == 6 {
+			d = want[len(want)-1]
+		} else {
+			want = append(want, d)
+		}
+		ws = append(ws, ipvs.Write{Method: ipvs.MethodAddDestination, Key: web, Dest: d})
+	}
+	errs := b.Batch(ws)
+	if len(errs) != len(ws) {
+		t.Fatalf("Batch returned %d errors for %d writes", len(errs), len(ws))
+	}
+	for i, err := range errs {
+		if dup := i%7 == 6; dup != errors.Is(err, ipvs.ErrExists) || (!dup && err != nil) {
+			t.Errorf("write %d (%s): %v, want ErrExists: %v", i, ws[i].Dest.Addr, err, dup)
+		}
+	}
+	contract.WantEqual(t, "real servers", configOf(c.dests(web)), sortedDests(want))
+}
+
+// sortedDests is ds in the order ListDestinations gives.
+func sortedDests(ds []ipvs.Destination) []ipvs.Destination {
+	return slices.SortedFunc(slices.Values(ds), func(a, b ipvs.Destination) int { return a.Addr.Compare(b.Addr) })
 }
 
 // configOf is real servers without their connection counts.
