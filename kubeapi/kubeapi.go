@@ -6,8 +6,10 @@
 // registers every API group of Kubernetes at start-up: importing it costs
 // a process about 9 MB of resident memory before it lists anything, and
 // start-up time on a slow node. The requests are those the generated
-// clients make: the same paths, query parameters, content types, rate
-// limits and watch-list semantics for informers.
+// clients make (the same paths, query parameters, content types and rate
+// limits) but one: an informer lists and then watches, where client-go's
+// generated informers stream their first objects with a watch-list (see
+// ListThenWatch).
 package kubeapi
 
 import (
@@ -145,7 +147,7 @@ func listWatch(rc rest.Interface, resource string, newList func() runtime.Object
 		}
 		return rc.Get().Resource(resource).VersionedParams(&o, parameters).Timeout(timeout)
 	}
-	return &cache.ListWatch{
+	return ListThenWatch{&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			list := newList()
 			if err := request(o).Do(ctx).Into(list); err != nil {
@@ -157,5 +159,23 @@ func listWatch(rc rest.Interface, resource string, newList func() runtime.Object
 			o.Watch = true
 			return request(o).Watch(ctx)
 		},
-	}
+	}}
 }
+
+// ListThenWatch is an informer's ListWatch that tells client-go's
+// reflector it does not take watch-list semantics, so the reflector's
+// first read is a LIST (from the apiserver's watch cache, resourceVersion
+// 0) and its watch starts at the list's resourceVersion, as every
+// client-go informer did before the WatchListClient gate became the
+// default in v1.35. A watch-list (sendInitialEvents) sends each object as
+// a watch event of its own, framed, wrapped and decoded twice, and the
+// reflector keeps them in a store of its own until the
+// initial-events-end bookmark: a node joining with 5,000 Services and
+// their EndpointSlices spent about 1.6 s more CPU on that in the
+// benchmark's VM (test/vm/bench) than on the lists, at the same peak
+// memory. What a list costs instead is on the apiserver, which answers it
+// in one response.
+type ListThenWatch struct{ *cache.ListWatch }
+
+// IsWatchListSemanticsUnSupported is true: list, then watch.
+func (ListThenWatch) IsWatchListSemanticsUnSupported() bool { return true }

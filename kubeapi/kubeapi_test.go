@@ -99,18 +99,23 @@ func TestListPaths(t *testing.T) {
 	}
 }
 
-// An informer on a Client's Services streams its first objects with a
-// watch-list (sendInitialEvents), as the generated informers do, and
-// syncs on the initial-events-end bookmark.
-func TestInformersUseWatchList(t *testing.T) {
+// An informer on a Client's Services lists them first (resourceVersion
+// 0, no watch-list: see ListThenWatch), syncs on that list, and then
+// watches from the list's resourceVersion.
+func TestInformersListThenWatch(t *testing.T) {
+	watched := make(chan string, 1)
 	a, c := start(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("watch") != "true" {
-			http.Error(w, "want a watch-list, not a list", http.StatusBadRequest)
+		w.Header().Set("Content-Type", "application/json")
+		q := r.URL.Query()
+		if q.Get("watch") != "true" {
+			fmt.Fprint(w, `{"kind":"ServiceList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[`+
+				`{"metadata":{"name":"web","namespace":"default","resourceVersion":"5"}}]}`)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"type":"ADDED","object":{"kind":"Service","apiVersion":"v1","metadata":{"name":"web","namespace":"default","resourceVersion":"5"}}}`+"\n")
-		fmt.Fprint(w, `{"type":"BOOKMARK","object":{"kind":"Service","apiVersion":"v1","metadata":{"resourceVersion":"6","annotations":{"k8s.io/initial-events-end":"true"}}}}`+"\n")
+		select {
+		case watched <- q.Get("resourceVersion"):
+		default:
+		}
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
 	})
@@ -124,11 +129,28 @@ func TestInformersUseWatchList(t *testing.T) {
 	if keys := inf.GetStore().ListKeys(); len(keys) != 1 || keys[0] != "default/web" {
 		t.Errorf("cache holds %q, want default/web", keys)
 	}
-	got := a.seen()[0]
-	for _, p := range []string{"GET /api/v1/services?", "sendInitialEvents=true", "allowWatchBookmarks=true", "resourceVersionMatch=NotOlderThan", "watch=true"} {
-		if !strings.Contains(got, p) {
-			t.Errorf("first request %q lacks %q", got, p)
+	select {
+	case rv := <-watched:
+		if rv != "7" {
+			t.Errorf("the watch starts at resourceVersion %q, want the list's 7", rv)
 		}
+	case <-ctx.Done():
+		t.Fatalf("no watch after the list; requests %q", a.seen())
+	}
+	got := a.seen()
+	list := got[0]
+	for _, p := range []string{"GET /api/v1/services?", "resourceVersion=0"} {
+		if !strings.Contains(list, p) {
+			t.Errorf("first request %q lacks %q", list, p)
+		}
+	}
+	for _, p := range []string{"watch=", "sendInitialEvents"} {
+		if strings.Contains(list, p) {
+			t.Errorf("first request %q is not a plain list: it has %q", list, p)
+		}
+	}
+	if w := got[1]; !strings.Contains(w, "watch=true") || !strings.Contains(w, "allowWatchBookmarks=true") || strings.Contains(w, "sendInitialEvents") {
+		t.Errorf("second request %q, want a watch with bookmarks and no initial events", w)
 	}
 }
 
