@@ -70,7 +70,7 @@ func (k *Kernel) Batch(ws []Write) []error {
 		}
 		return errs
 	}
-	buf := make([]byte, 0, len(ws)*128)
+	buf := make([]byte, 0, len(ws)*192) // an IPv6 real server: 168 bytes
 	seq := make(map[uint32]int, len(ws))
 	for i, w := range ws {
 		if err := validateWrite(w); err != nil {
@@ -296,7 +296,7 @@ func writeError(w Write, err error) error {
 
 // appendWrite appends w's request: a netlink header, a generic netlink
 // header and the attributes github.com/moby/ipvs' fillService and
-// fillDestination write.
+// fillDestination write, without an allocation but b's growth.
 func appendWrite(b []byte, family uint16, seq uint32, w Write) []byte {
 	start := len(b)
 	cmd := uint8(cmdNewService)
@@ -305,9 +305,9 @@ func appendWrite(b []byte, family uint16, seq uint32, w Write) []byte {
 		cmd, key = cmdNewDest, Service{Key: w.Key}
 	}
 	b = appendHeaders(b, family, unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq, cmd)
-	b = appendService(b, toLibService(key))
+	b = appendService(b, &key)
 	if w.Method == MethodAddDestination {
-		b = appendDest(b, toLibDest(w.Dest))
+		b = appendDest(b, &w.Dest)
 	}
 	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
 	return b
@@ -324,67 +324,122 @@ func appendHeaders(b []byte, family, flags uint16, seq uint32, cmd uint8) []byte
 	return append(b, cmd, genlVersion, 0, 0)
 }
 
-func appendService(b []byte, s *libipvs.Service) []byte {
-	return appendNested(b, attrService, func(b []byte) []byte {
-		b = appendAttr(b, svcAF, binary.NativeEndian.AppendUint16(nil, s.AddressFamily))
-		if s.FWMark != 0 {
-			b = appendAttr(b, svcFWMark, binary.NativeEndian.AppendUint32(nil, s.FWMark))
-		} else {
-			b = appendAttr(b, svcProtocol, binary.NativeEndian.AppendUint16(nil, s.Protocol))
-			b = appendAttr(b, svcAddr, ipBytes(s.Address))
-			b = appendAttr(b, svcPort, binary.BigEndian.AppendUint16(nil, s.Port))
-		}
-		b = appendAttr(b, svcSched, append([]byte(s.SchedName), 0))
-		if s.PEName != "" {
-			b = appendAttr(b, svcPEName, append([]byte(s.PEName), 0))
-		}
-		flags := binary.NativeEndian.AppendUint32(nil, s.Flags)
-		b = appendAttr(b, svcFlags, binary.NativeEndian.AppendUint32(flags, 0xffffffff))
-		b = appendAttr(b, svcTimeout, binary.NativeEndian.AppendUint32(nil, s.Timeout))
-		return appendAttr(b, svcNetmask, binary.NativeEndian.AppendUint32(nil, s.Netmask))
-	})
-}
-
-func appendDest(b []byte, d *libipvs.Destination) []byte {
-	return appendNested(b, attrDest, func(b []byte) []byte {
-		b = appendAttr(b, destAddr, ipBytes(d.Address))
-		b = appendAttr(b, destPort, binary.BigEndian.AppendUint16(nil, d.Port))
-		b = appendAttr(b, destForward, binary.NativeEndian.AppendUint32(nil, d.ConnectionFlags&libipvs.ConnectionFlagFwdMask))
-		b = appendAttr(b, destWeight, binary.NativeEndian.AppendUint32(nil, uint32(d.Weight)))
-		b = appendAttr(b, destUThresh, binary.NativeEndian.AppendUint32(nil, d.UpperThreshold))
-		return appendAttr(b, destLThresh, binary.NativeEndian.AppendUint32(nil, d.LowerThreshold))
-	})
-}
-
-// ipBytes is an address as github.com/moby/ipvs sends it: 4 bytes for
-// IPv4, 16 for IPv6.
-func ipBytes(ip []byte) []byte {
-	if a, ok := netip.AddrFromSlice(ip); ok && a.Unmap().Is4() {
-		v4 := a.Unmap().As4()
-		return v4[:]
+// appendService appends IPVS_CMD_ATTR_SERVICE as toLibService and
+// github.com/moby/ipvs' fillService make it: the family; the mark, or the
+// protocol, address and port; the scheduler; the flags with an all-ones
+// mask; the timeout (0 unless persistent) and the host netmask.
+func appendService(b []byte, s *Service) []byte {
+	start := len(b)
+	b = beginNested(b, attrService)
+	family, netmask := uint16(syscall.AF_INET), uint32(netmaskV4)
+	if s.Key.Addr.Is6() {
+		family, netmask = syscall.AF_INET6, netmaskV6
 	}
-	return ip
+	b = appendAttrU16(b, svcAF, family)
+	if s.Key.IsMark() {
+		b = appendAttrU32(b, svcFWMark, s.Key.Mark)
+	} else {
+		b = appendAttrU16(b, svcProtocol, uint16(s.Key.Proto))
+		b = appendAttrAddr(b, svcAddr, s.Key.Addr)
+		b = appendAttrBE16(b, svcPort, s.Key.Port)
+	}
+	b = appendAttrString(b, svcSched, s.Scheduler)
+	flags, timeout := uint32(s.Flags&schedFlagsMask), uint32(0)
+	if s.Persistent {
+		flags, timeout = flags|flagPersistent, s.Timeout
+	}
+	b = appendAttrU32s(b, svcFlags, flags, 0xffffffff)
+	b = appendAttrU32(b, svcTimeout, timeout)
+	b = appendAttrU32(b, svcNetmask, netmask)
+	return endNested(b, start)
+}
+
+// appendDest appends IPVS_CMD_ATTR_DEST as toLibDest and
+// github.com/moby/ipvs' fillDestination make it (no family attribute,
+// thresholds 0).
+func appendDest(b []byte, d *Destination) []byte {
+	start := len(b)
+	b = beginNested(b, attrDest)
+	b = appendAttrAddr(b, destAddr, d.Addr.Addr())
+	b = appendAttrBE16(b, destPort, d.Addr.Port())
+	b = appendAttrU32(b, destForward, uint32(d.Forward)&libipvs.ConnectionFlagFwdMask)
+	b = appendAttrU32(b, destWeight, uint32(d.Weight))
+	b = appendAttrU32(b, destUThresh, 0)
+	b = appendAttrU32(b, destLThresh, 0)
+	return endNested(b, start)
+}
+
+// appendAttrAddr appends an address as github.com/moby/ipvs sends it: 4
+// bytes for IPv4 (also IPv4-mapped IPv6), 16 for IPv6.
+func appendAttrAddr(b []byte, typ uint16, a netip.Addr) []byte {
+	if a.Unmap().Is4() {
+		v4 := a.Unmap().As4()
+		return appendAttr(b, typ, v4[:])
+	}
+	v6 := a.As16()
+	return appendAttr(b, typ, v6[:])
+}
+
+func appendAttrU16(b []byte, typ, v uint16) []byte {
+	var p [2]byte
+	binary.NativeEndian.PutUint16(p[:], v)
+	return appendAttr(b, typ, p[:])
+}
+
+// appendAttrBE16 appends a port: network byte order.
+func appendAttrBE16(b []byte, typ, v uint16) []byte {
+	var p [2]byte
+	binary.BigEndian.PutUint16(p[:], v)
+	return appendAttr(b, typ, p[:])
+}
+
+func appendAttrU32(b []byte, typ uint16, v uint32) []byte {
+	var p [4]byte
+	binary.NativeEndian.PutUint32(p[:], v)
+	return appendAttr(b, typ, p[:])
+}
+
+// appendAttrU32s appends two 32-bit values as one attribute (struct
+// ip_vs_flags: flags, mask).
+func appendAttrU32s(b []byte, typ uint16, v, w uint32) []byte {
+	var p [8]byte
+	binary.NativeEndian.PutUint32(p[:], v)
+	binary.NativeEndian.PutUint32(p[4:], w)
+	return appendAttr(b, typ, p[:])
+}
+
+// appendAttrString appends a NUL-terminated string.
+func appendAttrString(b []byte, typ uint16, v string) []byte {
+	b = binary.NativeEndian.AppendUint16(b, uint16(unix.SizeofRtAttr+len(v)+1))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(append(b, v...), 0)
+	return pad4(b)
 }
 
 // appendAttr appends one netlink attribute, padded to 4 bytes.
 func appendAttr(b []byte, typ uint16, data []byte) []byte {
 	b = binary.NativeEndian.AppendUint16(b, uint16(unix.SizeofRtAttr+len(data)))
 	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = append(b, data...)
+	return pad4(append(b, data...))
+}
+
+func pad4(b []byte) []byte {
 	for len(b)%4 != 0 {
 		b = append(b, 0)
 	}
 	return b
 }
 
-// appendNested appends an attribute whose payload body writes, as
+// beginNested starts an attribute whose payload follows, as
 // github.com/moby/ipvs nests them (without NLA_F_NESTED, which the
-// kernel's IPVS family does not require).
-func appendNested(b []byte, typ uint16, body func([]byte) []byte) []byte {
-	start := len(b)
+// kernel's IPVS family does not require); endNested, given where it
+// started, sets its length.
+func beginNested(b []byte, typ uint16) []byte {
 	b = binary.NativeEndian.AppendUint16(b, 0)
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = body(b)
+	return binary.NativeEndian.AppendUint16(b, typ)
+}
+
+func endNested(b []byte, start int) []byte {
 	binary.NativeEndian.PutUint16(b[start:], uint16(len(b)-start))
 	return b
 }

@@ -3,12 +3,15 @@
 package ipvs
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"syscall"
 	"testing"
 	"unsafe"
 
+	libipvs "github.com/moby/ipvs"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,5 +117,126 @@ func TestAckReader(t *testing.T) {
 	}
 	if n, err := r.read(fds[0]); !errors.Is(err, unix.EAGAIN) {
 		t.Errorf("an empty socket read %d messages, err %v; want EAGAIN", n, err)
+	}
+}
+
+// libAppendWrite is the request of a write as the batch made it from
+// github.com/moby/ipvs' own types (toLibService, toLibDest) before
+// appendWrite wrote the attributes from kube-ipvs' types directly.
+func libAppendWrite(b []byte, family uint16, seq uint32, w Write) []byte {
+	start := len(b)
+	cmd := uint8(cmdNewService)
+	key := w.Service
+	if w.Method == MethodAddDestination {
+		cmd, key = cmdNewDest, Service{Key: w.Key}
+	}
+	b = appendHeaders(b, family, unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq, cmd)
+	b = libAppendService(b, toLibService(key))
+	if w.Method == MethodAddDestination {
+		b = libAppendDest(b, toLibDest(w.Dest))
+	}
+	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
+	return b
+}
+
+func libAppendService(b []byte, s *libipvs.Service) []byte {
+	return appendNested(b, attrService, func(b []byte) []byte {
+		b = appendAttr(b, svcAF, binary.NativeEndian.AppendUint16(nil, s.AddressFamily))
+		if s.FWMark != 0 {
+			b = appendAttr(b, svcFWMark, binary.NativeEndian.AppendUint32(nil, s.FWMark))
+		} else {
+			b = appendAttr(b, svcProtocol, binary.NativeEndian.AppendUint16(nil, s.Protocol))
+			b = appendAttr(b, svcAddr, ipBytes(s.Address))
+			b = appendAttr(b, svcPort, binary.BigEndian.AppendUint16(nil, s.Port))
+		}
+		b = appendAttr(b, svcSched, append([]byte(s.SchedName), 0))
+		if s.PEName != "" {
+			b = appendAttr(b, svcPEName, append([]byte(s.PEName), 0))
+		}
+		flags := binary.NativeEndian.AppendUint32(nil, s.Flags)
+		b = appendAttr(b, svcFlags, binary.NativeEndian.AppendUint32(flags, 0xffffffff))
+		b = appendAttr(b, svcTimeout, binary.NativeEndian.AppendUint32(nil, s.Timeout))
+		return appendAttr(b, svcNetmask, binary.NativeEndian.AppendUint32(nil, s.Netmask))
+	})
+}
+
+func libAppendDest(b []byte, d *libipvs.Destination) []byte {
+	return appendNested(b, attrDest, func(b []byte) []byte {
+		b = appendAttr(b, destAddr, ipBytes(d.Address))
+		b = appendAttr(b, destPort, binary.BigEndian.AppendUint16(nil, d.Port))
+		b = appendAttr(b, destForward, binary.NativeEndian.AppendUint32(nil, d.ConnectionFlags&libipvs.ConnectionFlagFwdMask))
+		b = appendAttr(b, destWeight, binary.NativeEndian.AppendUint32(nil, uint32(d.Weight)))
+		b = appendAttr(b, destUThresh, binary.NativeEndian.AppendUint32(nil, d.UpperThreshold))
+		return appendAttr(b, destLThresh, binary.NativeEndian.AppendUint32(nil, d.LowerThreshold))
+	})
+}
+
+// ipBytes is an address as github.com/moby/ipvs sends it: 4 bytes for
+// IPv4, 16 for IPv6.
+func ipBytes(ip []byte) []byte {
+	if a, ok := netip.AddrFromSlice(ip); ok && a.Unmap().Is4() {
+		v4 := a.Unmap().As4()
+		return v4[:]
+	}
+	return ip
+}
+
+
+// appendNested appends an attribute whose payload body writes.
+func appendNested(b []byte, typ uint16, body func([]byte) []byte) []byte {
+	start := len(b)
+	return endNested(body(beginNested(b, typ)), start)
+}
+
+// TestAppendWriteIsMobysEncoding: every shape of write is encoded byte for
+// byte as from github.com/moby/ipvs' types, and a request about a key as
+// well.
+func TestAppendWriteIsMobysEncoding(t *testing.T) {
+	v4 := ServiceKey{Addr: netip.MustParseAddr("10.96.0.10"), Proto: TCP, Port: 80}
+	v6 := ServiceKey{Addr: netip.MustParseAddr("fd00::10"), Proto: UDP, Port: 53}
+	sctp := ServiceKey{Addr: netip.MustParseAddr("10.96.0.11"), Proto: SCTP, Port: 9999}
+	mapped := ServiceKey{Addr: netip.MustParseAddr("::ffff:10.96.0.12"), Proto: TCP, Port: 443}
+	services := []Service{
+		{Key: v4, Scheduler: "rr"},
+		{Key: v6, Scheduler: "mh", Flags: SchedFlag2 | SchedFlag1},
+		{Key: sctp, Scheduler: "wlc", Persistent: true, Timeout: 10800},
+		{Key: mapped, Scheduler: "sh", Persistent: true},
+		{Key: MarkKey(0x4000, false), Scheduler: "rr"},
+		{Key: MarkKey(0x4001, true), Scheduler: "lc", Persistent: true, Timeout: 60},
+		{Key: v4, Scheduler: ""},
+	}
+	dests := []Destination{
+		{Addr: netip.MustParseAddrPort("10.244.1.2:8080"), Weight: 1, Forward: Masquerade},
+		{Addr: netip.MustParseAddrPort("10.244.1.3:8080"), Weight: 0, Forward: Masquerade},
+		{Addr: netip.MustParseAddrPort("[fd00:244::2]:8080"), Weight: 7, Forward: Tunnel},
+		{Addr: netip.MustParseAddrPort("10.244.1.4:65535"), Weight: 1 << 20, Forward: Route},
+	}
+	var ws []Write
+	for _, s := range services {
+		ws = append(ws, Write{Method: MethodAddService, Service: s})
+		for _, d := range dests {
+			ws = append(ws, Write{Method: MethodAddDestination, Key: s.Key, Dest: d})
+		}
+	}
+	var got, want []byte
+	for i, w := range ws {
+		got = appendWrite(got, 0x1c, uint32(i), w)
+		want = libAppendWrite(want, 0x1c, uint32(i), w)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("write %d %+v:\n got %x\nwant %x", i, w, got, want)
+		}
+	}
+	for _, s := range services {
+		if g, w := appendService(nil, &Service{Key: s.Key}), libAppendService(nil, toLibService(Service{Key: s.Key})); !bytes.Equal(g, w) {
+			t.Errorf("key %s:\n got %x\nwant %x", s.Key, g, w)
+		}
+	}
+	for _, w := range ws {
+		if n := len(appendWrite(nil, 0x1c, 1, w)); n > 192 {
+			t.Errorf("%+v takes %d bytes, more than Batch makes room for", w, n)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { got = appendWrite(got[:0], 0x1c, 1, ws[1]) }); n != 0 {
+		t.Errorf("appendWrite into room enough allocates %v times", n)
 	}
 }

@@ -153,7 +153,7 @@ func (k *Kernel) request(cmd uint8, flags uint16, key *ServiceKey, attr uint16, 
 	seq := k.batchSeq
 	b := appendHeaders(make([]byte, 0, 128), k.batchFamily, unix.NLM_F_REQUEST|flags, seq, cmd)
 	if key != nil {
-		b = appendService(b, toLibService(Service{Key: *key}))
+		b = appendService(b, &Service{Key: *key})
 	}
 	binary.NativeEndian.PutUint32(b, uint32(len(b)))
 	fd := k.batchSock.GetFd()
