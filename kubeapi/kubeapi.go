@@ -21,6 +21,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -153,13 +154,58 @@ func listWatch(rc rest.Interface, resource string, newList func() runtime.Object
 			if err := request(o).Do(ctx).Into(list); err != nil {
 				return nil, err
 			}
-			return list, nil
+			return itemsInPlace(list)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.Watch = true
 			return request(o).Watch(ctx)
 		},
 	}}
+}
+
+// ObjectList is a list as an informer's reflector takes it: the items of
+// a decoded list, each where decoding put it. For a list whose items are
+// values (v1.ServiceList's []v1.Service), client-go's reflector copies
+// each item into an object of its own so the cache does not keep the
+// list's array; a list of runtime.Object items it stores as they are.
+// The cache then keeps each list's array instead (no bigger than the
+// items it holds, and one allocation for them all, with no copy), until
+// every item has been replaced by a watch event or the next list.
+type ObjectList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []runtime.Object `json:"items"`
+}
+
+// DeepCopyObject copies l and every item.
+func (l *ObjectList) DeepCopyObject() runtime.Object {
+	c := &ObjectList{TypeMeta: l.TypeMeta, Items: make([]runtime.Object, len(l.Items))}
+	l.ListMeta.DeepCopyInto(&c.ListMeta)
+	for i, o := range l.Items {
+		c.Items[i] = o.DeepCopyObject()
+	}
+	return c
+}
+
+// itemsInPlace is list as an ObjectList of its own items.
+func itemsInPlace(list runtime.Object) (*ObjectList, error) {
+	lm, err := meta.ListAccessor(list)
+	if err != nil {
+		return nil, err
+	}
+	items, err := meta.ExtractList(list) // the items where they are
+	if err != nil {
+		return nil, err
+	}
+	return &ObjectList{
+		TypeMeta: metav1.TypeMeta{Kind: "List", APIVersion: "v1"},
+		ListMeta: metav1.ListMeta{
+			ResourceVersion:    lm.GetResourceVersion(),
+			Continue:           lm.GetContinue(),
+			RemainingItemCount: lm.GetRemainingItemCount(),
+		},
+		Items: items,
+	}, nil
 }
 
 // ListThenWatch is an informer's ListWatch that tells client-go's

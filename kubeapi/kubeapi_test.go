@@ -11,9 +11,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	v1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -151,6 +153,44 @@ func TestInformersListThenWatch(t *testing.T) {
 	}
 	if w := got[1]; !strings.Contains(w, "watch=true") || !strings.Contains(w, "allowWatchBookmarks=true") || strings.Contains(w, "sendInitialEvents") {
 		t.Errorf("second request %q, want a watch with bookmarks and no initial events", w)
+	}
+}
+
+// A Client's list hands the reflector its items where decoding put them,
+// in the list's one array, so the reflector stores them without a copy;
+// the list's resourceVersion and continue token are kept.
+func TestListKeepsItemsInPlace(t *testing.T) {
+	_, c := start(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"kind":"ServiceList","apiVersion":"v1","metadata":{"resourceVersion":"7","continue":"more"},"items":[`+
+			`{"metadata":{"name":"a","namespace":"default"}},{"metadata":{"name":"b","namespace":"default"}}]}`)
+	})
+	obj, err := c.Services(labels.Everything()).List(metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, ok := obj.(*ObjectList)
+	if !ok {
+		t.Fatalf("List returned %T, want *ObjectList", obj)
+	}
+	if list.ResourceVersion != "7" || list.Continue != "more" || len(list.Items) != 2 {
+		t.Fatalf("list %+v", list)
+	}
+	a, b := list.Items[0].(*v1.Service), list.Items[1].(*v1.Service)
+	if a.Name != "a" || b.Name != "b" {
+		t.Fatalf("items %q, %q", a.Name, b.Name)
+	}
+	if d := uintptr(unsafe.Pointer(b)) - uintptr(unsafe.Pointer(a)); d != unsafe.Sizeof(v1.Service{}) {
+		t.Errorf("the items are %d bytes apart, not neighbours in one array (%d)", d, unsafe.Sizeof(v1.Service{}))
+	}
+	// What the reflector calls on a list: the same objects, not copies.
+	got, err := meta.ExtractListWithAlloc(list)
+	if err != nil || len(got) != 2 || got[0] != list.Items[0] || got[1] != list.Items[1] {
+		t.Errorf("ExtractListWithAlloc = %v, %v; want the list's own items", got, err)
+	}
+	cp := list.DeepCopyObject().(*ObjectList)
+	if cp.ResourceVersion != "7" || len(cp.Items) != 2 || cp.Items[0] == list.Items[0] || cp.Items[0].(*v1.Service).Name != "a" {
+		t.Errorf("DeepCopyObject = %+v", cp)
 	}
 }
 
