@@ -181,7 +181,6 @@ func ipBytes(ip []byte) []byte {
 	return ip
 }
 
-
 // appendNested appends an attribute whose payload body writes.
 func appendNested(b []byte, typ uint16, body func([]byte) []byte) []byte {
 	start := len(b)
