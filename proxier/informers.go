@@ -3,6 +3,7 @@ package proxier
 import (
 	"context"
 	"fmt"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
@@ -92,7 +93,7 @@ func NewWatcher(src Source, nodeName, proxyName string, p *Proxier, poke func())
 		update, delete func(any)
 	}{
 		{w.services, typed(p.OnService), typed(p.OnServiceDelete)},
-		{w.slices, typed(p.OnSlice), typed(p.OnSliceDelete)},
+		{w.slices, sliceEvent(p, false), sliceEvent(p, true)},
 		{w.node, typed(p.OnNode), func(any) {}},
 	}
 	for _, h := range handlers {
@@ -131,6 +132,19 @@ func typed[T any](f func(T)) func(any) {
 	return func(obj any) {
 		if t, ok := obj.(T); ok {
 			f(t)
+		}
+	}
+}
+
+// sliceEvent records a slice event in p: an object of the cache (a
+// CachedSlice) as it is, any other EndpointSlice as OnSlice would.
+func sliceEvent(p *Proxier, deleted bool) func(any) {
+	return func(obj any) {
+		switch o := obj.(type) {
+		case *CachedSlice:
+			p.recordSlice(o, deleted)
+		case *discovery.EndpointSlice:
+			p.recordSlice(cachedOf(o), deleted)
 		}
 	}
 }
@@ -175,12 +189,13 @@ func Run(ctx context.Context, w *Watcher, r *Runner) error {
 //     annotation, owner reference, finalizer, selector (a proxy follows
 //     the slices, not the pods) or status condition (only
 //     status.loadBalancer is read).
-//   - An EndpointSlice keeps only the service-name label (which Service
-//     it serves), only the last-change-trigger-time annotation (the
-//     programming latency metric) and no owner reference. Its endpoints
-//     keep no zone, hints or deprecated topology (kube-ipvs does not
-//     route by topology), and of their target reference only the kind,
-//     namespace and name (`kube-ipvs show` names the pod).
+//   - An EndpointSlice is stored as a CachedSlice: no label or annotation
+//     but the two values read from them (the Service it serves, the
+//     last-change-trigger-time of the programming latency metric), and no
+//     owner reference. Its endpoints keep no zone, hints or deprecated
+//     topology (kube-ipvs does not route by topology), and of their target
+//     reference only the kind, namespace and name (`kube-ipvs show` names
+//     the pod).
 //   - A Node keeps no annotation (CNIs write large ones) and no image
 //     list (status.images, the largest part of a Node).
 //
@@ -194,10 +209,10 @@ func SlimForCache(obj any) (any, error) {
 		o.Spec.Selector = nil
 		o.Status.Conditions = nil
 	case *discovery.EndpointSlice:
+		c := cachedOf(o)
 		o.ManagedFields = nil
 		o.OwnerReferences = nil
-		o.Labels = keepOnly(o.Labels, discovery.LabelServiceName)
-		o.Annotations = keepOnly(o.Annotations, v1.EndpointsLastChangeTriggerTime)
+		o.Labels, o.Annotations = nil, nil
 		for i := range o.Endpoints {
 			ep := &o.Endpoints[i]
 			ep.Zone, ep.Hints, ep.DeprecatedTopology = nil, nil, nil
@@ -205,6 +220,7 @@ func SlimForCache(obj any) (any, error) {
 				ep.TargetRef = &v1.ObjectReference{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
 			}
 		}
+		return c, nil
 	case *v1.Node:
 		o.ManagedFields = nil
 		o.Annotations = nil
@@ -213,15 +229,22 @@ func SlimForCache(obj any) (any, error) {
 	return obj, nil
 }
 
-// keepOnly is m with only key (nil if m lacks it); m itself when that is
-// all it holds already.
-func keepOnly(m map[string]string, key string) map[string]string {
-	v, ok := m[key]
-	switch {
-	case !ok:
-		return nil
-	case len(m) == 1:
-		return m
-	}
-	return map[string]string{key: v}
+// CachedSlice is an EndpointSlice as the informers' cache keeps it
+// (SlimForCache): what kube-ipvs reads of its labels and annotations is
+// in fields of its own, and the slice has neither. A map of one entry
+// costs about 350 bytes, and a slice of the EndpointSlice controller has
+// two that kube-ipvs reads (of three labels and one annotation).
+type CachedSlice struct {
+	*discovery.EndpointSlice
+	// Service is its kubernetes.io/service-name label: the Service it
+	// serves, "" when it has none.
+	Service string
+	// Trigger is its endpoints.kubernetes.io/last-change-trigger-time,
+	// zero when it has none or one not well formed.
+	Trigger time.Time
+}
+
+// cachedOf is s as a CachedSlice; s is not changed.
+func cachedOf(s *discovery.EndpointSlice) *CachedSlice {
+	return &CachedSlice{EndpointSlice: s, Service: s.Labels[discovery.LabelServiceName], Trigger: parseTrigger(s)}
 }

@@ -134,7 +134,13 @@ func TestWatcherFeedsTheProxier(t *testing.T) {
 		t.Errorf("lists and watches with selectors:\n%v\nwant:\n%v", seen, want)
 	}
 
-	// Later events flow in the same way: a deletion removes the Service.
+	// Later events flow in the same way: a slice's deletion (the cache
+	// holds a CachedSlice) removes its real server, a Service's deletion
+	// the Service.
+	if err := client.DiscoveryV1().EndpointSlices(ns).Delete(context.Background(), "web-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { mustSync(t, p, false); return !strings.Contains(n.ipvs.Dump(), "10.244.1.1") })
 	if err := client.CoreV1().Services(ns).Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -260,19 +266,27 @@ func TestSlimForCacheKeepsWhatKubeIPVSReads(t *testing.T) {
 	es.Endpoints[1].NodeName = ptr.To(testNode)
 	keep := es.DeepCopy()
 	keep.ManagedFields, keep.OwnerReferences = nil, nil
-	keep.Labels = map[string]string{discovery.LabelServiceName: "web"}
-	keep.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: "2026-12-02T05:00:00Z"}
+	keep.Labels, keep.Annotations = nil, nil
 	keep.Endpoints[0].Zone, keep.Endpoints[0].Hints, keep.Endpoints[0].DeprecatedTopology = nil, nil, nil
 	keep.Endpoints[0].TargetRef = &v1.ObjectReference{Kind: "Pod", Namespace: ns, Name: "web-abc"}
-	for range 2 { // idempotent
-		if _, err := SlimForCache(es); err != nil || !equality.Semantic.DeepEqual(es, keep) {
-			t.Errorf("EndpointSlice (%v):\n%+v\nwant:\n%+v", err, es, keep)
-		}
+	trigger := time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC)
+	obj, err := SlimForCache(es)
+	c, ok := obj.(*CachedSlice)
+	if err != nil || !ok {
+		t.Fatalf("SlimForCache(EndpointSlice) = %T, %v; want a *CachedSlice", obj, err)
+	}
+	if c.EndpointSlice != es || !equality.Semantic.DeepEqual(es, keep) || c.Service != "web" || !c.Trigger.Equal(trigger) {
+		t.Errorf("EndpointSlice: service %q, trigger %v, slice:\n%+v\nwant web, %v and:\n%+v", c.Service, c.Trigger, es, trigger, keep)
+	}
+	if again, err := SlimForCache(c); err != nil || again != obj { // idempotent
+		t.Errorf("SlimForCache(CachedSlice) = %v, %v; want it unchanged", again, err)
 	}
 	bare := slice(ns, "web-2", "web", withEndpoints(ep("10.244.1.3")))
 	bare.Labels = nil
-	if _, err := SlimForCache(bare); err != nil || bare.Labels != nil || bare.Annotations != nil {
-		t.Errorf("an EndpointSlice with no labels (%v): labels %v, annotations %v", err, bare.Labels, bare.Annotations)
+	bare.Annotations = map[string]string{v1.EndpointsLastChangeTriggerTime: "yesterday"}
+	obj, err = SlimForCache(bare)
+	if c := obj.(*CachedSlice); err != nil || c.Service != "" || !c.Trigger.IsZero() || bare.Labels != nil || bare.Annotations != nil {
+		t.Errorf("an EndpointSlice with no labels and a malformed trigger time (%v): %q, %v; labels %v, annotations %v", err, c.Service, c.Trigger, bare.Labels, bare.Annotations)
 	}
 
 	node := &v1.Node{

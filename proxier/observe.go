@@ -68,19 +68,18 @@ func (nopMetrics) Applied(string, error, int)        {}
 func (nopMetrics) Skipped(string)                    {}
 func (nopMetrics) Tallied(Tallies)                   {}
 
-// triggerTime is the endpoints.kubernetes.io/last-change-trigger-time of
-// a slice, when it is set, well formed and after since (kube-proxy counts
-// no change made before it started).
-func triggerTime(s *discovery.EndpointSlice, since time.Time) (time.Time, bool) {
+// parseTrigger is the endpoints.kubernetes.io/last-change-trigger-time
+// of a slice, zero when it is not set or not well formed.
+func parseTrigger(s *discovery.EndpointSlice) time.Time {
 	v, ok := s.Annotations[v1.EndpointsLastChangeTriggerTime]
 	if !ok {
-		return time.Time{}, false
+		return time.Time{}
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil || !t.After(since) {
-		return time.Time{}, false
+	if err != nil {
+		return time.Time{}
 	}
-	return t, true
+	return t
 }
 
 // programmed reports the endpoint changes that are now in the kernel:

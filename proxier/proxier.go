@@ -139,7 +139,7 @@ type Proxier struct {
 // object records a deletion.
 type changes struct {
 	services map[types.NamespacedName]*v1.Service
-	slices   map[types.NamespacedName]*discovery.EndpointSlice
+	slices   map[types.NamespacedName]*CachedSlice
 	node     *v1.Node
 	// addrs records that the node's addresses may have changed.
 	addrs bool
@@ -196,7 +196,7 @@ func New(log *zap.Logger, k Kernel, opts Options) *Proxier {
 func newChanges() changes {
 	return changes{
 		services: map[types.NamespacedName]*v1.Service{},
-		slices:   map[types.NamespacedName]*discovery.EndpointSlice{},
+		slices:   map[types.NamespacedName]*CachedSlice{},
 		triggers: map[types.NamespacedName][]time.Time{},
 	}
 }
@@ -208,10 +208,10 @@ func (p *Proxier) OnService(svc *v1.Service) { p.recordService(svc, svc) }
 func (p *Proxier) OnServiceDelete(svc *v1.Service) { p.recordService(svc, nil) }
 
 // OnSlice records an added or updated EndpointSlice.
-func (p *Proxier) OnSlice(s *discovery.EndpointSlice) { p.recordSlice(s, s) }
+func (p *Proxier) OnSlice(s *discovery.EndpointSlice) { p.recordSlice(cachedOf(s), false) }
 
 // OnSliceDelete records a deleted EndpointSlice.
-func (p *Proxier) OnSliceDelete(s *discovery.EndpointSlice) { p.recordSlice(s, nil) }
+func (p *Proxier) OnSliceDelete(s *discovery.EndpointSlice) { p.recordSlice(cachedOf(s), true) }
 
 func (p *Proxier) recordService(key, svc *v1.Service) {
 	p.mu.Lock()
@@ -220,16 +220,22 @@ func (p *Proxier) recordService(key, svc *v1.Service) {
 	p.metrics.ServiceChanged(len(p.pending.services))
 }
 
-func (p *Proxier) recordSlice(key, s *discovery.EndpointSlice) {
+// recordSlice records s, or its deletion.
+func (p *Proxier) recordSlice(s *CachedSlice, deleted bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.pending.slices[types.NamespacedName{Namespace: key.Namespace, Name: key.Name}] = s
+	key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+	p.pending.slices[key] = s
+	if deleted {
+		p.pending.slices[key] = nil
+	}
 	// As kube-proxy: a deleted slice's trigger time is that of its last
-	// update, so the Service's pending ones are dropped, not timed.
-	svc := types.NamespacedName{Namespace: key.Namespace, Name: key.Labels[discovery.LabelServiceName]}
-	if s == nil {
+	// update, so the Service's pending ones are dropped, not timed; one
+	// from before the proxy started is not timed either.
+	svc := types.NamespacedName{Namespace: s.Namespace, Name: s.Service}
+	if deleted {
 		p.pending.triggers[svc] = nil // and those a sync took already
-	} else if t, ok := triggerTime(s, p.started); ok && svc.Name != "" {
+	} else if t := s.Trigger; t.After(p.started) && svc.Name != "" {
 		p.pending.triggers[svc] = append(p.pending.triggers[svc], t)
 	}
 	p.metrics.SliceChanged(len(p.pending.slices))
@@ -331,7 +337,7 @@ func (p *Proxier) absorb(ch changes, all bool, sc *Scope) *Scope {
 
 // absorbSlice files a slice under the Service its label names, moving it
 // if the label changed.
-func (p *Proxier) absorbSlice(key types.NamespacedName, s *discovery.EndpointSlice, dirty map[types.NamespacedName]bool) {
+func (p *Proxier) absorbSlice(key types.NamespacedName, s *CachedSlice, dirty map[types.NamespacedName]bool) {
 	if old, ok := p.sliceSvc[key]; ok {
 		if i, found := slices.BinarySearchFunc(p.bySvc[old], key, compareSlice); found {
 			p.bySvc[old] = slices.Delete(p.bySvc[old], i, i+1)
@@ -345,7 +351,7 @@ func (p *Proxier) absorbSlice(key types.NamespacedName, s *discovery.EndpointSli
 	if s == nil {
 		return
 	}
-	svcName := s.Labels[discovery.LabelServiceName]
+	svcName := s.Service
 	if svcName == "" {
 		p.count(types.NamespacedName{Namespace: s.Namespace}, []Skip{{Reason: ReasonSliceWithoutService, Detail: "slice " + key.String()}})
 		return
@@ -354,7 +360,7 @@ func (p *Proxier) absorbSlice(key types.NamespacedName, s *discovery.EndpointSli
 	// A slice per Service is the rule: a sorted list, not a map, is what
 	// it costs least to keep for thousands of them.
 	i, _ := slices.BinarySearchFunc(p.bySvc[name], key, compareSlice)
-	p.bySvc[name] = slices.Insert(p.bySvc[name], i, s)
+	p.bySvc[name] = slices.Insert(p.bySvc[name], i, s.EndpointSlice)
 	p.sliceSvc[key] = name
 	dirty[name] = true
 }
