@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -97,20 +99,27 @@ func (s *fileSource) reload() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, obj := range next {
+	// In key order, so the same files give the same versions every time.
+	for _, k := range slices.SortedFunc(maps.Keys(next), objectKey.compare) {
+		obj := next[k]
 		if old, ok := s.read[k]; ok && reflect.DeepEqual(old, obj) {
 			continue
 		}
 		s.read[k] = obj
 		s.record(k, obj)
 	}
-	for k := range s.read {
+	for _, k := range slices.SortedFunc(maps.Keys(s.read), objectKey.compare) {
 		if _, ok := next[k]; !ok {
 			delete(s.read, k)
 			s.record(k, nil)
 		}
 	}
 	return nil
+}
+
+// compare orders keys by kind, namespace and name.
+func (k objectKey) compare(o objectKey) int {
+	return cmp.Or(strings.Compare(k.kind, o.kind), strings.Compare(k.namespace, o.namespace), strings.Compare(k.name, o.name))
 }
 
 // record serves obj as k at the next version (nil: k is deleted) and

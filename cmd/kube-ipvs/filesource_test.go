@@ -34,9 +34,15 @@ addressType: IPv4
 endpoints: [{addresses: [10.244.1.2]}]
 `
 
+// write puts a file in place whole (a rename), so a reload never reads it
+// half-written.
 func write(t *testing.T, dir, name, text string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+	tmp := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -258,7 +264,9 @@ func TestFileSourceWatchesFromAListsVersion(t *testing.T) {
 	if err := c.reload(); err != nil {
 		t.Fatal(err)
 	}
-	if got := nextEvent(t, w, 5*time.Second); got != "DELETED default/web 4" {
+	// Changes are made in kind, namespace and name order: the
+	// EndpointSlice's deletion is version 4, the Service's 5.
+	if got := nextEvent(t, w, 5*time.Second); got != "DELETED default/web 5" {
 		t.Errorf("after the removal: %q, want the Service's last state at the deletion's version", got)
 	}
 	if got := nextEvent(t, w, 50*time.Millisecond); got != "" {
@@ -302,7 +310,8 @@ func TestFileSourceSelectsByLabel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	if got := nextEvent(t, w, 5*time.Second); got != "ADDED default/web 1" {
+	// Version 1 is the EndpointSlice (kind, namespace, name order).
+	if got := nextEvent(t, w, 5*time.Second); got != "ADDED default/web 2" {
 		t.Fatalf("first event: %q", got)
 	}
 	for _, step := range []struct{ yaml, want string }{
