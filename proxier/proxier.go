@@ -225,9 +225,10 @@ func (p *Proxier) recordSlice(s *CachedSlice, deleted bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
-	p.pending.slices[key] = s
 	if deleted {
 		p.pending.slices[key] = nil
+	} else {
+		p.pending.slices[key] = s
 	}
 	// As kube-proxy: a deleted slice's trigger time is that of its last
 	// update, so the Service's pending ones are dropped, not timed; one
