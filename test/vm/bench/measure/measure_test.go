@@ -1,6 +1,9 @@
 package measure
 
 import (
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -273,6 +276,33 @@ func TestShort(t *testing.T) {
 	} {
 		if got := Short(d); got != want {
 			t.Errorf("Short(%v) = %s, want %s", d, got, want)
+		}
+	}
+}
+
+func TestFasterFloor(t *testing.T) {
+	floor := func(d time.Duration, notes ...string) Row {
+		return Row{Name: Floor, Result: &Result{Proxy: Floor, Time: d, CPU: d, Notes: notes}}
+	}
+	slow, fast := floor(6730*time.Millisecond, "kernel work 6.6s of it"), floor(2580*time.Millisecond, "kernel work 2.5s of it")
+	for _, pair := range [][2]Row{{slow, fast}, {fast, slow}} {
+		got := FasterFloor(pair[0], pair[1])
+		if got.Err != nil || got.Result == nil || got.Result.Time != 2580*time.Millisecond || got.Name != Floor {
+			t.Fatalf("FasterFloor = %+v, want the 2.58s boot", got)
+		}
+		want := []string{"kernel work 2.5s of it", fmt.Sprintf("the faster of two boots, one before the proxies' runs and one after: %v and %v",
+			pair[0].Result.Time, pair[1].Result.Time)}
+		if !slices.Equal(got.Result.Notes, want) {
+			t.Errorf("notes %q, want %q", got.Result.Notes, want)
+		}
+	}
+	if len(fast.Result.Notes) != 1 || len(slow.Result.Notes) != 1 {
+		t.Errorf("the boots' own notes changed: %q, %q", fast.Result.Notes, slow.Result.Notes)
+	}
+	failed := Row{Name: Floor, Err: errors.New("the floor exited 1")}
+	for _, pair := range [][2]Row{{failed, fast}, {fast, failed}} {
+		if got := FasterFloor(pair[0], pair[1]); got.Err == nil {
+			t.Errorf("FasterFloor(%v, %v) = %+v, want the failure", pair[0].Err, pair[1].Err, got)
 		}
 	}
 }
