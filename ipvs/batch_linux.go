@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 	"unsafe"
@@ -70,8 +71,18 @@ func (k *Kernel) Batch(ws []Write) []error {
 		}
 		return errs
 	}
-	buf := make([]byte, 0, len(ws)*192) // an IPv6 real server: 168 bytes
-	seq := make(map[uint32]int, len(ws))
+	// The request buffer and the sequence map are kept between batches.
+	buf := slices.Grow(k.batchBuf[:0], len(ws)*192) // an IPv6 real server: 168 bytes
+	if k.batchSeqs == nil {
+		k.batchSeqs = make(map[uint32]int, len(ws))
+	}
+	seq := k.batchSeqs
+	clear(seq)
+	defer func() {
+		if cap(buf) <= maxKeptBatch {
+			k.batchBuf = buf[:0]
+		}
+	}()
 	for i, w := range ws {
 		if err := validateWrite(w); err != nil {
 			errs[i] = writeError(w, err)
@@ -96,6 +107,10 @@ func (k *Kernel) Batch(ws []Write) []error {
 	}
 	return errs
 }
+
+// maxKeptBatch bounds the request buffer a Kernel keeps for its next
+// batch: more than the proxier's largest (256 writes).
+const maxKeptBatch = 64 << 10
 
 // batchLocked sends buf and reads one acknowledgement per entry of seq
 // (sequence number to index of ws), which it deletes; errs gets the

@@ -47,10 +47,13 @@ type Kernel struct {
 	batchSock   *nl.NetlinkSocket
 	batchFamily uint16
 	batchSeq    uint32
-	// dumpBuf is the dumps' receive buffer, kept between calls, and acks
-	// Batch's.
-	dumpBuf []byte
-	acks    *ackReader
+	// dumpBuf is the dumps' receive buffer, kept between calls; acks,
+	// batchBuf and batchSeqs are Batch's acknowledgement reader, request
+	// buffer and sequence numbers.
+	dumpBuf   []byte
+	acks      *ackReader
+	batchBuf  []byte
+	batchSeqs map[uint32]int
 	// lister is ListServices' own Kernel (its socket, buffer and lock),
 	// made on first use: a full sync dumps the virtual servers in the
 	// background while incremental syncs write on this one.
