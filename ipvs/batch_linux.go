@@ -54,13 +54,14 @@ const (
 	batchTimeout = 30 * time.Second
 )
 
-// Batch runs ws in order as one write to the kernel: every message goes
-// in one sendmsg, which the kernel runs one by one, acknowledging each, so
-// a write that fails does not stop the next. The messages are those
-// github.com/moby/ipvs sends for NewService and NewDestination, so the
-// kernel holds the same as after the single calls. Each error is what
-// AddService or AddDestination would have returned; when the socket
-// itself fails, every write not acknowledged gets that error.
+// Batch runs ws in order as few writes to the kernel: each sendmsg
+// carries up to sendMax messages, which the kernel runs one by one,
+// acknowledging each, so a write that fails does not stop the next. The
+// messages are those github.com/moby/ipvs sends for NewService and
+// NewDestination, so the kernel holds the same as after the single
+// calls. Each error is what AddService or AddDestination would have
+// returned; when the socket itself fails, every write not acknowledged
+// gets that error, and so does every write not sent yet.
 func (k *Kernel) Batch(ws []Write) []error {
 	errs := make([]error, len(ws))
 	k.mu.Lock()
@@ -71,18 +72,36 @@ func (k *Kernel) Batch(ws []Write) []error {
 		}
 		return errs
 	}
-	// The request buffer and the sequence map are kept between batches.
-	buf := slices.Grow(k.batchBuf[:0], len(ws)*192) // an IPv6 real server: 168 bytes
+	for start := 0; start < len(ws); start += sendMax {
+		end := min(start+sendMax, len(ws))
+		if err := k.batchPart(ws[start:end], errs[start:end]); err != nil {
+			for i := end; i < len(ws); i++ {
+				errs[i] = writeError(ws[i], fmt.Errorf("IPVS batch: not sent after an earlier part failed: %w", err))
+			}
+			break
+		}
+	}
+	return errs
+}
+
+// sendMax is how many requests one sendmsg carries at most. The kernel
+// queues every acknowledgement on the socket while the requests run, and
+// the default receive buffer (net.core.rmem_default, 208 KiB) holds about
+// 270: a run of 300 failed with ENOBUFS.
+const sendMax = 128
+
+// batchPart sends ws, at most sendMax, in one sendmsg and reads their
+// acknowledgements into errs. Its error is the socket's, which it closes;
+// every write of ws not acknowledged then has it in errs. The request
+// buffer and the sequence map are kept for the next part.
+func (k *Kernel) batchPart(ws []Write, errs []error) error {
 	if k.batchSeqs == nil {
-		k.batchSeqs = make(map[uint32]int, len(ws))
+		k.batchSeqs = make(map[uint32]int, sendMax)
 	}
 	seq := k.batchSeqs
 	clear(seq)
-	defer func() {
-		if cap(buf) <= maxKeptBatch {
-			k.batchBuf = buf[:0]
-		}
-	}()
+	buf := slices.Grow(k.batchBuf[:0], len(ws)*192) // an IPv6 real server: 168 bytes
+	defer func() { k.batchBuf = buf[:0] }()
 	for i, w := range ws {
 		if err := validateWrite(w); err != nil {
 			errs[i] = writeError(w, err)
@@ -93,7 +112,7 @@ func (k *Kernel) Batch(ws []Write) []error {
 		buf = appendWrite(buf, k.batchFamily, k.batchSeq, w)
 	}
 	if len(seq) == 0 {
-		return errs
+		return nil
 	}
 	err := k.batchLocked(buf, seq, errs, ws)
 	if err != nil {
@@ -105,12 +124,8 @@ func (k *Kernel) Batch(ws []Write) []error {
 			errs[i] = writeError(ws[i], fmt.Errorf("IPVS batch (message %d): %w", s, err))
 		}
 	}
-	return errs
+	return err
 }
-
-// maxKeptBatch bounds the request buffer a Kernel keeps for its next
-// batch: more than the proxier's largest (256 writes).
-const maxKeptBatch = 64 << 10
 
 // batchLocked sends buf and reads one acknowledgement per entry of seq
 // (sequence number to index of ws), which it deletes; errs gets the
