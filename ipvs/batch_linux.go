@@ -151,14 +151,8 @@ func (k *Kernel) batchLocked(buf []byte, seq map[uint32]int, errs []error, ws []
 		if errors.Is(err, unix.EAGAIN) {
 			// None is queued, which the kernel does not do (it answers
 			// each request while the batch is sent): wait for one.
-			msgs, _, err := k.batchSock.Receive()
-			if err != nil {
+			if err := waitReadable(fd, batchTimeout); err != nil {
 				return fmt.Errorf("receiving: %w", err)
-			}
-			for _, m := range msgs {
-				if m.Header.Type == unix.NLMSG_ERROR && len(m.Data) >= 4 {
-					settle(m.Header.Seq, syscall.Errno(-int32(binary.NativeEndian.Uint32(m.Data[:4]))))
-				}
 			}
 			continue
 		}
@@ -230,6 +224,28 @@ func (r *ackReader) read(fd int) (int, error) {
 	}
 }
 
+// waitReadable waits until fd has something to read: EAGAIN when timeout
+// passes first.
+func waitReadable(fd int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return unix.EAGAIN
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return err
+		case n > 0:
+			return nil
+		}
+	}
+}
+
 // message is what the i-th slot of the last read holds (cut to the slot
 // when longer).
 func (r *ackReader) message(i int) []byte {
@@ -291,11 +307,6 @@ func (k *Kernel) batchOpenLocked() error {
 	// so a batch of failures fits the receive buffer. Best effort: a
 	// kernel before 4.3 lacks it.
 	_ = unix.SetsockoptInt(s.GetFd(), unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
-	tv := unix.NsecToTimeval(batchTimeout.Nanoseconds())
-	if err := s.SetReceiveTimeout(&tv); err != nil {
-		s.Close()
-		return err
-	}
 	k.batchSock = s
 	return nil
 }

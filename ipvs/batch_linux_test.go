@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	libipvs "github.com/moby/ipvs"
@@ -237,5 +238,25 @@ func TestAppendWriteIsMobysEncoding(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { got = appendWrite(got[:0], 0x1c, 1, ws[1]) }); n != 0 {
 		t.Errorf("appendWrite into room enough allocates %v times", n)
+	}
+}
+
+// waitReadable answers EAGAIN when nothing comes in time, and returns at
+// once when something is queued.
+func TestWaitReadable(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if err := waitReadable(fds[0], 20*time.Millisecond); !errors.Is(err, unix.EAGAIN) {
+		t.Errorf("with nothing queued: %v, want EAGAIN", err)
+	}
+	if err := unix.Send(fds[1], ack(1, 0), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitReadable(fds[0], time.Minute); err != nil {
+		t.Errorf("with an acknowledgement queued: %v", err)
 	}
 }
