@@ -75,14 +75,17 @@ type fakeChain struct {
 	rules  [][]string
 }
 
-var _ Interface = (*Fake)(nil)
+var (
+	_ Interface      = (*Fake)(nil)
+	_ TablesRestorer = (*Fake)(nil)
+)
 
 // NewFake returns a Fake holding only the empty built-in chains.
 func NewFake() *Fake {
 	f := &Fake{
 		tables: map[string]*fakeTable{},
-		rec: fakecall.New[string]("iptables.Fake", []string{MethodListRules, MethodSaveTable},
-			[]string{MethodRestoreChains, MethodRestoreInsert, MethodEnsureRule, MethodDeleteRule, MethodDeleteChain}),
+		rec: fakecall.New[string]("iptables.Fake", []string{MethodListRules, MethodSaveTable, MethodSaveTables},
+			[]string{MethodRestoreChains, MethodRestoreTables, MethodEnsureRule, MethodDeleteRule, MethodDeleteChain}),
 	}
 	f.tables[TableNAT] = newBuiltinTable("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
 	f.tables[TableFilter] = newBuiltinTable("INPUT", "FORWARD", "OUTPUT")
@@ -154,24 +157,76 @@ func (f *Fake) SaveTable(table string) (Table, error) {
 	return out, nil
 }
 
+// SaveTables is SaveTable of each of tables, in one call, but a table the
+// Fake does not hold (a lazy one not used yet, or one it does not know) is
+// a Table without chains, as iptables-save without -t leaves it out.
+func (f *Fake) SaveTables(tables ...string) (map[string]Table, error) {
+	what := "saving " + strings.Join(tables, ", ")
+	if err := f.begin(what, MethodSaveTables, nil, tables...); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	saved := make(map[string]Table, len(tables))
+	for _, name := range tables {
+		out := Table{Rules: map[string][][]string{}}
+		if t, ok := f.tables[name]; ok {
+			out.Chains = t.chainOrder()
+			for _, c := range out.Chains {
+				if rules := t.chains[c].rules; len(rules) > 0 {
+					out.Rules[c] = cloneRules(rules)
+				}
+			}
+		}
+		saved[name] = out
+	}
+	return saved, nil
+}
+
+// RestoreTables makes each write (chains, then inserts, all or nothing),
+// one table after the other, and stops at the first that fails: the tables
+// before it keep what they got. It is one call (FailOn and Hook see the
+// chains of every table), whose failure names the table.
+func (f *Fake) RestoreTables(writes []TableWrite) error {
+	var tables, names []string
+	for _, w := range writes {
+		if len(w.Chains) == 0 && len(w.Inserts) == 0 {
+			continue
+		}
+		tables = append(tables, w.Table)
+		names = append(names, writeChains(w.Chains, w.Inserts)...)
+	}
+	if len(tables) == 0 {
+		return nil
+	}
+	if err := f.begin("restoring "+strings.Join(tables, ", "), MethodRestoreTables, names, append(tables, names...)...); err != nil {
+		return err
+	}
+	for _, w := range writes {
+		if len(w.Chains) == 0 && len(w.Inserts) == 0 {
+			continue
+		}
+		if err := f.write(w.Table, w.Chains, w.Inserts); err != nil {
+			return fmt.Errorf("%s refused: %w", w.Table, err)
+		}
+	}
+	return nil
+}
+
 // RestoreChains replaces the bodies of the given user chains, creating the
 // missing ones, all or nothing. It refuses what Kernel refuses (built-in
 // chains, bad names) and rules whose target or set does not exist.
 func (f *Fake) RestoreChains(table string, chains []Chain) error {
-	return f.restore(MethodRestoreChains, table, chains, nil)
-}
-
-// RestoreChainsInserting is RestoreChains, then inserts, all or nothing:
-// an insert into a chain that neither exists nor is restored, or whose
-// target or set does not exist, changes nothing.
-func (f *Fake) RestoreChainsInserting(table string, chains []Chain, inserts []Insert) error {
-	if len(chains) == 0 && len(inserts) == 0 {
-		return nil
+	names := writeChains(chains, nil)
+	if err := f.begin("restoring "+table, MethodRestoreChains, names, append([]string{table}, names...)...); err != nil {
+		return err
 	}
-	return f.restore(MethodRestoreInsert, table, chains, inserts)
+	return f.write(table, chains, nil)
 }
 
-func (f *Fake) restore(method, table string, chains []Chain, inserts []Insert) error {
+// writeChains names the chains a write changes: chains', then those
+// inserted into, each once.
+func writeChains(chains []Chain, inserts []Insert) []string {
 	names := make([]string, 0, len(chains)+len(inserts))
 	for _, c := range chains {
 		names = append(names, c.Name)
@@ -181,10 +236,13 @@ func (f *Fake) restore(method, table string, chains []Chain, inserts []Insert) e
 			names = append(names, in.Chain)
 		}
 	}
+	return names
+}
+
+// write replaces the bodies of chains and then makes inserts in table, all
+// or nothing, as one iptables-restore transaction.
+func (f *Fake) write(table string, chains []Chain, inserts []Insert) error {
 	what := "restoring " + table
-	if err := f.begin(what, method, names, append([]string{table}, names...)...); err != nil {
-		return err
-	}
 	if err := validateChains(table, chains); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -368,8 +426,10 @@ func (f *Fake) begin(what, method string, chains []string, args ...string) error
 // FailOn makes every later call of method (MethodEnsureRule, …) on chain
 // fail with err, wrapped as Kernel wraps its errors, before anything is
 // looked at or changed. RestoreChains fails when any chain it restores is
-// the one given. The chain "" matches every call (and is the only one
-// that fails SaveTable, which names no chain); tables are not told apart.
+// the one given, RestoreTables when any chain of any of its tables is.
+// The chain "" matches every call (and is the only one that fails
+// SaveTable and SaveTables, which name no chain); tables are not told
+// apart.
 // A nil err removes the failure. Failed calls are counted. It panics on a
 // name that is not an Interface method.
 func (f *Fake) FailOn(method, chain string, err error) { f.rec.FailOn(method, chain, err) }
@@ -382,8 +442,8 @@ func (f *Fake) Calls() map[string]int { return f.rec.Calls() }
 // ResetCalls forgets the counted calls; state and failures stay.
 func (f *Fake) ResetCalls() { f.rec.Reset() }
 
-// Reads returns the number of ListRules and SaveTable calls since the last
-// ResetCalls.
+// Reads returns the number of ListRules, SaveTable and SaveTables calls
+// since the last ResetCalls.
 func (f *Fake) Reads() int { return f.rec.Reads() }
 
 // Writes returns the number of other calls since the last ResetCalls.

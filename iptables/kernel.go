@@ -22,7 +22,8 @@ const lockWaitSeconds = 5
 // through go-iptables (`iptables -w 5 …`), chain bodies through
 // `iptables-restore --noflush`, whole tables are read with `iptables-save`.
 // The three binaries are one backend's (see NewKernelFor); change them only
-// before the first call.
+// before the first call. A Kernel of NewKernelLater sets them at its first
+// call: read them through Commands.
 type Kernel struct {
 	// Command is the iptables binary go-iptables runs: "iptables" or
 	// "ip6tables" unless changed.
@@ -38,11 +39,19 @@ type Kernel struct {
 	// runner runs a binary with stdin and returns its stdout; tests swap it.
 	runner func(name string, args []string, stdin []byte) ([]byte, error)
 
+	// later, when set, names the backend the binaries are of, at the first
+	// call (NewKernelLater); named guards it.
+	later func() Backend
+	named sync.Once
+
 	mu  sync.Mutex
 	ipt *goiptables.IPTables
 }
 
-var _ Interface = (*Kernel)(nil)
+var (
+	_ Interface      = (*Kernel)(nil)
+	_ TablesRestorer = (*Kernel)(nil)
+)
 
 // NewKernel returns the iptables of IPv4, or of IPv6 when ipv6 is set. It
 // runs nothing: the iptables binary is looked up and its version probed on
@@ -61,6 +70,38 @@ func commandNames(base string, ipv6 bool) [3]string {
 	return [3]string{base, base + "-restore", base + "-save"}
 }
 
+// NewKernelLater is NewKernelFor of the backend backend returns, which it
+// calls once, at the Kernel's first call, and that first call waits for:
+// whatever finds the backend (Detect runs four save commands) runs while
+// the caller goes on. A backend other than BackendLegacy and BackendNFT
+// ("" when none was found) gives NewKernel's plain names.
+func NewKernelLater(ipv6 bool, backend func() Backend) *Kernel {
+	k := NewKernel(ipv6)
+	k.later = backend
+	return k
+}
+
+// name sets the binaries of a NewKernelLater Kernel, once; every method
+// that runs one calls it first.
+func (k *Kernel) name() {
+	k.named.Do(func() {
+		if k.later == nil {
+			return
+		}
+		if b := k.later(); b == BackendLegacy || b == BackendNFT {
+			names := commandNames("iptables-"+string(b), k.ipv6)
+			k.Command, k.RestoreCommand, k.SaveCommand = names[0], names[1], names[2]
+		}
+	})
+}
+
+// Commands returns the iptables, iptables-restore and iptables-save
+// binaries the Kernel runs, once they are named (NewKernelLater).
+func (k *Kernel) Commands() (iptables, restore, save string) {
+	k.name()
+	return k.Command, k.RestoreCommand, k.SaveCommand
+}
+
 // newKernel returns a Kernel running the binaries names (iptables, restore,
 // save).
 func newKernel(names [3]string, ipv6 bool) *Kernel {
@@ -70,6 +111,7 @@ func newKernel(names [3]string, ipv6 bool) *Kernel {
 // handle returns the go-iptables handle, creating it on first use. A failed
 // creation is not cached, so a later call tries again.
 func (k *Kernel) handle() (*goiptables.IPTables, error) {
+	k.name()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.ipt != nil {
@@ -125,6 +167,7 @@ func (k *Kernel) SaveTable(table string) (Table, error) {
 	if table == "" || strings.HasPrefix(table, "-") || strings.ContainsAny(table, " \t\n\r") {
 		return Table{}, fmt.Errorf("%s: bad table name %q", what, table)
 	}
+	k.name()
 	out, err := k.runner(k.SaveCommand, []string{"-t", table}, nil)
 	if err != nil {
 		return Table{}, mapRestoreError(what, err)
@@ -134,6 +177,77 @@ func (k *Kernel) SaveTable(table string) (Table, error) {
 		return Table{}, fmt.Errorf("%s: %w", what, err)
 	}
 	return t, nil
+}
+
+// SaveTables reads tables with one `iptables-save` of every table (see
+// TablesRestorer and parseSaveTables). Unlike SaveTable, it loads no
+// module: iptables-legacy-save without -t reads only the tables loaded.
+func (k *Kernel) SaveTables(tables ...string) (map[string]Table, error) {
+	what := "saving " + strings.Join(tables, ", ")
+	k.name()
+	out, err := k.runner(k.SaveCommand, nil, nil)
+	if err != nil {
+		return nil, mapRestoreError(what, err)
+	}
+	saved, err := parseSaveTables(out, tables)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return saved, nil
+}
+
+// RestoreTables makes every write in one `iptables-restore --noflush
+// --wait=5` whose input holds a section per table (see TablesRestorer and
+// renderRestore): both backends commit each section at its COMMIT, so a
+// refused table leaves the ones before it written. The error names the
+// table of the line iptables-restore says failed.
+func (k *Kernel) RestoreTables(writes []TableWrite) error {
+	var input []byte
+	var tables []string
+	var ends []int // the last line of each table's section
+	lines := 0
+	for _, w := range writes {
+		if err := validateChains(w.Table, w.Chains); err != nil {
+			return fmt.Errorf("restoring %s: %w", w.Table, err)
+		}
+		if err := validateInserts(w.Inserts); err != nil {
+			return fmt.Errorf("restoring %s: %w", w.Table, err)
+		}
+		if len(w.Chains) == 0 && len(w.Inserts) == 0 {
+			continue
+		}
+		section := renderRestore(w.Table, w.Chains, w.Inserts...)
+		input = append(input, section...)
+		lines += bytes.Count(section, []byte("\n"))
+		tables, ends = append(tables, w.Table), append(ends, lines)
+	}
+	if len(tables) == 0 {
+		return nil
+	}
+	err := k.restore("restoring "+strings.Join(tables, ", "), input)
+	if err != nil {
+		if line, ok := failedLine(err.Error()); ok {
+			if i, _ := slices.BinarySearch(ends, line); i < len(tables) {
+				return fmt.Errorf("%s refused: %w", tables[i], err)
+			}
+		}
+	}
+	return err
+}
+
+// failedLine returns N of iptables-restore's "Error occurred at line: N"
+// (both backends print it), if msg holds it.
+func failedLine(msg string) (int, bool) {
+	_, after, ok := strings.Cut(msg, "Error occurred at line: ")
+	if !ok {
+		return 0, false
+	}
+	end := strings.IndexFunc(after, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(after)
+	}
+	n, err := strconv.Atoi(after[:end])
+	return n, err == nil
 }
 
 // RestoreChains replaces the bodies of the given chains in one
@@ -153,24 +267,9 @@ func (k *Kernel) RestoreChains(table string, chains []Chain) error {
 	return k.restore(what, renderRestore(table, chains))
 }
 
-// RestoreChainsInserting is RestoreChains, and then inserts, in one
-// transaction (see InsertRestorer).
-func (k *Kernel) RestoreChainsInserting(table string, chains []Chain, inserts []Insert) error {
-	what := "restoring " + table
-	if err := validateChains(table, chains); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if err := validateInserts(inserts); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if len(chains) == 0 && len(inserts) == 0 {
-		return nil
-	}
-	return k.restore(what, renderRestore(table, chains, inserts...))
-}
-
 // restore runs `iptables-restore --noflush --wait=5` with input.
 func (k *Kernel) restore(what string, input []byte) error {
+	k.name()
 	args := []string{"--noflush", "--wait=" + strconv.Itoa(lockWaitSeconds)}
 	if _, err := k.runner(k.RestoreCommand, args, input); err != nil {
 		return mapRestoreError(what, err)

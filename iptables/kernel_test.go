@@ -130,3 +130,43 @@ func TestRenderDeleteChain(t *testing.T) {
 		t.Errorf("renderDeleteChain = %q, want %q", got, want)
 	}
 }
+
+// TestNewKernelLater: the backend is asked for once, at the first call
+// that runs a binary, which then runs that backend's; a backend it does
+// not know gives the plain names.
+func TestNewKernelLater(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		ipv6    bool
+		backend Backend
+		save    string
+	}{
+		{name: "nft", backend: BackendNFT, save: "iptables-nft-save"},
+		{name: "legacy ipv6", ipv6: true, backend: BackendLegacy, save: "ip6tables-legacy-save"},
+		{name: "none found", backend: "", save: "iptables-save"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			asked := 0
+			k := NewKernelLater(tt.ipv6, func() Backend { asked++; return tt.backend })
+			var ran []string
+			k.runner = func(name string, _ []string, _ []byte) ([]byte, error) {
+				ran = append(ran, name)
+				return []byte("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n"), nil
+			}
+			if asked != 0 {
+				t.Fatalf("NewKernelLater asked for the backend %d times before any call", asked)
+			}
+			for range 2 {
+				if _, err := k.SaveTable(TableNAT); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, _, save := k.Commands(); asked != 1 || save != tt.save {
+				t.Errorf("asked %d times, saves with %q; want once, %q", asked, save, tt.save)
+			}
+			if want := []string{tt.save, tt.save}; !reflect.DeepEqual(ran, want) {
+				t.Errorf("ran %q, want %q", ran, want)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -128,4 +129,61 @@ func isCounterPair(s string) bool {
 	}
 	p, b, ok := strings.Cut(s[1:len(s)-1], ":")
 	return ok && isDigits(p) && isDigits(b)
+}
+
+// parseSaveTables reads what `iptables-save` printed for every table and
+// returns those of tables, each parsed as parseSaveTable parses one,
+// from its `*TABLE` line to its COMMIT. The other tables are skipped
+// unread, a table iptables-nft cannot show ("# Table `raw' is
+// incompatible…") too, unless it is one of tables. A table of tables that
+// the output does not hold is a Table without chains. A table of tables
+// printed twice, a line outside every table that is not a comment and a
+// table cut short (no COMMIT) are errors.
+func parseSaveTables(out []byte, tables []string) (map[string]Table, error) {
+	got := make(map[string]Table, len(tables))
+	table, start := "", -1 // the table being read and the offset of its line
+	n := 0
+	for off := 0; off < len(out); {
+		end := bytes.IndexByte(out[off:], '\n')
+		if end < 0 {
+			end = len(out)
+		} else {
+			end += off + 1
+		}
+		line := strings.TrimSpace(string(out[off:end]))
+		n++
+		switch {
+		case start < 0 && strings.HasPrefix(line, "# Table `") && strings.Contains(line, "incompatible"):
+			name, _, _ := strings.Cut(strings.TrimPrefix(line, "# Table `"), "'")
+			if slices.Contains(tables, name) {
+				return nil, fmt.Errorf("line %d: %s", n, strings.TrimSpace(strings.TrimPrefix(line, "#")))
+			}
+		case start < 0 && strings.HasPrefix(line, "*"):
+			table, start = line[1:], off
+		case start < 0 && line != "" && !strings.HasPrefix(line, "#"):
+			return nil, fmt.Errorf("line %d: %q outside a table", n, line)
+		case start >= 0 && line == "COMMIT":
+			if slices.Contains(tables, table) {
+				if _, twice := got[table]; twice {
+					return nil, fmt.Errorf("line %d: table %s printed twice", n, table)
+				}
+				t, err := parseSaveTable(table, out[start:end])
+				if err != nil {
+					return nil, fmt.Errorf("table %s, ending on line %d: %w", table, n, err)
+				}
+				got[table] = t
+			}
+			start = -1
+		}
+		off = end
+	}
+	if start >= 0 {
+		return nil, fmt.Errorf("table %s has no COMMIT", table)
+	}
+	for _, t := range tables {
+		if _, ok := got[t]; !ok {
+			got[t] = Table{Rules: map[string][][]string{}}
+		}
+	}
+	return got, nil
 }

@@ -27,7 +27,8 @@ const (
 	MethodListRules     = "ListRules"
 	MethodSaveTable     = "SaveTable"
 	MethodRestoreChains = "RestoreChains"
-	MethodRestoreInsert = "RestoreChainsInserting"
+	MethodSaveTables    = "SaveTables"
+	MethodRestoreTables = "RestoreTables"
 	MethodEnsureRule    = "EnsureRule"
 	MethodDeleteRule    = "DeleteRule"
 	MethodDeleteChain   = "DeleteChain"
@@ -101,16 +102,45 @@ type Insert struct {
 	Spec  []string
 }
 
-// InsertRestorer is an Interface that writes chains and inserts rules in one
-// transaction (Kernel and Fake are): a node's first sync or a repair then
-// runs one iptables-restore per table instead of one per jump.
-type InsertRestorer interface {
-	// RestoreChainsInserting is RestoreChains whose transaction then
-	// inserts each of inserts at the head of its chain, in order (the last
-	// ends first, as with one `iptables -I CHAIN 1` after another), like
-	// `-I CHAIN 1 …` lines in `iptables-restore --noflush` input. Nothing
-	// runs when both are empty.
-	RestoreChainsInserting(table string, chains []Chain, inserts []Insert) error
+// TableWrite is what RestoreTables writes to one table, in one
+// transaction: the bodies of Chains (created if missing), then each of
+// Inserts at the head of its chain, in order (the last ends first, as with
+// one `iptables -I CHAIN 1` after another), like `-I CHAIN 1 …` lines in
+// `iptables-restore --noflush` input.
+type TableWrite struct {
+	Table   string
+	Chains  []Chain
+	Inserts []Insert
+}
+
+// TablesRestorer is an Interface that reads several tables in one command
+// and writes several in another (Kernel and Fake are): a full sync then
+// runs one iptables-save and at most one iptables-restore, not one of
+// each per table.
+type TablesRestorer interface {
+	// SaveTables reads the given tables in one `iptables-save` of every
+	// table, each as SaveTable reads it, except that a table the kernel
+	// does not hold (iptables-nft-save prints only the tables that exist,
+	// iptables-legacy-save only those whose module is loaded) is a Table
+	// without chains, not its empty built-in chains: a table never used.
+	// The tables not asked for are not looked at, so a table iptables
+	// cannot show ("incompatible") fails only when it is asked for. The
+	// map has every table asked for.
+	SaveTables(tables ...string) (map[string]Table, error)
+	// RestoreTables makes the writes in one `iptables-restore --noflush`,
+	// one table after the other, each all or nothing: when a table's
+	// write fails, the tables before it keep theirs and the ones after it
+	// are not written. A failure names the table. Writes with no chain
+	// and no insert are left out; nothing runs when all are.
+	RestoreTables(writes []TableWrite) error
+}
+
+// Tables is the iptables of one family as a full sync uses it: an
+// Interface that also reads and writes whole tables in one command each
+// (Kernel and Fake are).
+type Tables interface {
+	Interface
+	TablesRestorer
 }
 
 // SetType is an ipset type.

@@ -323,8 +323,9 @@ func (p *Proxier) passKeys(mirror *State, r *kernelRead) []ipvs.ServiceKey {
 // not plan and apply them all in one go.
 const maxChunk = 256
 
-// rulesStep is one of step 1's tail: the sets, then a table, then the
-// sweep (each a step), then the anchors and the routes, after the rules:
+// rulesStep is one of step 1's tail: the sets, then the save of the
+// tables, then their writes, then the sweep (each a step), then the
+// anchors and the routes, after the rules:
 // the filter rejects what host ports would answer on a Service CIDR before
 // its route makes it local. It returns the step's name for the log.
 func (p *Proxier) rulesStep() (step string, err error) {
@@ -333,14 +334,13 @@ func (p *Proxier) rulesStep() (step string, err error) {
 	case rs != nil && !p.pass.setsDone:
 		step, err = "sets", rs.ensureSets(p.pass.missing)
 		p.pass.setsDone = true
-	case rs != nil && len(rs.tables) > 0 && rs.save == nil:
+	case rs != nil && rs.tables != nil && rs.save == nil:
 		// Its own step, so that the runner syncs changes while it runs
-		// (StepReady); the next step reads it and fixes the table.
+		// (StepReady); the next step reads it and fixes the tables.
 		rs.startSave()
-		return "save " + rs.tables[0], nil
-	case rs != nil && len(rs.tables) > 0:
-		step = "rules " + rs.tables[0]
-		err = rs.nextTable()
+		return "save tables", nil
+	case rs != nil && rs.tables != nil:
+		step, err = "rules", rs.writeTables()
 	case rs != nil:
 		step, err = "sweep", rs.sweep()
 		p.pass.rules = nil

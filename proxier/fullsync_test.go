@@ -96,8 +96,8 @@ func TestChangeDuringAFullSyncIsSyncedBetweenSteps(t *testing.T) {
 	// The change comes while the background read runs, or after it:
 	// the incremental sync plans against the old mirror, and the new one
 	// takes what it touched from the old.
-	if want := 15; count != want {
-		t.Errorf("the pass took %d steps, want %d: the begin, the read's end, the sets, three tables (a save and a fix each), the sweep, the routes, 3 chunks and the end", count, want)
+	if want := 11; count != want {
+		t.Errorf("the pass took %d steps, want %d: the begin, the read's end, the sets, the tables' save and their writes, the sweep, the routes, 3 chunks and the end", count, want)
 	}
 	for _, want := range []string{"-a -t 10.96.1.1:80 -r 10.244.200.1:8080", "-A -t 10.96.9.9:80", "-a -t 10.96.9.9:80 -r 10.244.201.1:8080"} {
 		if !strings.Contains(during, want) {
@@ -133,10 +133,9 @@ func TestSteppedFullSyncWithNothingChangedWritesNothing(t *testing.T) {
 	stepCluster(p, maxChunk+1)
 	mustSync(t, p, false)
 	n.resetCalls()
-	// The begin, the read's end, the sets, nat, filter and mangle (a
-	// save and a fix each), the sweep, the routes, two chunks and the
-	// end.
-	if count, want := steps(t, p, nil), 14; count != want {
+	// The begin, the read's end, the sets, the tables' save and their
+	// writes, the sweep, the routes, two chunks and the end.
+	if count, want := steps(t, p, nil), 10; count != want {
 		t.Errorf("%d steps, want %d", count, want)
 	}
 	if _, w := n.calls(); w != 0 {
@@ -344,7 +343,7 @@ func TestChangeDuringASaveIsSyncedBeforeTheSaveEnds(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
 	n.ipt.Hook = func(method string, _ ...string) error {
-		if method == iptables.MethodSaveTable {
+		if method == iptables.MethodSaveTables {
 			once.Do(func() {
 				saving <- struct{}{}
 				<-release // only the first save hangs
@@ -364,7 +363,7 @@ func TestChangeDuringASaveIsSyncedBeforeTheSaveEnds(t *testing.T) {
 	select {
 	case <-saving:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the full sync never saved a table")
+		t.Fatal("the full sync never saved the tables")
 	}
 	p.OnService(service(ns, "late", withClusterIP("10.96.9.9")))
 	p.OnSlice(slice(ns, "late-1", "late", withEndpoints(ep("10.244.201.1"))))

@@ -155,17 +155,9 @@ func (l leftovers) plan() []string {
 	return plan
 }
 
-// saveTables reads the swept tables and r's, one iptables-save each.
-func saveTables(ipt iptables.Interface, r Rules) (map[string]iptables.Table, error) {
-	saved := map[string]iptables.Table{}
-	for _, t := range savedTables(r) {
-		tab, err := ipt.SaveTable(t)
-		if err != nil {
-			return nil, err
-		}
-		saved[t] = tab
-	}
-	return saved, nil
+// saveTables reads the swept tables and r's, in one iptables-save.
+func saveTables(ipt iptables.Tables, r Rules) (map[string]iptables.Table, error) {
+	return ipt.SaveTables(savedTables(r)...)
 }
 
 // savedTables are the tables saveTables reads: the swept ones and those r

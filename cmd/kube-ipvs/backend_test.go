@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/kube-ipvs/kube-ipvs/config"
+	"github.com/kube-ipvs/kube-ipvs/iptables"
 )
 
 // TestIPTablesKernels runs no command on the host: detection reads canned
@@ -75,11 +77,13 @@ func TestIPTablesKernels(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.InfoLevel)
 			v4, v6 := iptablesKernels(zap.New(core), tt.backend, tt.run)
-			if got := [2]string{v4.Command, v6.Command}; got != tt.want {
+			cmd4, _, save4 := v4.Commands()
+			cmd6, restore6, _ := v6.Commands()
+			if got := [2]string{cmd4, cmd6}; got != tt.want {
 				t.Errorf("kernels run %q, want %q", got, tt.want)
 			}
-			if v4.SaveCommand != tt.want[0]+"-save" || v6.RestoreCommand != tt.want[1]+"-restore" {
-				t.Errorf("save %q, restore %q: not the backend of %q", v4.SaveCommand, v6.RestoreCommand, tt.want)
+			if save4 != tt.want[0]+"-save" || restore6 != tt.want[1]+"-restore" {
+				t.Errorf("save %q, restore %q: not the backend of %q", save4, restore6, tt.want)
 			}
 			entries := logs.All()
 			if len(entries) != 1 || entries[0].Message != tt.log {
@@ -92,5 +96,44 @@ func TestIPTablesKernels(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestIPTablesKernelsDetectInTheBackground: iptablesKernels returns before
+// detection ends, and the first command waits for it.
+func TestIPTablesKernelsDetectInTheBackground(t *testing.T) {
+	release := make(chan struct{})
+	run := func(name string, _ ...string) ([]byte, error) {
+		<-release
+		if name == "iptables-legacy-save" {
+			return []byte("*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n"), nil
+		}
+		return nil, nil
+	}
+	returned := make(chan [2]*iptables.Kernel)
+	go func() {
+		v4, v6 := iptablesKernels(zap.NewNop(), config.IPTablesBackendAuto, run)
+		returned <- [2]*iptables.Kernel{v4, v6}
+	}()
+	var k [2]*iptables.Kernel
+	select {
+	case k = <-returned:
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("iptablesKernels waited for detection")
+	}
+	named := make(chan string)
+	go func() { cmd, _, _ := k[1].Commands(); named <- cmd }()
+	select {
+	case cmd := <-named:
+		t.Fatalf("the IPv6 kernel was named %q before detection ended", cmd)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if cmd := <-named; cmd != "ip6tables-legacy" {
+		t.Errorf("IPv6 runs %q, want ip6tables-legacy (kubelet's hint is in legacy)", cmd)
+	}
+	if cmd, _, _ := k[0].Commands(); cmd != "iptables-legacy" {
+		t.Errorf("IPv4 runs %q, want iptables-legacy", cmd)
 	}
 }

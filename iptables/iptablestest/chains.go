@@ -1,7 +1,9 @@
 package iptablestest
 
 import (
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kube-ipvs/kube-ipvs/internal/contract"
@@ -22,7 +24,7 @@ func RunChains(t *testing.T, newKernel func(t *testing.T) Kernel) {
 		{"RestoreChains refuses a built-in chain and changes nothing", testRestoreBuiltin},
 		{"RestoreChains is all or nothing", testRestoreAtomic},
 		{"EnsureRule inserts at the head and does not duplicate", testEnsureRule},
-		{"RestoreChainsInserting writes chains and inserts jumps, built-in chains too, all or nothing", testRestoreInserting},
+		{"RestoreTables of one table writes chains and inserts jumps, built-in chains too, all or nothing", testRestoreInserting},
 		{"EnsureRule errors are typed", testEnsureRuleErrors},
 		{"DeleteRule removes the first equal rule", testDeleteRule},
 		{"DeleteChain is ErrInUse while jumped to and keeps the chain", testDeleteChainInUse},
@@ -30,6 +32,8 @@ func RunChains(t *testing.T, newKernel func(t *testing.T) Kernel) {
 		{"SET --map-set is refused outside mangle and holds its set", testMapSetOnlyInMangle},
 		{"SaveTable holds every chain in iptables-save's order, each as ListRules lists it", testSaveTable},
 		{"SaveTable of mangle holds its built-in chains; of an unknown table ErrNotFound", testSaveTableBuiltins},
+		{"SaveTables reads in one call what SaveTable reads of each table", testSaveTables},
+		{"RestoreTables writes table after table; a refused one keeps those before and stops", testRestoreTables},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newEnv(t, newKernel(t))) })
@@ -409,19 +413,22 @@ func (e *env) saveTable(table string) iptables.Table {
 var hookOrder = map[string]int{"PREROUTING": 0, "INPUT": 1, "FORWARD": 2, "OUTPUT": 3, "POSTROUTING": 4}
 
 func testRestoreInserting(t *testing.T, e *env) {
-	ir, ok := e.k.IPTables.(iptables.InsertRestorer)
+	tr, ok := e.k.IPTables.(iptables.TablesRestorer)
 	if !ok {
-		t.Fatalf("%T is not an iptables.InsertRestorer", e.k.IPTables)
+		t.Fatalf("%T is not an iptables.TablesRestorer", e.k.IPTables)
+	}
+	write := func(chains []iptables.Chain, inserts []iptables.Insert) error {
+		return tr.RestoreTables([]iptables.TableWrite{{Table: iptables.TableFilter, Chains: chains, Inserts: inserts}})
 	}
 	e.restore(iptables.TableFilter, iptables.Chain{Name: chainB, Rules: rules("-j RETURN")})
 	a := iptables.Chain{Name: chainA, Rules: rules("-j DROP")}
 	e.own(iptables.TableFilter, a)
 	first := args(`-m comment --comment "kube-ipvs first" -j ` + chainA)
 	second := args(`-m comment --comment "kube-ipvs second" -j ` + chainA)
-	err := ir.RestoreChainsInserting(iptables.TableFilter, []iptables.Chain{a},
+	err := write([]iptables.Chain{a},
 		[]iptables.Insert{{Chain: chainB, Spec: first}, {Chain: chainB, Spec: second}, {Chain: "OUTPUT", Spec: first}})
 	if err != nil {
-		t.Fatalf("RestoreChainsInserting: %v", err)
+		t.Fatalf("RestoreTables: %v", err)
 	}
 	contract.WantEqual(t, "the restored chain", e.rules(iptables.TableFilter, chainA), a.Rules)
 	contract.WantEqual(t, "inserted at the head, the last first", e.rules(iptables.TableFilter, chainB),
@@ -435,13 +442,109 @@ func testRestoreInserting(t *testing.T, e *env) {
 
 	// An insert that cannot be made changes nothing, the chains included.
 	c := iptables.Chain{Name: chainA, Rules: rules("-j ACCEPT")}
-	err = ir.RestoreChainsInserting(iptables.TableFilter, []iptables.Chain{c},
+	err = write([]iptables.Chain{c},
 		[]iptables.Insert{{Chain: chainB, Spec: args("-j " + Prefix + "MISSING")}})
 	if err == nil {
 		t.Fatal("an insert jumping to a missing chain was taken")
 	}
 	contract.WantEqual(t, "the chain after the refused transaction", e.rules(iptables.TableFilter, chainA), a.Rules)
-	if err := ir.RestoreChainsInserting(iptables.TableFilter, nil, nil); err != nil {
+	if err := write(nil, nil); err != nil {
 		t.Errorf("nothing to do: %v", err)
 	}
+}
+
+// testSaveTables: SaveTables of filter and nat holds what SaveTable of
+// each holds; mangle, used before or not, is SaveTable's or has no chains;
+// a table no backend knows has no chains and is no error.
+func testSaveTables(t *testing.T, e *env) {
+	tr, ok := e.k.IPTables.(iptables.TablesRestorer)
+	if !ok {
+		t.Fatalf("%T is not an iptables.TablesRestorer", e.k.IPTables)
+	}
+	e.restore(iptables.TableFilter, iptables.Chain{Name: chainA, Rules: rules("-j DROP")})
+	e.ensure(iptables.TableFilter, "FORWARD", args(`-m comment --comment "kube-ipvs save tables" -j `+chainA))
+	e.restore(iptables.TableNAT, iptables.Chain{Name: chainNat, Rules: rules("-j MASQUERADE")})
+	tables := []string{iptables.TableFilter, iptables.TableNAT, iptables.TableMangle, "kipvsnosuch"}
+	saved, err := tr.SaveTables(tables...)
+	if err != nil {
+		t.Fatalf("SaveTables: %v", err)
+	}
+	if len(saved) != len(tables) {
+		t.Errorf("SaveTables(%q) has %d tables, want %d", tables, len(saved), len(tables))
+	}
+	for _, table := range []string{iptables.TableFilter, iptables.TableNAT} {
+		contract.WantEqual(t, "SaveTables: "+table, saved[table], e.saveTable(table))
+	}
+	if mangle := saved[iptables.TableMangle]; mangle.Chains != nil {
+		contract.WantEqual(t, "SaveTables: mangle, in use", mangle, e.saveTable(iptables.TableMangle))
+	}
+	if none := saved["kipvsnosuch"]; none.Chains != nil || none.Rules == nil {
+		t.Errorf("SaveTables: a table no backend knows = %#v, want no chains and an empty Rules", none)
+	}
+}
+
+// testRestoreTables: one RestoreTables writes chains and jumps into
+// filter and nat; a later one whose filter write is refused leaves nat,
+// written before it, with its new body and filter, and mangle after it,
+// as they were, and says filter was refused.
+func testRestoreTables(t *testing.T, e *env) {
+	tr, ok := e.k.IPTables.(iptables.TablesRestorer)
+	if !ok {
+		t.Fatalf("%T is not an iptables.TablesRestorer", e.k.IPTables)
+	}
+	a := iptables.Chain{Name: chainA, Rules: rules("-j DROP")}
+	nat := iptables.Chain{Name: chainNat, Rules: rules("-j MASQUERADE")}
+	e.own(iptables.TableFilter, a)
+	e.own(iptables.TableNAT, nat)
+	jump := args(`-m comment --comment "kube-ipvs restore tables" -j ` + chainA)
+	natJump := args(`-m comment --comment "kube-ipvs restore tables" -j ` + chainNat)
+	err := tr.RestoreTables([]iptables.TableWrite{
+		{Table: iptables.TableNAT, Chains: []iptables.Chain{nat}, Inserts: []iptables.Insert{{Chain: "POSTROUTING", Spec: natJump}}},
+		{Table: iptables.TableMangle},
+		{Table: iptables.TableFilter, Chains: []iptables.Chain{a}, Inserts: []iptables.Insert{{Chain: "FORWARD", Spec: jump}}},
+	})
+	if err != nil {
+		t.Fatalf("RestoreTables: %v", err)
+	}
+	t.Cleanup(func() {
+		for _, j := range []struct{ table, chain string }{{iptables.TableNAT, "POSTROUTING"}, {iptables.TableFilter, "FORWARD"}} {
+			spec := jump
+			if j.table == iptables.TableNAT {
+				spec = natJump
+			}
+			if err := e.k.IPTables.DeleteRule(j.table, j.chain, spec); err != nil && !errors.Is(err, iptables.ErrNotFound) {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+	contract.WantEqual(t, "nat's chain", e.rules(iptables.TableNAT, chainNat), nat.Rules)
+	contract.WantEqual(t, "filter's chain", e.rules(iptables.TableFilter, chainA), a.Rules)
+	if got := e.rules(iptables.TableNAT, "POSTROUTING"); len(got) == 0 || !slices.Equal(got[0], natJump) {
+		t.Errorf("POSTROUTING = %q, want %q first", got, natJump)
+	}
+	if got := e.rules(iptables.TableFilter, "FORWARD"); len(got) == 0 || !slices.Equal(got[0], jump) {
+		t.Errorf("FORWARD = %q, want %q first", got, jump)
+	}
+
+	forward := e.rules(iptables.TableFilter, "FORWARD")
+	renat := iptables.Chain{Name: chainNat, Rules: rules("-j RETURN")}
+	m := iptables.Chain{Name: chainB}
+	e.own(iptables.TableMangle, m)
+	err = tr.RestoreTables([]iptables.TableWrite{
+		{Table: iptables.TableNAT, Chains: []iptables.Chain{renat}},
+		{Table: iptables.TableFilter, Chains: []iptables.Chain{{Name: chainA, Rules: rules("-j ACCEPT")}},
+			Inserts: []iptables.Insert{{Chain: "FORWARD", Spec: args("-j " + Prefix + "MISSING")}}},
+		{Table: iptables.TableMangle, Chains: []iptables.Chain{m}},
+	})
+	if err == nil {
+		t.Fatal("a jump to a missing chain was taken")
+	}
+	if !strings.HasPrefix(err.Error(), "filter refused") {
+		t.Errorf("err = %v, want it to start with \"filter refused\"", err)
+	}
+	contract.WantEqual(t, "nat's chain, written before the refused table", e.rules(iptables.TableNAT, chainNat), renat.Rules)
+	contract.WantEqual(t, "filter's chain after its refused write", e.rules(iptables.TableFilter, chainA), a.Rules)
+	contract.WantEqual(t, "FORWARD after its refused write", e.rules(iptables.TableFilter, "FORWARD"), forward)
+	_, err = e.k.IPTables.ListRules(iptables.TableMangle, chainB)
+	contract.WantErr(t, "mangle's chain, after the refused table", err, iptables.ErrNotFound)
 }
