@@ -139,7 +139,6 @@ func (f *Fake) SaveTable(table string) (Table, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := Table{Rules: map[string][][]string{}}
 	t, ok := f.tables[table]
 	if !ok {
 		builtins, lazy := lazyTables[table]
@@ -148,13 +147,18 @@ func (f *Fake) SaveTable(table string) (Table, error) {
 		}
 		t = newBuiltinTable(builtins...)
 	}
-	out.Chains = t.chainOrder()
+	return t.save(), nil
+}
+
+// save copies the table as SaveTable returns it. f.mu must be held.
+func (t *fakeTable) save() Table {
+	out := Table{Chains: t.chainOrder(), Rules: map[string][][]string{}}
 	for _, name := range out.Chains {
 		if rules := t.chains[name].rules; len(rules) > 0 {
 			out.Rules[name] = cloneRules(rules)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // SaveTables is SaveTable of each of tables, in one call, but a table the
@@ -169,16 +173,11 @@ func (f *Fake) SaveTables(tables ...string) (map[string]Table, error) {
 	defer f.mu.Unlock()
 	saved := make(map[string]Table, len(tables))
 	for _, name := range tables {
-		out := Table{Rules: map[string][][]string{}}
 		if t, ok := f.tables[name]; ok {
-			out.Chains = t.chainOrder()
-			for _, c := range out.Chains {
-				if rules := t.chains[c].rules; len(rules) > 0 {
-					out.Rules[c] = cloneRules(rules)
-				}
-			}
+			saved[name] = t.save()
+		} else {
+			saved[name] = Table{Rules: map[string][][]string{}}
 		}
-		saved[name] = out
 	}
 	return saved, nil
 }
@@ -188,24 +187,19 @@ func (f *Fake) SaveTables(tables ...string) (map[string]Table, error) {
 // before it keep what they got. It is one call (FailOn and Hook see the
 // chains of every table), whose failure names the table.
 func (f *Fake) RestoreTables(writes []TableWrite) error {
+	writes = slices.DeleteFunc(slices.Clone(writes), func(w TableWrite) bool { return len(w.Chains) == 0 && len(w.Inserts) == 0 })
+	if len(writes) == 0 {
+		return nil
+	}
 	var tables, names []string
 	for _, w := range writes {
-		if len(w.Chains) == 0 && len(w.Inserts) == 0 {
-			continue
-		}
 		tables = append(tables, w.Table)
 		names = append(names, writeChains(w.Chains, w.Inserts)...)
-	}
-	if len(tables) == 0 {
-		return nil
 	}
 	if err := f.begin("restoring "+strings.Join(tables, ", "), MethodRestoreTables, names, append(tables, names...)...); err != nil {
 		return err
 	}
 	for _, w := range writes {
-		if len(w.Chains) == 0 && len(w.Inserts) == 0 {
-			continue
-		}
 		if err := f.write(w.Table, w.Chains, w.Inserts); err != nil {
 			return fmt.Errorf("%s refused: %w", w.Table, err)
 		}
