@@ -31,9 +31,8 @@ func iptablesKernels(log *zap.Logger, backend string, run func(string, ...string
 	case config.IPTablesBackendNFT:
 		b = iptables.BackendNFT
 	default: // "auto"; Validate refuses anything else
-		found := make(chan iptables.Backend, 1)
-		go func() { found <- detectBackend(log, run) }()
-		detected := sync.OnceValue(func() iptables.Backend { return <-found })
+		detected := sync.OnceValue(func() iptables.Backend { return detectBackend(log, run) })
+		go detected() // a Kernel's first call waits for this one
 		return iptables.NewKernelLater(false, detected), iptables.NewKernelLater(true, detected)
 	}
 	log.Info("iptables backend configured", zap.String("backend", string(b)))

@@ -507,12 +507,11 @@ func testRestoreTables(t *testing.T, e *env) {
 		t.Fatalf("RestoreTables: %v", err)
 	}
 	t.Cleanup(func() {
-		for _, j := range []struct{ table, chain string }{{iptables.TableNAT, "POSTROUTING"}, {iptables.TableFilter, "FORWARD"}} {
-			spec := jump
-			if j.table == iptables.TableNAT {
-				spec = natJump
-			}
-			if err := e.k.IPTables.DeleteRule(j.table, j.chain, spec); err != nil && !errors.Is(err, iptables.ErrNotFound) {
+		for _, j := range []struct {
+			table, chain string
+			spec         []string
+		}{{iptables.TableNAT, "POSTROUTING", natJump}, {iptables.TableFilter, "FORWARD", jump}} {
+			if err := e.k.IPTables.DeleteRule(j.table, j.chain, j.spec); err != nil && !errors.Is(err, iptables.ErrNotFound) {
 				t.Errorf("cleanup: %v", err)
 			}
 		}
